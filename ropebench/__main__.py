@@ -1,0 +1,3 @@
+from ropebench.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""``ropebench bench``: the Typer commands ``rope`` and ``train`` (mounted by the main CLI as ``bench_app``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from ropebench.errors import UserError
+
+bench_app = typer.Typer(help="Benchmarks: RoPE kernels vs the bandwidth floor; training-step cost per encoding.",
+                        no_args_is_help=True, add_completion=False)
+
+
+def _split(text: str) -> list[str] | None:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def _finish(result: dict, json_path: Path | None) -> None:
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        typer.echo(f"\nwrote {json_path}")
+
+
+@bench_app.command("rope")
+def rope(
+    shapes: str = typer.Option("auto", help="auto (facts on CUDA, small on CPU), facts, small or none."),
+    shape: str = typer.Option("", help="An extra shape B,S,H,D to time, e.g. 8,4096,32,128."),
+    backends: str = typer.Option("", help="Comma-separated backends (default: every one usable here)."),
+    dtype: str = typer.Option("bf16", help="bf16, fp16 or fp32."),
+    pairing: str = typer.Option("half", help="half or interleaved."),
+    layout: str = typer.Option("qkv", help="qkv (views of a fused projection, as in the model) or contiguous."),
+    device: str = typer.Option("auto", help="auto, cuda or cpu."),
+    reps: int = typer.Option(20, help="Timed repetitions on the CPU (CUDA uses triton's do_bench)."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+) -> None:
+    """Time each RoPE backend, forward and forward+backward, against a device-to-device copy."""
+    from ropebench.bench.rope_bench import bench_rope, parse_shape
+
+    try:
+        result = bench_rope(shapes=shapes, extra_shape=parse_shape(shape) if shape else None,
+                            names=_split(backends), dtype=dtype, pairing=pairing, layout=layout, device=device,
+                            reps=reps, echo=typer.echo)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _finish(result, json_path)
+
+
+@bench_app.command("train")
+def train(
+    encodings: str = typer.Option("", help="Comma-separated, e.g. nope,learned,rope:triton,alibi,t5 "
+                                  "(default: those plus rope on every usable backend)."),
+    model: str = typer.Option("auto", help="auto (gpt2 on CUDA, tiny on CPU), gpt2 (124M shape) or tiny."),
+    batch_size: int = typer.Option(0, help="Sequences per step (0: the preset's)."),
+    seq_len: int = typer.Option(0, help="Tokens per sequence (0: the preset's)."),
+    steps: int = typer.Option(0, help="Timed steps (0: 20 on CUDA, 5 on CPU)."),
+    warmup: int = typer.Option(-1, help="Untimed warm-up steps (-1: 10 on CUDA, 2 on CPU)."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="Also time the whole model compiled."),
+    peak_tflops: float = typer.Option(989.0, help="Peak FLOP/s for MFU, in TFLOP/s (H100 SXM bf16 dense: 989)."),
+    device: str = typer.Option("auto", help="auto, cuda or cpu."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+) -> None:
+    """Time training steps per position encoding: ms/step, tokens/s, ratio to NoPE, MFU."""
+    from ropebench.bench.train_bench import bench_train
+
+    try:
+        result = bench_train(encodings=_split(encodings), model=model, batch_size=batch_size, seq_len=seq_len,
+                             steps=steps, warmup=warmup, compile_model=compile, peak_flops=peak_tflops * 1e12,
+                             device=device, echo=typer.echo)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _finish(result, json_path)
+
+
+def run_rope(argv: list[str] | None = None) -> None:
+    """Entry point of scripts/bench_rope.py."""
+    bench_app(["rope", *(sys.argv[1:] if argv is None else argv)], prog_name="bench_rope.py")
+
+
+def run_train(argv: list[str] | None = None) -> None:
+    """Entry point of scripts/bench_train.py."""
+    bench_app(["train", *(sys.argv[1:] if argv is None else argv)], prog_name="bench_train.py")

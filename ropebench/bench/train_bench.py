@@ -1,0 +1,162 @@
+"""Training-step cost of each position encoding, relative to NoPE measured in the same run.
+
+The model is ropebench's own GPT with only the encoding changed; tokens are random (speed does not depend
+on them). On CUDA: bf16 autocast and fused AdamW, as the peer numbers in facts.md section 4 were taken.
+MFU uses nanoGPT's estimate: 6N + 12*L*H*Q*T FLOPs per token (N parameters doing compute, Q the head dim).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from omegaconf import OmegaConf
+
+from ropebench.bench.rope_bench import pick_device
+from ropebench.config import ModelConfig
+from ropebench.errors import UserError, choose
+from ropebench.rope import backends
+
+H100_BF16_PEAK = 989e12
+# name: (model config, batch size, sequence length, vocabulary)
+PRESETS = {
+    "gpt2": (dict(name="gpt2", n_layer=12, n_head=12, n_embd=768), 16, 1024, 50257),
+    "tiny": (dict(name="tiny", n_layer=4, n_head=4, n_embd=128), 8, 64, 256),
+}
+
+
+def default_encodings(device: torch.device) -> list[str]:
+    rope = [f"rope:{name}" for name in backends.available(device)
+            # interpreted Triton on the CPU is an emulator: correct, but seconds per call
+            if not (device.type == "cpu" and name == "triton" and os.environ.get("TRITON_INTERPRET") == "1")]
+    return ["nope", "learned", *rope, "alibi", "t5"]
+
+
+def pe_config(spec: str):
+    """'rope:triton' -> the rope config with backend=triton; 'alibi' -> alibi's default config."""
+    from ropebench.pe import registry
+
+    name, _, backend = spec.partition(":")
+    entry = registry().get(name)
+    if entry is None:
+        raise UserError(f"unknown encoding '{name}' in --encodings; choose from: {', '.join(sorted(registry()))} "
+                        "(rope may name a backend, e.g. rope:triton)")
+    if backend and name != "rope":
+        raise UserError(f"only rope takes a backend (rope:<backend>), got '{spec}'")
+    return OmegaConf.structured(entry.config_cls(backend=backend) if backend else entry.config_cls())
+
+
+def flops_per_token(model, n_layer: int, n_head: int, head_dim: int, seq_len: int) -> float:
+    # nanoGPT counts every parameter that multiplies activations: the tied token embedding (it is the head)
+    # stays in, a learned position table (a lookup) does not.
+    n = model.num_params(non_embedding=False) - sum(p.numel() for p in model.pe.parameters())
+    return 6 * n + 12 * n_layer * n_head * head_dim * seq_len
+
+
+def _free(device: torch.device, compiled: bool) -> None:
+    # The default sweep of encodings runs in one process: drop the last model's graphs and memory first.
+    if compiled:
+        torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def time_steps(spec: str, model_cfg, batch_size: int, seq_len: int, vocab: int, steps: int, warmup: int,
+               compile_model: bool, device: torch.device) -> tuple[float, float]:
+    """Median ms per training step and FLOPs per token for one encoding."""
+    from ropebench.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(model_cfg, pe_config(spec), vocab_size=vocab, train_seq_len=seq_len).to(device)
+    fpt = flops_per_token(model, model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd // model_cfg.n_head, seq_len)
+    cuda = device.type == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
+    step_model = torch.compile(model) if compile_model else model
+    tokens = torch.randint(0, vocab, (batch_size, seq_len + 1), device=device)
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def step():
+        with autocast:
+            _, loss = step_model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    times = []
+    for i in range(warmup + steps):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), fpt
+
+
+def bench_train(
+    encodings: list[str] | None = None,
+    model: str = "auto",
+    batch_size: int = 0,
+    seq_len: int = 0,
+    steps: int = 0,
+    warmup: int = -1,
+    compile_model: bool = False,
+    peak_flops: float = H100_BF16_PEAK,
+    device: str = "auto",
+    echo: Callable[[str], object] = print,
+) -> dict:
+    """Time training steps per encoding, eager (and compiled with ``compile_model``); returns the rows."""
+    dev = pick_device(device)
+    preset = choose("model preset", model, ("auto", *PRESETS))
+    if preset == "auto":
+        preset = "gpt2" if dev.type == "cuda" else "tiny"
+    arch, default_batch, default_len, vocab = PRESETS[preset]
+    batch_size, seq_len = batch_size or default_batch, seq_len or default_len
+    steps = steps or (20 if dev.type == "cuda" else 5)
+    warmup = warmup if warmup >= 0 else (10 if dev.type == "cuda" else 2)
+    for name, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--steps", steps)):
+        if value <= 0:
+            raise UserError(f"{name} must be positive, got {value}")
+    if not peak_flops > 0:
+        raise UserError(f"--peak-tflops must be positive, got {peak_flops / 1e12}")
+    model_cfg = OmegaConf.structured(ModelConfig(**arch))
+    encodings = encodings or default_encodings(dev)
+    for spec in encodings:
+        pe_config(spec)  # fail on a bad name before minutes of timing
+        name, _, backend = spec.partition(":")
+        if backend:
+            backends.resolve(backend, dev)
+    modes = ["eager", "compiled"] if compile_model else ["eager"]
+    if dev.type == "cpu":
+        echo("CPU run: these numbers only check that the benchmark works; MFU and ratios mean something on a GPU.")
+    echo(f"model {preset}: {model_cfg.n_layer} layers, {model_cfg.n_embd} wide, {model_cfg.n_head} heads; "
+         f"batch {batch_size} x {seq_len} tokens; {'bf16 autocast, fused AdamW' if dev.type == 'cuda' else 'fp32'}; "
+         f"median of {steps} steps after {warmup} warm-up")
+    rows = []
+    for mode in modes:
+        echo(f"\n{mode}:\n  {'encoding':<16}{'ms/step':>9}{'tokens/s':>12}{'x NoPE':>8}{'MFU':>7}")
+        mode_rows = []
+        for spec in encodings:
+            ms, fpt = time_steps(spec, model_cfg, batch_size, seq_len, vocab, steps, warmup,
+                                 mode == "compiled", dev)
+            _free(dev, mode == "compiled")
+            tokens_per_s = batch_size * seq_len / (ms * 1e-3)
+            mode_rows.append({"encoding": spec, "mode": mode, "ms_per_step": ms, "tokens_per_s": tokens_per_s,
+                              "ratio_to_nope": None, "mfu": fpt * tokens_per_s / peak_flops})
+        nope = [r["ms_per_step"] for r in mode_rows if r["encoding"] == "nope"]
+        for r in mode_rows:
+            r["ratio_to_nope"] = r["ms_per_step"] / nope[0] if nope else None
+            ratio = f"{r['ratio_to_nope']:.3f}" if nope else "-"
+            echo(f"  {r['encoding']:<16}{r['ms_per_step']:>9.2f}{r['tokens_per_s']:>12.0f}{ratio:>8}{r['mfu']:>7.1%}")
+        rows += mode_rows
+    return {"device": str(dev), "model": preset, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
+            "warmup": warmup, "peak_flops": peak_flops, "torch": torch.__version__, "rows": rows}

@@ -1,0 +1,202 @@
+"""The command line: Typer parses, Hydra composes, plain functions in the package do the work.
+
+Every command turns a UserError into one line on stderr and exit code 2 -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import typer
+
+from ropebench.errors import UserError
+
+app = typer.Typer(
+    name="ropebench", add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+    help="Train small GPTs that differ only in position encoding at one length; measure perplexity far "
+         "beyond it; plot the results. Offline, CPU or GPU.",
+)
+HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def user_errors(fn):
+    """Report bad input as one line and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _echo_outcomes(outcomes) -> int:
+    failed = 0
+    for run_dir, status, message in outcomes:
+        if status == "failed":
+            failed += 1
+            typer.echo(f"error: {message}", err=True)
+        else:
+            typer.echo(str(run_dir))
+    return failed
+
+
+@app.command(context_settings=HYDRA_ARGS)
+@user_errors
+def train(ctx: typer.Context):
+    """Train one model. Arguments are Hydra overrides, e.g.
+
+    ropebench train pe=alibi train.seq_len=128 train.steps=2000 model=small seed=1 hydra.run.dir=runs/a
+
+    Groups: model (tiny|small|gpt2), pe (rope|sinusoidal|learned|t5|alibi|nope|...), data (stdlib|text_files|
+    wikitext103). `resume=RUN_DIR` continues an interrupted run. Prints the run directory at the end.
+    """
+    from ropebench import runner
+    from ropebench.hydra_app import run_hydra
+
+    overrides = list(ctx.args)
+    for item in overrides:
+        if item.startswith("resume="):
+            target = Path(item.split("=", 1)[1])
+            if not (target / ".hydra" / "config.yaml").is_file():
+                raise UserError(f"cannot resume '{target}': not a ropebench run directory")
+            overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
+            overrides.append(f"hydra.run.dir={target}")
+    runner.outcomes.clear()
+    run_hydra(runner.train_job, overrides)
+    if _echo_outcomes(runner.outcomes):
+        raise typer.Exit(1)
+
+
+@app.command("eval-length")
+@user_errors
+def eval_length(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    lengths: str = typer.Option(None, help="Comma-separated lengths; default 1x,1.25x,1.5x,2x,4x,8x,16x of training."),
+    protocol: str = typer.Option("nonoverlapping", help="nonoverlapping (ALiBi paper) or sliding."),
+    stride: int = typer.Option(None, help="Sliding-window stride (default: half the evaluation length)."),
+    rope_scaling: str = typer.Option("none", help="RoPE runs: none, linear, ntk, dynamic or yarn."),
+    factor: float = typer.Option(None, help="Scaling factor (default: eval_len / train_len at each length)."),
+    attention_factor: float = typer.Option(None, help="YaRN attention factor (default 0.1 ln(factor) + 1)."),
+    beta_fast: float = typer.Option(32.0, help="YaRN: rotations in the training length where the ramp starts."),
+    beta_slow: float = typer.Option(1.0, help="YaRN: rotations where it ends."),
+    max_tokens: int = typer.Option(None, help="Tokens scored per length (default from the run's eval.max_tokens)."),
+    device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
+):
+    """Perplexity of a finished run at each evaluation length, merged into RUN_DIR/eval_length.csv."""
+    from ropebench.evaluate import eval_length as run_eval
+    from ropebench.evaluate import parse_lengths
+    from ropebench.rope.freqs import normalize_scaling
+    from ropebench.rundir import load_config
+
+    cfg = load_config(run_dir)
+    spec = None
+    if rope_scaling not in ("none", "default"):
+        spec = {"rope_type": rope_scaling, "factor": factor, "beta_fast": beta_fast, "beta_slow": beta_slow,
+                "attention_factor": attention_factor}
+        normalize_scaling({**spec, "factor": factor or 1.0})  # validate before any work
+    elif factor is not None:
+        raise UserError("--factor needs --rope-scaling linear|ntk|dynamic|yarn")
+    if max_tokens is not None and max_tokens < 0:
+        raise UserError(f"--max-tokens must be >= 0, got {max_tokens}")
+    rows = run_eval(run_dir, parse_lengths(lengths, cfg.train.seq_len), protocol=protocol, stride=stride,
+                    rope_scaling=spec, max_tokens=max_tokens, device=device)
+    typer.echo(str(Path(run_dir) / "eval_length.csv"))
+    if any(r["status"].startswith("error") for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def plot(
+    paths: list[Path] = typer.Argument(..., help="Run directories and/or sweep directories."),
+    out: Path = typer.Option(Path("ropebench.png"), help="Output file (PNG; a PDF is written beside it)."),
+    protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
+    by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
+    band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
+):
+    """Perplexity against evaluation length, one line per encoding (mean and band across seeds)."""
+    from ropebench.errors import choose
+    from ropebench.plot import plot_length, plot_positions
+
+    choose("band", band, ("minmax", "std"))
+    written = plot_positions(paths, out) if by_position else plot_length(paths, out, protocol=protocol, band=band)
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+@user_errors
+def table(
+    paths: list[Path] = typer.Argument(..., help="Run directories and/or sweep directories."),
+    lengths: str = typer.Option(None, help="Comma-separated lengths (default: all evaluated)."),
+    format: str = typer.Option("md", "--format", help="md, csv or latex."),
+    protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to tabulate."),
+):
+    """The perplexity table: encodings by evaluation length, mean ± std across seeds."""
+    from ropebench.errors import choose
+    from ropebench.table import perplexity_table
+
+    choose("format", format, ("md", "csv", "latex"))
+    wanted = None
+    if lengths:
+        from ropebench.evaluate import parse_lengths
+
+        wanted = parse_lengths(lengths, 1)
+    typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol))
+
+
+@app.command(context_settings=HYDRA_ARGS)
+@user_errors
+def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep config in conf/sweep/.")):
+    """Run a sweep (Hydra multirun), then evaluate, tabulate and plot every run. `compare` is the main job.
+
+    Extra arguments are Hydra overrides, sweeps included: `ropebench sweep compare seed=0,1 train.steps=500`.
+    `hydra.sweep.dir=DIR` chooses where it lives; relaunching into the same DIR skips finished runs.
+    """
+    from ropebench import runner
+    from ropebench.errors import choose
+    from ropebench.hydra_app import run_hydra
+    from ropebench.sweep import default_sweep_dir, finish_sweep, print_report, sweep_names
+
+    choose("sweep", name, sweep_names())
+    overrides = list(ctx.args)
+    sweep_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")), None)
+    if sweep_dir is None:
+        sweep_dir = default_sweep_dir(name)
+        overrides.append(f"hydra.sweep.dir={sweep_dir}")
+    # Name each job's directory by what it sweeps only (pe=alibi,seed=1), not by the settings all jobs share.
+    shared = [o.split("=", 1)[0].lstrip("+~") for o in overrides
+              if "=" in o and not o.startswith("hydra") and "," not in o.split("=", 1)[1]]
+    if shared:
+        overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep', *shared])}]")
+    runner.outcomes.clear()
+    run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
+    report = finish_sweep(Path(sweep_dir), name)
+    print_report(report)
+    if report.failed or report.unfinished:
+        raise typer.Exit(1)
+
+
+def _mount_optional() -> None:
+    try:
+        from ropebench.bench.cli import bench_app
+    except ImportError:
+        return
+    app.add_typer(bench_app, name="bench", help="Benchmarks: RoPE kernels and training steps.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app(prog_name="ropebench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Full Hydra behind Typer sub-commands.
+
+``@hydra.main`` owns ``sys.argv`` and cannot be nested in a click command (hydra #409, #1964), while the
+Compose API has no run directory, no multirun and no launchers. So the Typer command hands its remaining
+arguments to a real ``@hydra.main`` task function (public API, run directories, ``.hydra/``, multirun,
+launcher plugins all intact). Before that, every override is checked with the Compose API -- one value of
+each sweep at a time -- so a misspelled key or unknown choice fails in one line before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from ropebench.config import conf_dir, register_schemas
+from ropebench.errors import UserError
+
+GROUPS = ("model", "pe", "data", "train", "sweep", "launcher")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def _one_line(exc: Exception, overrides: list[str]) -> str:
+    """Turn Hydra's multi-line composition errors into one line naming the bad value and the choices."""
+    text = str(exc)
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        choices = _options(group)
+        return f"unknown {group} '{name}'; choose one of: {', '.join(choices)}"
+    bad_key = re.search(r"Could not override '([^']+)'", text)
+    if bad_key:
+        key = bad_key.group(1)
+        parent, _, leaf = key.rpartition(".")
+        try:
+            node = _compose([o for o in overrides if not o.lstrip("+~").startswith(key)])
+            keys = sorted(node.select(parent).keys()) if parent and node.select(parent) is not None else []
+        except Exception:
+            keys = []
+        where = f"; keys in '{parent}': {', '.join(map(str, keys))}" if keys else ""
+        return f"unknown config key '{key}'{where}"
+    merging = re.search(r"Error merging override (.+)", text)
+    if merging:
+        cause = exc.__cause__ or exc
+        detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        return f"bad override '{merging.group(1).strip()}': {detail}"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def expand_for_check(overrides: list[str]) -> list[list[str]]:
+    """Override lists to compose: each sweep value once (a sum, not a product), others at their first value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise UserError(_one_line(exc, overrides)) from None
+
+    def plain(o, value=None) -> str:
+        prefix = {"ADD": "+", "DEL": "~", "FORCE_ADD": "++"}.get(o.type.name, "")
+        value = o.get_value_element_as_str() if value is None else value
+        return f"{prefix}{o.get_key_element().lstrip('+~')}={value}"
+
+    sweeps = {i: list(o.sweep_string_iterator()) for i, o in enumerate(parsed) if o.is_sweep_override()}
+    base = [plain(o, sweeps[i][0]) if i in sweeps else plain(o) for i, o in enumerate(parsed)
+            if not o.get_key_element().lstrip("+~").startswith("hydra")]
+    combos = [base]
+    for i, values in sweeps.items():
+        position = [j for j, o in enumerate(parsed) if not o.get_key_element().lstrip("+~").startswith("hydra")]
+        if i not in position:
+            continue
+        for value in values[1:]:
+            combo = list(base)
+            combo[position.index(i)] = plain(parsed[i], value)
+            combos.append(combo)
+    return combos
+
+
+def check_overrides(overrides: list[str]) -> None:
+    register_schemas()
+    for combo in expand_for_check(overrides):
+        try:
+            _compose(combo)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(_one_line(exc, combo)) from None
+
+
+def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "ropebench") -> None:
+    """Run ``task(cfg)`` under a real ``@hydra.main`` with these command-line overrides."""
+    import hydra
+
+    check_overrides(overrides)
+    argv = [prog, *(["--multirun"] if multirun else []), *overrides]
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(task)()
+    finally:
+        sys.argv = saved
+
+
+def output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)

@@ -1,0 +1,53 @@
+"""Position encodings, registered by name.
+
+Every module in this package registers itself with :func:`register`; adding an encoding is one new file here
+plus one YAML in ``conf/pe/`` -- nothing else changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+
+from ropebench.errors import choose
+from ropebench.pe.base import PEConfig, PositionEncoding
+
+
+@dataclass(frozen=True)
+class Entry:
+    cls: type[PositionEncoding]
+    config_cls: type[PEConfig]
+
+
+_REGISTRY: dict[str, Entry] = {}
+_DISCOVERED = False
+
+
+def register(name: str, config_cls: type[PEConfig]):
+    """Class decorator: make an encoding available as ``pe=<name>``."""
+
+    def wrap(cls: type[PositionEncoding]) -> type[PositionEncoding]:
+        _REGISTRY[name] = Entry(cls, config_cls)
+        return cls
+
+    return wrap
+
+
+def registry() -> dict[str, Entry]:
+    global _DISCOVERED
+    if not _DISCOVERED:
+        for module in pkgutil.iter_modules(__path__):
+            if module.name != "base":
+                importlib.import_module(f"{__name__}.{module.name}")
+        _DISCOVERED = True
+    return dict(_REGISTRY)
+
+
+def build(cfg, *, n_embd: int, n_head: int, train_seq_len: int) -> PositionEncoding:
+    """Instantiate the encoding named by ``cfg.name`` from its config node."""
+    entry = registry()[choose("encoding (pe)", cfg.name, registry())]
+    return entry.cls(cfg, n_embd=n_embd, n_head=n_head, train_seq_len=train_seq_len)
+
+
+__all__ = ["PEConfig", "PositionEncoding", "register", "registry", "build"]

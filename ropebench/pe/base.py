@@ -1,0 +1,72 @@
+"""The contract every position encoding implements.
+
+Position enters a decoder at one of three points, and an encoding overrides only the hook it uses:
+
+* ``embed``  -- added to the token embeddings (sinusoidal, learned);
+* ``qk``     -- applied to queries and keys inside every attention layer (RoPE and its kin);
+* ``bias``   -- added to the attention logits (T5, ALiBi, KERPLE, FIRE), as a dense ``(H, T, T)`` tensor for
+  SDPA or as a FlexAttention ``score_mod`` that never materialises it.
+
+The model calls all hooks unconditionally; the defaults are the identity, so NoPE is the base class itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor, nn
+
+
+@dataclass
+class PEConfig:
+    name: str = MISSING
+
+
+class PositionEncoding(nn.Module):
+    #: where the encoding enters: "embedding", "qk", "bias" or "none" (documentation and reports)
+    kind: str = "none"
+
+    def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int):
+        super().__init__()
+        self.cfg = cfg
+        self.n_embd = n_embd
+        self.n_head = n_head
+        self.head_dim = n_embd // n_head
+        self.train_seq_len = train_seq_len
+
+    def max_len(self) -> int | None:
+        """Longest sequence this encoding can represent, or None when it has no limit."""
+        return None
+
+    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
+        """x: (B, T, C) token embeddings; pos: (T,) integer positions."""
+        return x
+
+    def qk(self, q: Tensor, k: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """q, k: (B, H, T, D). Returns the position-aware queries and keys."""
+        return q, k
+
+    def value(self, v: Tensor, pos: Tensor) -> Tensor:
+        """Values, (B, H, T, D). Identity for every standard encoding (ablations may override)."""
+        return v
+
+    def output(self, y: Tensor, pos: Tensor) -> Tensor:
+        """Attention output per head, (B, H, T, D), before heads are merged. Identity by default."""
+        return y
+
+    def has_bias(self) -> bool:
+        return False
+
+    def bias(self, T: int, device: torch.device) -> Tensor | None:
+        """Additive logit bias for query i and key j, shape (H, T, T), fp32, causal mask not included."""
+        return None
+
+    def score_mod(self, T: int, device: torch.device) -> Callable | None:
+        """The same bias as a FlexAttention score_mod ``f(score, b, h, q_idx, kv_idx)``, or None."""
+        return None
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}"

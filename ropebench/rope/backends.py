@@ -1,0 +1,78 @@
+"""RoPE kernel backends behind one interface: ``apply(q, k, cos, sin, pairing) -> (q_rot, k_rot)``.
+
+q, k: (B, H, T, D), any float dtype, possibly non-contiguous; cos, sin: (T, rotary_dim/2) float32 tables from
+:func:`ropebench.rope.freqs.rope_tables`. Every backend must return what :mod:`ropebench.rope.reference`
+returns. Backends register themselves here with :func:`register_backend`; optional ones live in
+``backend_<name>.py`` modules beside this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ropebench.errors import UserError
+from ropebench.rope import reference
+
+ApplyFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    apply: ApplyFn
+    # (device) -> None when usable there, else a one-line reason with how to get it.
+    unavailable_reason: Callable[[torch.device], str | None]
+    # Preference for `auto` on CUDA (higher wins); CPU always uses the reference.
+    cuda_rank: int = 0
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    _BACKENDS[backend.name] = backend
+
+
+def backends() -> dict[str, Backend]:
+    _load_optional()
+    return dict(_BACKENDS)
+
+
+def _load_optional() -> None:
+    # Each optional backend is its own module, ``backend_<name>.py``, discovered here. It must import without
+    # its optional dependency and register itself with an unavailable_reason saying how to get it.
+    import importlib
+    import pkgutil
+
+    import ropebench.rope as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.startswith("backend_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def available(device: torch.device) -> list[str]:
+    return [name for name, b in backends().items() if b.unavailable_reason(device) is None]
+
+
+def resolve(name: str, device: torch.device) -> Backend:
+    """The backend called ``name`` (or the fastest usable one for ``auto``); UserError if it can't run here."""
+    table = backends()
+    if name == "auto":
+        usable = [b for b in table.values() if b.unavailable_reason(device) is None]
+        if device.type != "cuda":
+            return table["torch"]
+        return max(usable, key=lambda b: b.cuda_rank)
+    if name not in table:
+        raise UserError(f"unknown rope backend '{name}'; choose one of: auto, {', '.join(sorted(table))}")
+    reason = table[name].unavailable_reason(device)
+    if reason is not None:
+        raise UserError(f"rope backend '{name}' is not available on {device.type}: {reason}; "
+                        f"available here: {', '.join(available(device))}")
+    return table[name]
+
+
+register_backend(Backend("torch", reference.apply_rope, lambda device: None, cuda_rank=0))

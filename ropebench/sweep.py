@@ -1,0 +1,96 @@
+"""Sweeps: Hydra multirun over a config in conf/sweep/, then evaluate, tabulate and plot every run.
+
+Relaunching a sweep into the same directory (``hydra.sweep.dir=DIR``) skips finished runs and resumes
+unfinished ones from their checkpoints; a failed job never stops the others, and the summary at the end
+lists what finished and what failed (non-zero exit if anything failed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ropebench import rundir
+from ropebench.errors import UserError
+from ropebench.progress import console
+from ropebench.runner import ERROR_FILE
+
+
+@dataclass
+class SweepReport:
+    sweep_dir: Path
+    finished: list[Path]
+    failed: list[tuple[Path, str]]
+    unfinished: list[Path]
+    figure: list[Path]
+    table: Path | None
+
+
+def sweep_names() -> list[str]:
+    from ropebench.config import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
+
+
+def default_sweep_dir(name: str) -> str:
+    return f"sweeps/{name}/{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/config.yaml"))
+
+
+def first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
+    finished, failed, unfinished = [], [], []
+    for run in run_dirs(sweep_dir):
+        if rundir.is_finished(run):
+            finished.append(run)
+        elif (run / ERROR_FILE).is_file():
+            failed.append((run, first_line((run / ERROR_FILE).read_text())))
+        else:
+            unfinished.append(run)
+    return finished, failed, unfinished
+
+
+def finish_sweep(sweep_dir: Path, name: str, log=console.print) -> SweepReport:
+    """Evaluate runs that have no results yet, then write the figure and the table into the sweep directory."""
+    from ropebench.evaluate import eval_length
+    from ropebench.plot import plot_length
+    from ropebench.table import write_table
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"sweep directory '{sweep_dir}' does not exist")
+    finished, failed, unfinished = collect(sweep_dir)
+    for run in finished:
+        if not (run / rundir.EVAL_CSV).is_file():
+            try:
+                eval_length(run, log=log)
+            except UserError as exc:
+                failed.append((run, f"evaluation: {exc}"))
+    evaluated = [r for r in finished if (r / rundir.EVAL_CSV).is_file()]
+    figure, table = [], None
+    if evaluated:
+        figure = plot_length(evaluated, sweep_dir / f"{name}.png")
+        table = write_table(evaluated, sweep_dir / "table.md", fmt="md")
+    return SweepReport(sweep_dir, finished, failed, unfinished, figure, table)
+
+
+def print_report(report: SweepReport, log=console.print) -> None:
+    log(f"\n[bold]sweep[/] {report.sweep_dir}: {len(report.finished)} finished, {len(report.failed)} failed, "
+        f"{len(report.unfinished)} unfinished")
+    for run, why in report.failed:
+        log(f"  [red]failed[/] {run.name}: {why}")
+    for run in report.unfinished:
+        log(f"  [yellow]unfinished[/] {run.name} (relaunch the sweep with hydra.sweep.dir={report.sweep_dir})")
+    if report.table is not None:
+        log("\n" + report.table.read_text())
+        log(f"table:  {report.table}")
+    for path in report.figure:
+        log(f"figure: {path}")
