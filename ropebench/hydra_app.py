@@ -43,8 +43,10 @@ def _one_line(exc: Exception, overrides: list[str]) -> str:
         key = bad_key.group(1)
         parent, _, leaf = key.rpartition(".")
         try:
-            node = _compose([o for o in overrides if not o.lstrip("+~").startswith(key)])
-            keys = sorted(node.select(parent).keys()) if parent and node.select(parent) is not None else []
+            from omegaconf import OmegaConf
+
+            section = OmegaConf.select(_compose([o for o in overrides if not o.lstrip("+~").startswith(key)]), parent)
+            keys = sorted(section.keys()) if parent and OmegaConf.is_dict(section) else []
         except Exception:
             keys = []
         where = f"; keys in '{parent}': {', '.join(map(str, keys))}" if keys else ""

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ropebench import rundir
-from ropebench.data import Corpus, load_corpus
+from ropebench.data import VOCAB_SIZE, Corpus, load_corpus
 from ropebench.errors import UserError
 from ropebench.model import GPT
 from ropebench.progress import console, progress_bar
@@ -138,8 +138,9 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
+    # The model first: a bad model or encoding setting fails before any data is tokenized.
+    model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=cfg.train.seq_len).to(device)
     corpus = load_corpus(cfg.data, log=log)
-    model = GPT(cfg.model, cfg.pe, vocab_size=corpus.vocab_size, train_seq_len=cfg.train.seq_len).to(device)
     optimizer = make_optimizer(model, cfg.train, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     start = 0

@@ -1,4 +1,5 @@
 """Time training steps per position encoding (see `ropebench bench train --help`)."""
+
 from ropebench.bench.cli import run_train
 
 run_train()

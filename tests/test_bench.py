@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmarks: tiny shapes on the CPU, a few seconds; the numbers themselves are not checked."""
+"""Smoke tests of the benchmarks: tiny CPU shapes, seconds; the numbers themselves are not checked."""
 
 import json
 
@@ -14,18 +14,43 @@ runner = CliRunner()
 
 def test_bench_rope_cli(tmp_path):
     out = tmp_path / "rope.json"
-    result = runner.invoke(bench_app, ["rope", "--device", "cpu", "--shapes", "none", "--shape", "1,16,3,8",
-                                       "--backends", "torch,complex", "--reps", "2", "--json", str(out)])
+    result = runner.invoke(
+        bench_app,
+        [
+            "rope",
+            "--device",
+            "cpu",
+            "--shapes",
+            "none",
+            "--shape",
+            "1,16,3,8",
+            "--backends",
+            "torch,complex",
+            "--reps",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "only check that the benchmark works" in result.output
     rows = json.loads(out.read_text())["rows"]
-    assert {(r["backend"], r["pass"]) for r in rows} == {(b, p) for b in ("torch", "complex") for p in ("fwd", "fwd+bwd")}
+    expected = {(b, p) for b in ("torch", "complex") for p in ("fwd", "fwd+bwd")}
+    assert {(r["backend"], r["pass"]) for r in rows} == expected
     assert all(r["us"] > 0 and r["frac_of_copy"] > 0 for r in rows)
 
 
 def test_bench_rope_small_shapes_interleaved_contiguous():
-    result = bench_rope(shapes="small", names=["torch"], dtype="fp32", pairing="interleaved", layout="contiguous",
-                        device="cpu", reps=1, echo=lambda _: None)
+    result = bench_rope(
+        shapes="small",
+        names=["torch"],
+        dtype="fp32",
+        pairing="interleaved",
+        layout="contiguous",
+        device="cpu",
+        reps=1,
+        echo=lambda _: None,
+    )
     assert len(result["rows"]) == 2 * 2
 
 
@@ -40,9 +65,28 @@ def test_bench_rope_rejects_bad_input():
 
 def test_bench_train_cli(tmp_path):
     out = tmp_path / "train.json"
-    result = runner.invoke(bench_app, ["train", "--device", "cpu", "--model", "tiny", "--encodings",
-                                       "nope,learned,rope:torch,alibi,t5", "--batch-size", "2", "--seq-len", "16",
-                                       "--steps", "2", "--warmup", "1", "--json", str(out)])
+    result = runner.invoke(
+        bench_app,
+        [
+            "train",
+            "--device",
+            "cpu",
+            "--model",
+            "tiny",
+            "--encodings",
+            "nope,learned,rope:torch,alibi,t5",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
     assert [r["encoding"] for r in rows] == ["nope", "learned", "rope:torch", "alibi", "t5"]

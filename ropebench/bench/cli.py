@@ -1,4 +1,4 @@
-"""``ropebench bench``: the Typer commands ``rope`` and ``train`` (mounted by the main CLI as ``bench_app``)."""
+"""``ropebench bench``: the Typer commands ``rope`` and ``train`` (``bench_app``, mounted by the main CLI)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import typer
 
 from ropebench.errors import UserError
 
-bench_app = typer.Typer(help="Benchmarks: RoPE kernels vs the bandwidth floor; training-step cost per encoding.",
-                        no_args_is_help=True, add_completion=False)
+bench_app = typer.Typer(
+    help="Benchmarks: RoPE kernels vs the bandwidth floor; training-step cost per encoding.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 def _split(text: str) -> list[str] | None:
@@ -33,7 +36,9 @@ def rope(
     backends: str = typer.Option("", help="Comma-separated backends (default: every one usable here)."),
     dtype: str = typer.Option("bf16", help="bf16, fp16 or fp32."),
     pairing: str = typer.Option("half", help="half or interleaved."),
-    layout: str = typer.Option("qkv", help="qkv (views of a fused projection, as in the model) or contiguous."),
+    layout: str = typer.Option(
+        "qkv", help="qkv (views of a fused projection, as in the model) or contiguous."
+    ),
     device: str = typer.Option("auto", help="auto, cuda or cpu."),
     reps: int = typer.Option(20, help="Timed repetitions on the CPU (CUDA uses triton's do_bench)."),
     json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
@@ -42,9 +47,17 @@ def rope(
     from ropebench.bench.rope_bench import bench_rope, parse_shape
 
     try:
-        result = bench_rope(shapes=shapes, extra_shape=parse_shape(shape) if shape else None,
-                            names=_split(backends), dtype=dtype, pairing=pairing, layout=layout, device=device,
-                            reps=reps, echo=typer.echo)
+        result = bench_rope(
+            shapes=shapes,
+            extra_shape=parse_shape(shape) if shape else None,
+            names=_split(backends),
+            dtype=dtype,
+            pairing=pairing,
+            layout=layout,
+            device=device,
+            reps=reps,
+            echo=typer.echo,
+        )
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -53,15 +66,20 @@ def rope(
 
 @bench_app.command("train")
 def train(
-    encodings: str = typer.Option("", help="Comma-separated, e.g. nope,learned,rope:triton,alibi,t5 "
-                                  "(default: those plus rope on every usable backend)."),
+    encodings: str = typer.Option(
+        "",
+        help="Comma-separated, e.g. nope,learned,rope:triton,alibi,t5 "
+        "(default: those plus rope on every usable backend).",
+    ),
     model: str = typer.Option("auto", help="auto (gpt2 on CUDA, tiny on CPU), gpt2 (124M shape) or tiny."),
     batch_size: int = typer.Option(0, help="Sequences per step (0: the preset's)."),
     seq_len: int = typer.Option(0, help="Tokens per sequence (0: the preset's)."),
     steps: int = typer.Option(0, help="Timed steps (0: 20 on CUDA, 5 on CPU)."),
     warmup: int = typer.Option(-1, help="Untimed warm-up steps (-1: 10 on CUDA, 2 on CPU)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also time the whole model compiled."),
-    peak_tflops: float = typer.Option(989.0, help="Peak FLOP/s for MFU, in TFLOP/s (H100 SXM bf16 dense: 989)."),
+    peak_tflops: float = typer.Option(
+        989.0, help="Peak FLOP/s for MFU, in TFLOP/s (H100 SXM bf16 dense: 989)."
+    ),
     device: str = typer.Option("auto", help="auto, cuda or cpu."),
     json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
 ) -> None:
@@ -69,9 +87,18 @@ def train(
     from ropebench.bench.train_bench import bench_train
 
     try:
-        result = bench_train(encodings=_split(encodings), model=model, batch_size=batch_size, seq_len=seq_len,
-                             steps=steps, warmup=warmup, compile_model=compile, peak_flops=peak_tflops * 1e12,
-                             device=device, echo=typer.echo)
+        result = bench_train(
+            encodings=_split(encodings),
+            model=model,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            steps=steps,
+            warmup=warmup,
+            compile_model=compile,
+            peak_flops=peak_tflops * 1e12,
+            device=device,
+            echo=typer.echo,
+        )
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -24,7 +24,9 @@ from ropebench.rope.reference import PAIRINGS
 FACT_SHAPES = [(8, 4096, 32, 128), (32, 1024, 12, 64), (4, 16384, 8, 64)]
 SMALL_SHAPES = [(2, 128, 4, 32), (1, 256, 4, 64)]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-CPU_NOTE = "CPU run: these numbers only check that the benchmark works; absolute timings mean something on a GPU."
+CPU_NOTE = (
+    "CPU run: these numbers only check that the benchmark works; absolute timings mean something on a GPU."
+)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -48,7 +50,7 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 
 
 def time_ms(fn: Callable[[], object], device: torch.device, reps: int = 20, warmup: int = 3) -> float:
-    """Median wall time of fn in milliseconds (do_bench or CUDA events on the GPU, perf_counter on the CPU)."""
+    """Median wall time of fn in milliseconds (do_bench / CUDA events on GPU, perf_counter on CPU)."""
     if device.type == "cuda":
         try:
             from triton.testing import do_bench
@@ -97,7 +99,11 @@ def default_backends(device: torch.device) -> list[str]:
 def _inputs(shape, dtype, device, layout, requires_grad):
     B, S, H, D = shape
     if layout == "qkv":
-        q, k, _ = torch.randn(B, S, 3 * H * D, device=device, dtype=dtype).view(B, S, 3, H, D).permute(2, 0, 3, 1, 4)
+        q, k, _ = (
+            torch.randn(B, S, 3 * H * D, device=device, dtype=dtype)
+            .view(B, S, 3, H, D)
+            .permute(2, 0, 3, 1, 4)
+        )
     else:
         q, k = torch.randn(2, B, H, S, D, device=device, dtype=dtype)
     return q.detach().requires_grad_(requires_grad), k.detach().requires_grad_(requires_grad)
@@ -114,7 +120,7 @@ def bench_rope(
     reps: int = 20,
     echo: Callable[[str], object] = print,
 ) -> dict:
-    """Time forward and forward+backward of each backend at each shape; returns rows plus the copy bandwidth."""
+    """Time forward and forward+backward of each backend per shape; returns the rows and copy bandwidth."""
     dev = pick_device(device)
     choose("rope pairing", pairing, PAIRINGS)
     choose("layout", layout, ("qkv", "contiguous"))
@@ -122,7 +128,9 @@ def bench_rope(
     shape_set = choose("shape set", shapes, ("auto", "facts", "small", "none"))
     if shape_set == "auto":
         shape_set = "facts" if dev.type == "cuda" else "small"
-    todo = {"facts": FACT_SHAPES, "small": SMALL_SHAPES, "none": []}[shape_set] + ([extra_shape] if extra_shape else [])
+    todo = {"facts": FACT_SHAPES, "small": SMALL_SHAPES, "none": []}[shape_set] + (
+        [extra_shape] if extra_shape else []
+    )
     if not todo:
         raise UserError("no shapes to time: --shapes none needs --shape B,S,H,D")
     usable = backends.available(dev)
@@ -133,8 +141,10 @@ def bench_rope(
     if dev.type == "cpu":
         echo(CPU_NOTE)
     bandwidth = copy_bandwidth(dev)
-    echo(f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}; copy bandwidth "
-         f"{bandwidth / 1e9:.0f} GB/s (read + write); dtype {dtype}, pairing {pairing}, layout {layout}")
+    echo(
+        f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}; copy bandwidth "
+        f"{bandwidth / 1e9:.0f} GB/s (read + write); dtype {dtype}, pairing {pairing}, layout {layout}"
+    )
     rows = []
     for shape in todo:
         B, S, H, D = shape
@@ -142,7 +152,7 @@ def bench_rope(
         cos, sin = rope_tables(inv_freq, torch.arange(S, device=dev))
         pass_bytes = 4 * B * S * H * D * torch_dtype.itemsize
         floor_us = pass_bytes / bandwidth * 1e6
-        echo(f"\nB={B} S={S} H={H} D={D}: floor {floor_us:.0f} us forward, {2 * floor_us:.0f} us forward+backward")
+        echo(f"\nB={B} S={S} H={H} D={D}: floor {floor_us:.0f} us fwd, {2 * floor_us:.0f} us fwd+bwd")
         echo(f"  {'backend':<10}{'pass':<9}{'us':>10}{'GB/s':>9}{'of copy':>9}")
         for name in names:
             apply = backends.backends()[name].apply
@@ -151,23 +161,44 @@ def bench_rope(
             for kind in ("fwd", "fwd+bwd"):
                 q, k = _inputs(shape, torch_dtype, dev, layout, requires_grad=kind != "fwd")
                 if kind == "fwd":
+
                     def fn(q=q, k=k, apply=apply, cos=cos, sin=sin):
                         return apply(q, k, cos, sin, pairing)
+
                     nbytes = pass_bytes
                 else:
                     grads = (torch.randn_like(q), torch.randn_like(k))
 
                     def fn(q=q, k=k, apply=apply, grads=grads, cos=cos, sin=sin):
                         return torch.autograd.grad(apply(q, k, cos, sin, pairing), (q, k), grads)
+
                     nbytes = 2 * pass_bytes
                 ms = time_ms(fn, dev, reps=reps)
                 rate = nbytes / (ms * 1e-3)
-                rows.append({"B": B, "S": S, "H": H, "D": D, "backend": name, "pass": kind, "us": ms * 1e3,
-                             "floor_us": floor_us * (1 if kind == "fwd" else 2), "gb_per_s": rate / 1e9,
-                             "frac_of_copy": rate / bandwidth})
+                rows.append(
+                    {
+                        "B": B,
+                        "S": S,
+                        "H": H,
+                        "D": D,
+                        "backend": name,
+                        "pass": kind,
+                        "us": ms * 1e3,
+                        "floor_us": floor_us * (1 if kind == "fwd" else 2),
+                        "gb_per_s": rate / 1e9,
+                        "frac_of_copy": rate / bandwidth,
+                    }
+                )
                 echo(f"  {name:<10}{kind:<9}{ms * 1e3:>10.1f}{rate / 1e9:>9.1f}{rate / bandwidth:>9.2f}")
                 del q, k, fn
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    return {"device": str(dev), "copy_bandwidth_bytes_per_s": bandwidth, "dtype": dtype, "pairing": pairing,
-            "layout": layout, "torch": torch.__version__, "rows": rows}
+    return {
+        "device": str(dev),
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "dtype": dtype,
+        "pairing": pairing,
+        "layout": layout,
+        "torch": torch.__version__,
+        "rows": rows,
+    }

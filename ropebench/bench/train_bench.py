@@ -31,9 +31,12 @@ PRESETS = {
 
 
 def default_encodings(device: torch.device) -> list[str]:
-    rope = [f"rope:{name}" for name in backends.available(device)
-            # interpreted Triton on the CPU is an emulator: correct, but seconds per call
-            if not (device.type == "cpu" and name == "triton" and os.environ.get("TRITON_INTERPRET") == "1")]
+    rope = [
+        f"rope:{name}"
+        for name in backends.available(device)
+        # interpreted Triton on the CPU is an emulator: correct, but seconds per call
+        if not (device.type == "cpu" and name == "triton" and os.environ.get("TRITON_INTERPRET") == "1")
+    ]
     return ["nope", "learned", *rope, "alibi", "t5"]
 
 
@@ -44,8 +47,10 @@ def pe_config(spec: str):
     name, _, backend = spec.partition(":")
     entry = registry().get(name)
     if entry is None:
-        raise UserError(f"unknown encoding '{name}' in --encodings; choose from: {', '.join(sorted(registry()))} "
-                        "(rope may name a backend, e.g. rope:triton)")
+        raise UserError(
+            f"unknown encoding '{name}' in --encodings; choose from: {', '.join(sorted(registry()))} "
+            "(rope may name a backend, e.g. rope:triton)"
+        )
     if backend and name != "rope":
         raise UserError(f"only rope takes a backend (rope:<backend>), got '{spec}'")
     return OmegaConf.structured(entry.config_cls(backend=backend) if backend else entry.config_cls())
@@ -67,14 +72,25 @@ def _free(device: torch.device, compiled: bool) -> None:
         torch.cuda.empty_cache()
 
 
-def time_steps(spec: str, model_cfg, batch_size: int, seq_len: int, vocab: int, steps: int, warmup: int,
-               compile_model: bool, device: torch.device) -> tuple[float, float]:
+def time_steps(
+    spec: str,
+    model_cfg,
+    batch_size: int,
+    seq_len: int,
+    vocab: int,
+    steps: int,
+    warmup: int,
+    compile_model: bool,
+    device: torch.device,
+) -> tuple[float, float]:
     """Median ms per training step and FLOPs per token for one encoding."""
     from ropebench.model import GPT
 
     torch.manual_seed(0)
     model = GPT(model_cfg, pe_config(spec), vocab_size=vocab, train_seq_len=seq_len).to(device)
-    fpt = flops_per_token(model, model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd // model_cfg.n_head, seq_len)
+    fpt = flops_per_token(
+        model, model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd // model_cfg.n_head, seq_len
+    )
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     step_model = torch.compile(model) if compile_model else model
@@ -129,6 +145,7 @@ def bench_train(
     if not peak_flops > 0:
         raise UserError(f"--peak-tflops must be positive, got {peak_flops / 1e12}")
     model_cfg = OmegaConf.structured(ModelConfig(**arch))
+    precision = "bf16 autocast, fused AdamW" if dev.type == "cuda" else "fp32"
     encodings = encodings or default_encodings(dev)
     for spec in encodings:
         pe_config(spec)  # fail on a bad name before minutes of timing
@@ -137,26 +154,49 @@ def bench_train(
             backends.resolve(backend, dev)
     modes = ["eager", "compiled"] if compile_model else ["eager"]
     if dev.type == "cpu":
-        echo("CPU run: these numbers only check that the benchmark works; MFU and ratios mean something on a GPU.")
-    echo(f"model {preset}: {model_cfg.n_layer} layers, {model_cfg.n_embd} wide, {model_cfg.n_head} heads; "
-         f"batch {batch_size} x {seq_len} tokens; {'bf16 autocast, fused AdamW' if dev.type == 'cuda' else 'fp32'}; "
-         f"median of {steps} steps after {warmup} warm-up")
+        echo("CPU run: these numbers only check that the benchmark works; MFU and ratios need a GPU")
+    echo(
+        f"model {preset}: {model_cfg.n_layer} layers, {model_cfg.n_embd} wide, {model_cfg.n_head} heads; "
+        f"batch {batch_size} x {seq_len} tokens; {precision}; "
+        f"median of {steps} steps after {warmup} warm-up"
+    )
     rows = []
     for mode in modes:
         echo(f"\n{mode}:\n  {'encoding':<16}{'ms/step':>9}{'tokens/s':>12}{'x NoPE':>8}{'MFU':>7}")
         mode_rows = []
         for spec in encodings:
-            ms, fpt = time_steps(spec, model_cfg, batch_size, seq_len, vocab, steps, warmup,
-                                 mode == "compiled", dev)
+            ms, fpt = time_steps(
+                spec, model_cfg, batch_size, seq_len, vocab, steps, warmup, mode == "compiled", dev
+            )
             _free(dev, mode == "compiled")
             tokens_per_s = batch_size * seq_len / (ms * 1e-3)
-            mode_rows.append({"encoding": spec, "mode": mode, "ms_per_step": ms, "tokens_per_s": tokens_per_s,
-                              "ratio_to_nope": None, "mfu": fpt * tokens_per_s / peak_flops})
+            mode_rows.append(
+                {
+                    "encoding": spec,
+                    "mode": mode,
+                    "ms_per_step": ms,
+                    "tokens_per_s": tokens_per_s,
+                    "ratio_to_nope": None,
+                    "mfu": fpt * tokens_per_s / peak_flops,
+                }
+            )
         nope = [r["ms_per_step"] for r in mode_rows if r["encoding"] == "nope"]
         for r in mode_rows:
             r["ratio_to_nope"] = r["ms_per_step"] / nope[0] if nope else None
             ratio = f"{r['ratio_to_nope']:.3f}" if nope else "-"
-            echo(f"  {r['encoding']:<16}{r['ms_per_step']:>9.2f}{r['tokens_per_s']:>12.0f}{ratio:>8}{r['mfu']:>7.1%}")
+            echo(
+                f"  {r['encoding']:<16}{r['ms_per_step']:>9.2f}{r['tokens_per_s']:>12.0f}"
+                f"{ratio:>8}{r['mfu']:>7.1%}"
+            )
         rows += mode_rows
-    return {"device": str(dev), "model": preset, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
-            "warmup": warmup, "peak_flops": peak_flops, "torch": torch.__version__, "rows": rows}
+    return {
+        "device": str(dev),
+        "model": preset,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "steps": steps,
+        "warmup": warmup,
+        "peak_flops": peak_flops,
+        "torch": torch.__version__,
+        "rows": rows,
+    }

@@ -30,7 +30,9 @@ def _dynamo_reason() -> str | None:
     except Exception as exc:  # older torch raises from is_dynamo_supported instead of returning False
         return f"torch.compile is not supported with this Python/PyTorch ({exc})"
     if supported is False:
-        return f"torch.compile is not supported with this Python/PyTorch ({torch.__version__}); upgrade PyTorch"
+        return (
+            f"torch.compile is not supported with this Python/PyTorch ({torch.__version__}); upgrade PyTorch"
+        )
     return None
 
 

@@ -37,7 +37,9 @@ def _rotate(x: Tensor, freqs: Tensor, pairing: str) -> Tensor:
 def apply(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, pairing: str = "half") -> tuple[Tensor, Tensor]:
     choose("rope pairing", pairing, PAIRINGS)
     work = torch.promote_types(torch.promote_types(q.dtype, k.dtype), torch.float32)
-    freqs = torch.complex(cos.to(work), sin.to(work))  # e^{i*angle} from the tables, same values as the reference
+    freqs = torch.complex(
+        cos.to(work), sin.to(work)
+    )  # e^{i*angle} from the tables, same values as the reference
     return _rotate(q, freqs, pairing), _rotate(k, freqs, pairing)
 
 

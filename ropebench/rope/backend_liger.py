@@ -48,7 +48,9 @@ def _fresh_rotary_part(x: Tensor, rotary_dim: int) -> Tensor:
 
 def _rotate_pair(q: Tensor, k: Tensor, cos_full: Tensor, sin_full: Tensor) -> tuple[Tensor, Tensor]:
     rotary_dim = cos_full.shape[-1]
-    out = _liger_rope()(_fresh_rotary_part(q, rotary_dim), _fresh_rotary_part(k, rotary_dim), cos_full, sin_full)
+    out = _liger_rope()(
+        _fresh_rotary_part(q, rotary_dim), _fresh_rotary_part(k, rotary_dim), cos_full, sin_full
+    )
     # Versions differ: some return (q, k), some (q, k, cos, sin).
     q_rot, k_rot = out[0], out[1]
     if rotary_dim < q.shape[-1]:
@@ -79,8 +81,10 @@ class _LigerRope(torch.autograd.Function):
 def apply(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, pairing: str = "half") -> tuple[Tensor, Tensor]:
     choose("rope pairing", pairing, PAIRINGS)
     if pairing != "half":
-        raise UserError(f"rope backend 'liger' supports only pairing=half, got pairing={pairing}; "
-                        "use backend=triton, compile or torch for interleaved")
+        raise UserError(
+            f"rope backend 'liger' supports only pairing=half, got pairing={pairing}; "
+            "use backend=triton, compile or torch for interleaved"
+        )
     # Liger reads only the first half of each full-width row; fp32 tables make it compute in fp32.
     cos_full = torch.cat((cos, cos), dim=-1).float()[None].contiguous()
     sin_full = torch.cat((sin, sin), dim=-1).float()[None].contiguous()

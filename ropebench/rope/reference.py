@@ -17,7 +17,9 @@ PAIRINGS = ("half", "interleaved")
 def rotate(x: Tensor, cos: Tensor, sin: Tensor, pairing: str = "half") -> Tensor:
     """Rotate x (..., T, D) by tables cos/sin (T, rotary_dim/2); returns x's dtype, computes in fp32."""
     half = cos.shape[-1]
-    rot, rest = x[..., : 2 * half].float(), x[..., 2 * half :]
+    compute = torch.promote_types(x.dtype, torch.float32)  # fp32 at least; float64 stays float64 (gradcheck)
+    rot, rest = x[..., : 2 * half].to(compute), x[..., 2 * half :]
+    cos, sin = cos.to(compute), sin.to(compute)
     if pairing == "half":
         x1, x2 = rot[..., :half], rot[..., half:]
         out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)

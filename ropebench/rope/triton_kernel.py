@@ -28,8 +28,22 @@ PAIRINGS = ("half", "interleaved")
 
 @triton.jit
 def _rotate_rows(
-    x_ptr, o_ptr, heads, n_heads, s_h, s_d, so_h, so_d, c, s, d1, d2, jmask,
-    HALF: tl.constexpr, PASS: tl.constexpr, PASS_PAD: tl.constexpr,
+    x_ptr,
+    o_ptr,
+    heads,
+    n_heads,
+    s_h,
+    s_d,
+    so_h,
+    so_d,
+    c,
+    s,
+    d1,
+    d2,
+    jmask,
+    HALF: tl.constexpr,
+    PASS: tl.constexpr,
+    PASS_PAD: tl.constexpr,
 ):
     hmask = heads < n_heads
     mask = hmask[:, None] & jmask[None, :]
@@ -50,15 +64,43 @@ def _rotate_rows(
 
 @triton.jit
 def _rope_kernel(
-    q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr,
-    T, HQ, HK, offset,
-    sq_b, sq_h, sq_t, sq_d,
-    sk_b, sk_h, sk_t, sk_d,
-    sqo_b, sqo_h, sqo_t, sqo_d,
-    sko_b, sko_h, sko_t, sko_d,
-    sc_t, sc_d, ss_t, ss_d,
-    HALF: tl.constexpr, HALF_PAD: tl.constexpr, PASS: tl.constexpr, PASS_PAD: tl.constexpr,
-    BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr, CONJ: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    qo_ptr,
+    ko_ptr,
+    cos_ptr,
+    sin_ptr,
+    T,
+    HQ,
+    HK,
+    offset,
+    sq_b,
+    sq_h,
+    sq_t,
+    sq_d,
+    sk_b,
+    sk_h,
+    sk_t,
+    sk_d,
+    sqo_b,
+    sqo_h,
+    sqo_t,
+    sqo_d,
+    sko_b,
+    sko_h,
+    sko_t,
+    sko_d,
+    sc_t,
+    sc_d,
+    ss_t,
+    ss_d,
+    HALF: tl.constexpr,
+    HALF_PAD: tl.constexpr,
+    PASS: tl.constexpr,
+    PASS_PAD: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    INTERLEAVED: tl.constexpr,
+    CONJ: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     b = row // T
@@ -77,10 +119,42 @@ def _rope_kernel(
     else:
         d1 = j
         d2 = j + HALF
-    _rotate_rows(q_ptr + b * sq_b + t * sq_t, qo_ptr + b * sqo_b + t * sqo_t, heads, HQ, sq_h, sq_d,
-                 sqo_h, sqo_d, c, s, d1, d2, jmask, HALF, PASS, PASS_PAD)
-    _rotate_rows(k_ptr + b * sk_b + t * sk_t, ko_ptr + b * sko_b + t * sko_t, heads, HK, sk_h, sk_d,
-                 sko_h, sko_d, c, s, d1, d2, jmask, HALF, PASS, PASS_PAD)
+    _rotate_rows(
+        q_ptr + b * sq_b + t * sq_t,
+        qo_ptr + b * sqo_b + t * sqo_t,
+        heads,
+        HQ,
+        sq_h,
+        sq_d,
+        sqo_h,
+        sqo_d,
+        c,
+        s,
+        d1,
+        d2,
+        jmask,
+        HALF,
+        PASS,
+        PASS_PAD,
+    )
+    _rotate_rows(
+        k_ptr + b * sk_b + t * sk_t,
+        ko_ptr + b * sko_b + t * sko_t,
+        heads,
+        HK,
+        sk_h,
+        sk_d,
+        sko_h,
+        sko_d,
+        c,
+        s,
+        d1,
+        d2,
+        jmask,
+        HALF,
+        PASS,
+        PASS_PAD,
+    )
 
 
 def _empty_like_bthd(x: Tensor) -> Tensor:
@@ -104,13 +178,33 @@ def _launch(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, offset: int, interle
     # for registers at D=128.
     block_h = min(triton.next_power_of_2(max(HQ, HK)), max(1, 4096 // (2 * half_pad)))
     grid = (B * T, triton.cdiv(max(HQ, HK), block_h))
-    kernel = torch.library.wrap_triton(_rope_kernel) if hasattr(torch.library, "wrap_triton") else _rope_kernel
+    kernel = (
+        torch.library.wrap_triton(_rope_kernel) if hasattr(torch.library, "wrap_triton") else _rope_kernel
+    )
     kernel[grid](
-        q, k, q_out, k_out, cos, sin,
-        T, HQ, HK, offset,
-        *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(), *cos.stride(), *sin.stride(),
-        HALF=half, HALF_PAD=half_pad, PASS=n_pass, PASS_PAD=pass_pad,
-        BLOCK_H=block_h, INTERLEAVED=interleaved, CONJ=conj,
+        q,
+        k,
+        q_out,
+        k_out,
+        cos,
+        sin,
+        T,
+        HQ,
+        HK,
+        offset,
+        *q.stride(),
+        *k.stride(),
+        *q_out.stride(),
+        *k_out.stride(),
+        *cos.stride(),
+        *sin.stride(),
+        HALF=half,
+        HALF_PAD=half_pad,
+        PASS=n_pass,
+        PASS_PAD=pass_pad,
+        BLOCK_H=block_h,
+        INTERLEAVED=interleaved,
+        CONJ=conj,
         num_warps=4 if block_h * half_pad >= 512 else 1,
     )
     return q_out, k_out
@@ -135,8 +229,9 @@ def _setup_context(ctx, inputs, output):
 if hasattr(torch.library, "triton_op"):
 
     @torch.library.triton_op("ropebench::rope_qk", mutates_args=())
-    def _rope_op(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, offset: int, interleaved: bool,
-                 conj: bool) -> tuple[Tensor, Tensor]:
+    def _rope_op(
+        q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, offset: int, interleaved: bool, conj: bool
+    ) -> tuple[Tensor, Tensor]:
         return _launch(q, k, cos, sin, offset, interleaved, conj)
 
     def _op_backward(ctx, grad_q, grad_k):
@@ -175,20 +270,32 @@ def _check(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, pairing: str, offset:
     if q.dim() != 4 or k.dim() != 4:
         raise UserError(f"q and k must be (B, H, T, D); got shapes {tuple(q.shape)} and {tuple(k.shape)}")
     if q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
-        raise UserError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree in B, T and D (heads may differ)")
+        raise UserError(
+            f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree in B, T and D (heads may differ)"
+        )
     if not (q.is_floating_point() and k.is_floating_point()):
         raise UserError(f"q and k must be floating point, got {q.dtype} and {k.dtype}")
     if cos.dim() != 2 or cos.shape != sin.shape:
-        raise UserError(f"cos and sin must both be (T, rotary_dim/2); got {tuple(cos.shape)} and {tuple(sin.shape)}")
+        raise UserError(
+            f"cos and sin must both be (T, rotary_dim/2); got {tuple(cos.shape)} and {tuple(sin.shape)}"
+        )
     if not 0 < 2 * cos.shape[1] <= q.shape[-1]:
-        raise UserError(f"rotary_dim = 2 * cos.shape[-1] = {2 * cos.shape[1]} must be in (0, head_dim={q.shape[-1]}]")
+        raise UserError(
+            f"rotary_dim = 2 * cos.shape[-1] = {2 * cos.shape[1]} must be in (0, head_dim={q.shape[-1]}]"
+        )
     if offset < 0 or offset + q.shape[2] > cos.shape[0]:
-        raise UserError(f"position offset {offset} + T={q.shape[2]} exceeds the {cos.shape[0]} rows of the tables")
+        raise UserError(
+            f"position offset {offset} + T={q.shape[2]} exceeds the {cos.shape[0]} rows of the tables"
+        )
     if len({q.device, k.device, cos.device, sin.device}) != 1:
-        raise UserError(f"q, k, cos, sin must share a device; got {q.device}, {k.device}, {cos.device}, {sin.device}")
+        raise UserError(
+            f"q, k, cos, sin must share a device; got {q.device}, {k.device}, {cos.device}, {sin.device}"
+        )
     if q.device.type == "cpu" and not INTERPRETED:
-        raise UserError("the triton rope kernel runs on the CPU only under TRITON_INTERPRET=1, set before "
-                        "ropebench.rope.triton_kernel is first imported")
+        raise UserError(
+            "the triton rope kernel runs on the CPU only under TRITON_INTERPRET=1, set before "
+            "ropebench.rope.triton_kernel is first imported"
+        )
 
 
 def rope_qk(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, pairing: str = "half", offset: int = 0):
