@@ -61,6 +61,8 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool = False
     threads: int = 0
+    # Peak FLOP/s (in TFLOP/s) for the MFU column; 0 = known GPUs' dense bf16 peak, none elsewhere.
+    peak_tflops: float = 0.0
 
 
 @dataclass

@@ -129,6 +129,13 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wte.weight.numel() if non_embedding else n
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """nanoGPT's estimate, 6N + 12 L H Q T: every parameter that multiplies activations (the tied embedding is
+        the head, so it stays in; a learned position table is a lookup, so it does not) plus attention."""
+        n = self.num_params(non_embedding=False) - sum(p.numel() for p in self.pe.parameters())
+        head_dim = self.cfg.n_embd // self.cfg.n_head
+        return 6 * n + 12 * self.cfg.n_layer * self.cfg.n_head * head_dim * seq_len
+
     def _attention_fn(self, T: int, device: torch.device):
         """The attention call for this forward pass, with the encoding's bias (if any) built once for all layers."""
         if not self.pe.has_bias():

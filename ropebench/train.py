@@ -26,6 +26,20 @@ from ropebench.model import GPT
 from ropebench.progress import console, progress_bar
 from ropebench.tracking import RunLogger
 
+# Dense bf16 peaks (FLOP/s) of GPUs ropebench is run on, for the MFU column; others get none.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
+             "RTX 4090": 165e12}
+
+
+def peak_flops(device: torch.device, configured_tflops: float) -> float | None:
+    if configured_tflops > 0:
+        return configured_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
 # Keys whose change makes an existing checkpoint meaningless (anything else -- steps, logging -- may change).
 RESUME_KEYS = ("model", "pe", "data.name", "data.source", "data.paths", "train.seq_len", "train.batch_size",
                "train.lr", "train.min_lr", "train.warmup_steps", "train.weight_decay", "train.beta1",
@@ -93,14 +107,15 @@ def _diff_keys(saved: dict, current: DictConfig) -> list[str]:
 
 
 class _StopFlag:
-    """SIGINT sets a flag; the loop saves a checkpoint at the next step boundary and stops cleanly."""
+    """SIGINT or SIGTERM sets a flag; the loop saves a checkpoint at the next step boundary and stops cleanly."""
 
     def __init__(self):
         self.stop = False
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            # SIGTERM too: SLURM and other schedulers send it before killing a job.
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         except ValueError:  # not the main thread: leave signals alone
             self._previous = None
         return self
@@ -111,8 +126,8 @@ class _StopFlag:
         self.stop = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in (self._previous or {}).items():
+            signal.signal(sig, handler)
 
 
 def _save_checkpoint(run_dir, model, optimizer, step, generator, cfg) -> None:
@@ -162,6 +177,8 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
     amp = autocast_for(device, cfg.train.dtype)
     logger = RunLogger(run_dir, cfg, resume_step=start, warn=log)
     tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+    peak = peak_flops(device, cfg.train.peak_tflops)
+    flops_per_token = model.flops_per_token(cfg.train.seq_len)
     t = cfg.train
     record: dict = {}
     train_loss = float("nan")
@@ -194,6 +211,8 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": step, "train_loss": train_loss, "lr": lr_at(step - 1, t),
                           "tokens_per_s": window_tokens / max(elapsed, 1e-9), "tokens": step * tokens_per_step}
+                if peak:
+                    record["mfu"] = flops_per_token * record["tokens_per_s"] / peak
                 if not math.isfinite(train_loss):
                     raise UserError(f"training diverged at step {step} (loss {train_loss}); lower train.lr")
                 if step % t.eval_interval == 0 or step == t.steps:

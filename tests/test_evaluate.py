@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from ropebench.evaluate import Window, default_lengths, make_windows, merge_rows, parse_lengths, score_windows
 from ropebench.errors import UserError
+from ropebench.evaluate import Window, default_lengths, make_windows, merge_rows, parse_lengths, score_windows
 
 
 def scored_targets(windows, length):

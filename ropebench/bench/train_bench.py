@@ -56,13 +56,6 @@ def pe_config(spec: str):
     return OmegaConf.structured(entry.config_cls(backend=backend) if backend else entry.config_cls())
 
 
-def flops_per_token(model, n_layer: int, n_head: int, head_dim: int, seq_len: int) -> float:
-    # nanoGPT counts every parameter that multiplies activations: the tied token embedding (it is the head)
-    # stays in, a learned position table (a lookup) does not.
-    n = model.num_params(non_embedding=False) - sum(p.numel() for p in model.pe.parameters())
-    return 6 * n + 12 * n_layer * n_head * head_dim * seq_len
-
-
 def _free(device: torch.device, compiled: bool) -> None:
     # The default sweep of encodings runs in one process: drop the last model's graphs and memory first.
     if compiled:
@@ -88,9 +81,7 @@ def time_steps(
 
     torch.manual_seed(0)
     model = GPT(model_cfg, pe_config(spec), vocab_size=vocab, train_seq_len=seq_len).to(device)
-    fpt = flops_per_token(
-        model, model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd // model_cfg.n_head, seq_len
-    )
+    fpt = model.flops_per_token(seq_len)
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     step_model = torch.compile(model) if compile_model else model

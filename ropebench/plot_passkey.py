@@ -1,0 +1,118 @@
+"""The passkey figure: accuracy by evaluation length (x) and key depth (y), one heatmap per run label.
+
+Runs that share a label (seeds of one configuration) are averaged cell by cell; each panel's title carries
+the effective context as PI (>= 20%) and YaRN (>= 80%) define it.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+from ropebench.errors import UserError
+from ropebench.passkey import CSV_NAME, THRESHOLDS, effective_context
+from ropebench.plot import _pyplot, _save
+from ropebench.results import make_label, read_run, swept_keys
+
+
+def find_passkey_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories with a passkey.csv: given directly, as the CSV itself, or one or two levels down."""
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UserError(f"path '{raw}' does not exist; expected a run directory or a sweep directory")
+        if path.is_file() and path.name == CSV_NAME:
+            path = path.parent
+        if not path.is_dir():
+            raise UserError(f"path '{raw}' is a file; expected a run directory or a sweep directory")
+        runs = [path] if (path / CSV_NAME).is_file() else sorted(
+            p.parent for pattern in (f"*/{CSV_NAME}", f"*/*/{CSV_NAME}") for p in path.glob(pattern))
+        if not runs:
+            raise UserError(f"path '{raw}' holds no {CSV_NAME}; run `ropebench passkey RUN_DIR` first")
+        for run in runs:
+            found[run.resolve()] = None
+    return list(found)
+
+
+def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
+    """label -> rows (accuracy as float, None where not measured), labels in first-seen order."""
+    runs = [read_run(p) for p in find_passkey_runs(paths)]
+    swept = swept_keys(runs)
+    panels: dict[str, list[dict]] = {}
+    for run in runs:
+        with open(run.run_dir / CSV_NAME, newline="") as f:
+            for r in csv.DictReader(f):
+                try:
+                    row = {**r, "eval_len": int(r["eval_len"]), "depth": float(r["depth"]),
+                           "accuracy": float(r["accuracy"]) if r["status"] == "ok" else None}
+                except (KeyError, ValueError) as exc:
+                    raise UserError(f"'{run.run_dir / CSV_NAME}' is malformed ({exc}); re-run ropebench passkey")\
+                        from None
+                label = make_label(run.pe, r["rope_scaling"], swept.get(run.run_dir, []))
+                panels.setdefault(label, []).append(row)
+    if not any(r["accuracy"] is not None for rows in panels.values() for r in rows):
+        raise UserError("no successful passkey evaluations to plot; every row has a non-ok status")
+    return panels
+
+
+def _grid(rows: list[dict]):
+    """(lengths, depths, cells) with cells[depth][length] = mean accuracy across seeds, or None."""
+    lengths = sorted({r["eval_len"] for r in rows})
+    depths = sorted({r["depth"] for r in rows})
+    sums: dict[tuple[float, int], list[float]] = {}
+    for r in rows:
+        if r["accuracy"] is not None:
+            sums.setdefault((r["depth"], r["eval_len"]), []).append(r["accuracy"])
+    cells = [[(sum(v) / len(v)) if (v := sums.get((d, L))) else None for L in lengths] for d in depths]
+    return lengths, depths, cells
+
+
+def _mean_rows(lengths, depths, cells) -> list[dict]:
+    # One row per cell with the seed mean, so effective_context sees each (length, depth) once.
+    return [{"eval_len": L, "depth": d, "accuracy": "" if a is None else a, "status": "ok" if a is not None else "-"}
+            for d, row in zip(depths, cells) for L, a in zip(lengths, row)]
+
+
+def passkey_figure(paths: Iterable[str | Path]):
+    """Build (not save) the heatmap Figure."""
+    import numpy as np
+
+    panels = load_passkey(paths)
+    plt = _pyplot()
+    n = len(panels)
+    cols = min(n, 3)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="0.85")  # grey: not measured / not applicable
+    image = None
+    for ax, (label, rows) in zip(axes.flat, panels.items()):
+        lengths, depths, cells = _grid(rows)
+        data = np.array([[np.nan if a is None else a for a in row] for row in cells], dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto", origin="upper")
+        for i, row in enumerate(cells):
+            for j, a in enumerate(row):
+                text, colour = ("n/a", "0.3") if a is None else (f"{a:.2f}", "black" if 0.25 < a < 0.85 else "white")
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+        ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
+        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+        ax.set_xlabel("evaluation length (tokens)")
+        ax.set_ylabel("key depth")
+        mean_rows = _mean_rows(lengths, depths, cells)
+        ctx = {name: effective_context(mean_rows, t) for name, t in THRESHOLDS.items()}
+        ax.set_title(f"{label}\neffective context: PI {ctx['pi'] or '-'}, YaRN {ctx['yarn'] or '-'}", fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="exact-match accuracy")
+    fig.suptitle("Passkey retrieval", fontsize=11)
+    return fig
+
+
+def plot_passkey(paths: Iterable[str | Path], out: str | Path) -> list[Path]:
+    """Passkey accuracy heatmaps as PNG and PDF; returns the written paths."""
+    fig = passkey_figure(paths)
+    try:
+        return _save(fig, out, "passkey")
+    finally:
+        _pyplot().close(fig)
