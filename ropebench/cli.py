@@ -114,20 +114,60 @@ def eval_length(
 @app.command()
 @user_errors
 def plot(
-    paths: list[Path] = typer.Argument(..., help="Run directories and/or sweep directories."),
+    paths: list[Path] = typer.Argument(..., help="Run and/or sweep directories; or `decay [RUN_DIR]`."),
     out: Path = typer.Option(Path("ropebench.png"), help="Output file (PNG; a PDF is written beside it)."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
     by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
     band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
+    head_dim: int = typer.Option(None, help="decay: RoPE head dimension (default: the run's, else 128)."),
+    base: float = typer.Option(None, help="decay: RoPE base (default: the run's, else 10000)."),
+    max_distance: int = typer.Option(None, help="decay: largest relative distance (default 16x train length)."),
 ):
-    """Perplexity against evaluation length, one line per encoding (mean and band across seeds)."""
+    """Perplexity against evaluation length, one line per encoding (mean and band across seeds).
+
+    `ropebench plot decay [RUN_DIR]` draws RoFormer's long-term-decay bound instead, and with a RoPE run the
+    measured mean attention score against relative distance.
+    """
     from ropebench.errors import choose
     from ropebench.plot import plot_length, plot_positions
 
     choose("band", band, ("minmax", "std"))
-    written = plot_positions(paths, out) if by_position else plot_length(paths, out, protocol=protocol, band=band)
+    if paths and str(paths[0]) == "decay":
+        written = _plot_decay(paths[1:], out, head_dim, base, max_distance)
+    elif by_position:
+        written = plot_positions(paths, out)
+    else:
+        written = plot_length(paths, out, protocol=protocol, band=band)
     for path in written:
         typer.echo(str(path))
+
+
+def _plot_decay(run_dirs: list[Path], out: Path, head_dim, base, max_distance):
+    from ropebench.decay import measured_attention_by_distance, plot_decay
+
+    if len(run_dirs) > 1:
+        raise UserError(f"plot decay takes at most one run directory, got {len(run_dirs)}")
+    measured = None
+    if run_dirs:
+        import torch
+
+        from ropebench.data import load_corpus
+        from ropebench.rundir import load_model
+
+        model, cfg = load_model(run_dirs[0])
+        if cfg.pe.name not in ("rope", "xpos"):
+            raise UserError(f"plot decay needs a RoPE-family run; {run_dirs[0]} uses pe={cfg.pe.name}")
+        head_dim = head_dim or model.pe.rotary_dim
+        base = base or float(cfg.pe.base)
+        max_distance = max_distance or 16 * int(cfg.train.seq_len)
+        val = load_corpus(cfg.data).val
+        spans = val.documents(min_len=max_distance + 1)[:8]
+        if not spans:
+            raise UserError(f"no validation document has {max_distance + 1} tokens; lower --max-distance")
+        tokens = torch.stack([torch.from_numpy(val.tokens[s : s + max_distance + 1].astype("int64"))
+                              for s, _ in spans])
+        measured = measured_attention_by_distance(model, tokens)
+    return plot_decay(head_dim or 128, base or 10000.0, max_distance or 256, out, measured=measured)
 
 
 @app.command()

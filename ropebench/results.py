@@ -187,13 +187,10 @@ def _short(key: str) -> str:
 def make_label(pe: str, rope_scaling: str = "none", swept: list[tuple[str, object]] = ()) -> str:
     """``rope``, ``rope+yarn``, ``rope (L=128, base=500000)``: encoding, scaling, distinguishing keys."""
     label = pe if rope_scaling in ("", "none") else f"{pe}+{rope_scaling}"
-    if swept:
-        label += (
-            " ("
-            + ", ".join(f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}" for k, v in swept)
-            + ")"
-        )
-    return label
+    parts = [f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}" for k, v in swept]
+    if len(parts) > 3:  # runs from unrelated setups: keep the legend readable (the tables keep every key)
+        parts = [*parts[:3], "…"]
+    return f"{label} ({', '.join(parts)})" if parts else label
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
