@@ -53,8 +53,9 @@ def train(ctx: typer.Context):
 
     ropebench train pe=alibi train.seq_len=128 train.steps=2000 model=small seed=1 hydra.run.dir=runs/a
 
-    Groups: model (tiny|small|gpt2), pe (rope|sinusoidal|learned|t5|alibi|nope|...), data (stdlib|text_files|
-    wikitext103). `resume=RUN_DIR` continues an interrupted run. Prints the run directory at the end.
+    Groups: model (tiny|small|gpt2), pe (rope|sinusoidal|learned|t5|alibi|nope|xpos|kerple|fire), data (stdlib|
+    text_files|wikitext103|passkey), launcher (sequential|joblib|slurm|submitit_local). `resume=RUN_DIR`
+    continues an interrupted run. Prints the run directory at the end.
     """
     from ropebench import runner
     from ropebench.hydra_app import run_hydra
@@ -67,6 +68,9 @@ def train(ctx: typer.Context):
                 raise UserError(f"cannot resume '{target}': not a ropebench run directory")
             overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
             overrides.append(f"hydra.run.dir={target}")
+    from ropebench.distributed import require_run_dir
+
+    require_run_dir(overrides)  # under torchrun every rank must agree on one run directory
     runner.outcomes.clear()
     run_hydra(runner.train_job, overrides)
     if _echo_outcomes(runner.outcomes):
@@ -118,6 +122,7 @@ def plot(
     out: Path = typer.Option(Path("ropebench.png"), help="Output file (PNG; a PDF is written beside it)."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
     by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
+    passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
     band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
     head_dim: int = typer.Option(None, help="decay: RoPE head dimension (default: the run's, else 128)."),
     base: float = typer.Option(None, help="decay: RoPE base (default: the run's, else 10000)."),
@@ -134,6 +139,10 @@ def plot(
     choose("band", band, ("minmax", "std"))
     if paths and str(paths[0]) == "decay":
         written = _plot_decay(paths[1:], out, head_dim, base, max_distance)
+    elif passkey:
+        from ropebench.plot_passkey import plot_passkey
+
+        written = plot_passkey(paths, out)
     elif by_position:
         written = plot_positions(paths, out)
     else:
@@ -211,8 +220,11 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
         sweep_dir = default_sweep_dir(name)
         overrides.append(f"hydra.sweep.dir={sweep_dir}")
     # Name each job's directory by what it sweeps only (pe=alibi,seed=1), not by the settings all jobs share.
-    shared = [o.split("=", 1)[0].lstrip("+~") for o in overrides
-              if "=" in o and not o.startswith("hydra") and "," not in o.split("=", 1)[1]]
+    def key(o):
+        return o.split("=", 1)[0].lstrip("+~")
+
+    swept = {key(o) for o in overrides if "=" in o and "," in o.split("=", 1)[1]}
+    shared = [key(o) for o in overrides if "=" in o and not o.startswith("hydra") and key(o) not in swept]
     if shared:
         overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep', *shared])}]")
     runner.outcomes.clear()
@@ -221,6 +233,15 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
     print_report(report)
     if report.failed or report.unfinished:
         raise typer.Exit(1)
+
+
+def _register_passkey() -> None:
+    from ropebench.passkey_cli import passkey  # imports only typer and ropebench.errors
+
+    app.command("passkey")(user_errors(passkey))
+
+
+_register_passkey()
 
 
 def _mount_optional() -> None:

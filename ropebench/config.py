@@ -109,6 +109,17 @@ class Config:
     sweep_name: str = ""
 
 
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    # A sweep job whose overrides are all shared would get an empty sub-directory name (the sweep dir itself).
+    if not OmegaConf.has_resolver("ropebench_subdir"):
+        OmegaConf.register_new_resolver("ropebench_subdir", lambda name: name or "run")
+
+
+_register_resolvers()
+
+
 def conf_dir() -> Path:
     """The Hydra config directory: inside an installed wheel, else the repository's top-level conf/."""
     here = Path(__file__).resolve().parent

@@ -26,7 +26,7 @@ EOD = 256
 VOCAB_SIZE = 257
 CACHE_VERSION = 1
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".tex", ".json", ".csv", ".html", ".c", ".h")
-SOURCES = ("stdlib", "text_files", "hub")
+SOURCES = ("stdlib", "text_files", "hub", "passkey")
 
 
 @dataclass
@@ -186,6 +186,10 @@ def _split_documents(names: list[str], texts: list[str], val_fraction: float):
 def load_corpus(cfg, log=print) -> Corpus:
     """Build (once) and open the tokenized corpus described by a ``data`` config node."""
     choose("data source", cfg.source, SOURCES)
+    if cfg.source == "passkey":  # synthetic, generated on the fly: nothing to read, split or cache
+        from ropebench.passkey import load_passkey_corpus
+
+        return load_passkey_corpus(cfg)
     if not 0 < cfg.val_fraction < 1 and cfg.source != "hub":
         raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.val_fraction}")
     cache_root = Path(os.path.expanduser(str(cfg.cache_dir)))
@@ -217,7 +221,13 @@ def load_corpus(cfg, log=print) -> Corpus:
         info = {"name": cfg.name, "source": cfg.source, "python": sys.version.split()[0],
                 "train": _write_split(tmp, "train", train_texts), "val": _write_split(tmp, "val", val_texts)}
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
-        shutil.rmtree(directory, ignore_errors=True)
-        os.replace(tmp, directory)  # atomic: a half-written cache is never seen
+        if (directory / "info.json").is_file():  # a parallel job built it meanwhile: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+            try:
+                os.replace(tmp, directory)  # atomic: a half-written cache is never seen
+            except OSError:  # another job won the race
+                shutil.rmtree(tmp, ignore_errors=True)
     info = json.loads((directory / "info.json").read_text())
     return Corpus(_read_split(directory, "train"), _read_split(directory, "val"), VOCAB_SIZE, info)

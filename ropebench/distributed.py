@@ -61,8 +61,21 @@ def _env_int(name: str, default: int) -> int:
         raise UserError(f"environment variable {name}='{raw}' must be an integer (set by torchrun)") from None
 
 
+def _adopt_submitit_tasks() -> None:
+    """A submitit job with several tasks (``hydra.launcher.tasks_per_node=N``, SLURM or local) runs N copies of the
+    job, like torchrun but with SLURM's variables: translate them to the torch ones (MASTER_ADDR, RANK, ...)."""
+    if "RANK" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        # CUDA_VISIBLE_DEVICES stays as SLURM set it: setup() picks the GPU by LOCAL_RANK.
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def from_env() -> Dist:
     """Rank, world size and local rank from torchrun's environment (1 process when they are absent)."""
+    _adopt_submitit_tasks()
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     if world < 1 or not 0 <= rank < world:

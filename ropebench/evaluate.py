@@ -134,8 +134,8 @@ def merge_rows(path: Path, new_rows: list[dict], columns: list[str], key=KEY) ->
     """Replace rows with the same key, keep all others, write atomically."""
     new_keys = {tuple(str(r[k]) for k in key) for r in new_rows}
     rows = [r for r in read_rows(path) if tuple(r.get(k, "") for k in key) not in new_keys] + new_rows
-    rows.sort(key=lambda r: (str(r["rope_scaling"]), r["protocol"], int(r["eval_len"]), int(r["stride"]),
-                             int(r.get("position_start", 0))))
+    rows.sort(key=lambda r: (str(r.get("rope_scaling", "")), r.get("protocol", ""), int(r["eval_len"]),
+                             int(r.get("stride") or 0), float(r.get("depth") or 0), int(r.get("position_start", 0))))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

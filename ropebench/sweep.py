@@ -83,8 +83,8 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print) -> SweepReport:
 
 
 def print_report(report: SweepReport, log=console.print) -> None:
-    log(f"\n[bold]sweep[/] {report.sweep_dir}: {len(report.finished)} finished, {len(report.failed)} failed, "
-        f"{len(report.unfinished)} unfinished")
+    log(f"\n[bold]sweep:[/] {len(report.finished)} finished, {len(report.failed)} failed, "
+        f"{len(report.unfinished)} unfinished in {report.sweep_dir}")
     for run, why in report.failed:
         log(f"  [red]failed[/] {run.name}: {why}")
     for run in report.unfinished:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ropebench import rundir
+from ropebench import distributed, rundir
 from ropebench.data import VOCAB_SIZE, Corpus, load_corpus
 from ropebench.errors import UserError
 from ropebench.model import GPT
@@ -81,17 +81,20 @@ def autocast_for(device: torch.device, dtype_name: str):
 
 
 @torch.no_grad()
-def estimate_val_loss(model, corpus: Corpus, cfg, device, amp) -> float:
-    """Mean loss on a fixed set of validation windows (same windows at every evaluation and every run)."""
+def estimate_val_loss(model, corpus: Corpus, cfg, device, amp, dist=distributed.Dist()) -> float:
+    """Mean loss on a fixed set of validation windows (same windows at every evaluation and every run).
+
+    Under DDP each rank scores its slice of every window batch and the mean is taken over ranks: the same
+    windows, and the same number, as a single process."""
     model.eval()
     generator = torch.Generator().manual_seed(1234)
     losses = []
     for _ in range(cfg.train.eval_batches):
-        x, y = corpus.val.batch(cfg.train.batch_size, cfg.train.seq_len, generator)
+        x, y = dist.shard(*corpus.val.batch(cfg.train.batch_size, cfg.train.seq_len, generator))
         with amp:
             losses.append(model(x.to(device), y.to(device))[1].item())
     model.train()
-    return sum(losses) / len(losses)
+    return distributed.all_reduce_mean(sum(losses) / len(losses))
 
 
 def _diff_keys(saved: dict, current: DictConfig) -> list[str]:
@@ -147,6 +150,11 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
         log(f"[green]already finished[/]: {run_dir}")
         return rundir.read_final(run_dir)
     device = rundir.resolve_device(cfg.train.device)
+    # torchrun: join the process group (a no-op for one process); only rank 0 writes or prints.
+    dist, device = distributed.setup(cfg.train.batch_size, device)
+    distributed.check_same_run_dir(run_dir, dist)
+    if not dist.is_rank0:
+        log = distributed.quiet
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     if device.type == "cuda":
@@ -155,7 +163,8 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
     torch.manual_seed(cfg.seed)
     # The model first: a bad model or encoding setting fails before any data is tokenized.
     model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=cfg.train.seq_len).to(device)
-    corpus = load_corpus(cfg.data, log=log)
+    with distributed.rank0_first(dist):  # rank 0 builds the token cache, the others then read it
+        corpus = load_corpus(cfg.data, log=log)
     optimizer = make_optimizer(model, cfg.train, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     start = 0
@@ -172,12 +181,16 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
         log(f"resuming {run_dir} from step {start}")
-    rundir.save_config(run_dir, cfg)
-    step_fn = torch.compile(model) if cfg.train.compile else model
+    if dist.is_rank0:
+        rundir.save_config(run_dir, cfg)
+    ddp_model = distributed.wrap(model, dist, device)  # forward/backward through DDP; save `model` itself
+    step_fn = torch.compile(ddp_model) if cfg.train.compile else ddp_model
     amp = autocast_for(device, cfg.train.dtype)
-    logger = RunLogger(run_dir, cfg, resume_step=start, warn=log)
+    logger = RunLogger(run_dir, cfg, resume_step=start, warn=log) if dist.is_rank0 else distributed.NullLogger()
     tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
     peak = peak_flops(device, cfg.train.peak_tflops)
+    if peak:
+        peak *= dist.world_size  # tokens_per_s counts the global batch, so the peak is all devices'
     flops_per_token = model.flops_per_token(cfg.train.seq_len)
     t = cfg.train
     record: dict = {}
@@ -187,13 +200,16 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
     started = time.perf_counter()
     window_start, window_tokens = time.perf_counter(), 0
     pin = device.type == "cuda"
-    with _StopFlag() as flag, progress_bar() as bar:
+    bar_cm = progress_bar()
+    bar_cm.disable = not dist.is_rank0  # one bar, not one per rank
+    with _StopFlag() as flag, bar_cm as bar:
         task = bar.add_task(f"train {cfg.pe.name}", total=t.steps, completed=start, rate="", info="")
         step = start
         while step < t.steps and not flag.stop:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, t)
-            x, y = corpus.train.batch(t.batch_size, t.seq_len, generator)
+            # Every rank draws the global batch from the same generator and keeps its rows of it.
+            x, y = dist.shard(*corpus.train.batch(t.batch_size, t.seq_len, generator))
             if pin:
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
@@ -207,7 +223,7 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
             step += 1
             window_tokens += tokens_per_step
             if step % t.log_interval == 0 or step == t.steps:
-                train_loss = loss.item()  # syncs the device only at logging steps
+                train_loss = distributed.all_reduce_mean(loss)  # syncs the device only at logging steps
                 elapsed = time.perf_counter() - window_start
                 record = {"step": step, "train_loss": train_loss, "lr": lr_at(step - 1, t),
                           "tokens_per_s": window_tokens / max(elapsed, 1e-9), "tokens": step * tokens_per_step}
@@ -216,16 +232,23 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
                 if not math.isfinite(train_loss):
                     raise UserError(f"training diverged at step {step} (loss {train_loss}); lower train.lr")
                 if step % t.eval_interval == 0 or step == t.steps:
-                    record["val_loss"] = estimate_val_loss(model, corpus, cfg, device, amp)
+                    record["val_loss"] = estimate_val_loss(model, corpus, cfg, device, amp, dist)
                 logger.log(record)
                 bar.update(task, rate=f"{record['tokens_per_s'] / 1e3:.1f}k tok/s",
                            info=f"loss {train_loss:.3f}" + (f" val {record['val_loss']:.3f}"
                                                             if "val_loss" in record else ""))
                 window_start, window_tokens = time.perf_counter(), 0
             bar.update(task, completed=step)
-            if step % t.ckpt_interval == 0 or flag.stop or step == t.steps:
+            if dist.enabled:
+                flag.stop = distributed.any_rank(flag.stop)  # all ranks stop at the same step
+            if dist.is_rank0 and (step % t.ckpt_interval == 0 or flag.stop or step == t.steps):
                 _save_checkpoint(run_dir, model, optimizer, step, generator, cfg)
+    if not dist.is_rank0:
+        distributed.shutdown()
+        return {"status": "interrupted" if flag.stop and step < t.steps else "finished", "step": step,
+                "train_loss": train_loss, "rank": dist.rank}
     if flag.stop and step < t.steps:
+        distributed.shutdown()
         logger.close()
         log(f"[yellow]interrupted[/] at step {step}; checkpoint saved. Continue with: "
             f"ropebench train resume={run_dir}")
@@ -235,7 +258,7 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
     os.replace(tmp, run_dir / rundir.WEIGHTS)
     final = {"status": "finished", "steps": step, "train_loss": train_loss,
              "val_loss": record.get("val_loss"), "wall_s": time.perf_counter() - started,
-             "params": model.num_params(), "device": str(device)}
+             "params": model.num_params(), "device": str(device), "world_size": dist.world_size}
     rundir.atomic_write_text(run_dir / rundir.FINAL, json.dumps(final, indent=2))
     if cfg.eval.after_train:
         from ropebench.evaluate import eval_length
@@ -243,4 +266,5 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
         rows = eval_length(run_dir, model=model, log=log)
         logger.log_eval_curve(rows)
     logger.close()
+    distributed.shutdown()
     return final

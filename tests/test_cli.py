@@ -95,5 +95,5 @@ def test_rope_scaling_rows_land_under_their_own_label(rope_run):
 def test_console_script_help_runs_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-m", "ropebench", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
-    for command in ("train", "eval-length", "plot", "sweep", "table"):
+    for command in ("train", "eval-length", "plot", "sweep", "table", "passkey", "bench"):
         assert command in out.stdout

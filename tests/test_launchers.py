@@ -21,11 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def launcher(name: str) -> str:
-    """`launcher=NAME` once conf/config.yaml lists the group in its defaults, `+launcher=NAME` before that."""
-    defaults = OmegaConf.load(conf_dir() / "config.yaml").defaults
-    listed = any(isinstance(d, str) and "launcher" in d or OmegaConf.is_dict(d) and
-                 any("launcher" in str(k) for k in d) for d in defaults)
-    return f"launcher={name}" if listed else f"+launcher={name}"
+    return f"launcher={name}"
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import ropebench.data
-import ropebench.train
 from ropebench.cli import app, user_errors
 from ropebench.errors import UserError
 from ropebench.passkey import (
+    IGNORE,
     KEY_PREFIX,
     KEY_SUFFIX,
     MIN_LEN,
@@ -55,10 +54,12 @@ def test_key_sits_at_the_requested_depth():
 
 def test_batches_have_exact_lengths_and_end_with_the_answer():
     x, y = PasskeySplit("train").batch(6, 64, torch.Generator().manual_seed(0))
-    assert x.shape == y.shape == (6, 64) and x.dtype == torch.int64
-    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert x.shape == y.shape == (6, 64) and x.dtype == y.dtype == torch.int64
+    assert (y[:, :-N_DIGITS] == IGNORE).all()  # loss on the answer only
+    assert torch.equal(x[:, -N_DIGITS + 1 :], y[:, -N_DIGITS:-1])  # the answer's targets are the next tokens
     for row_x, row_y in zip(x.tolist(), y.tolist()):
         text = bytes(row_x) + bytes(row_y[-1:])
+        assert len(text) == 65 and text.endswith(QUESTION + bytes(row_y[-N_DIGITS:]))
         start = text.index(KEY_PREFIX) + len(KEY_PREFIX)
         assert bytes(row_y[-N_DIGITS:]) == text[start : start + N_DIGITS]  # the last 5 targets are the key
         assert all(48 <= t <= 57 for t in row_y[-N_DIGITS:])
@@ -98,15 +99,8 @@ def test_effective_context_follows_pi_and_yarn():
 @pytest.fixture(scope="module")
 def passkey_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "rope"
-    with pytest.MonkeyPatch.context() as mp:
-        if "passkey" not in ropebench.data.SOURCES:  # until data.py dispatches source=passkey itself
-            from ropebench.passkey import load_passkey_corpus
-
-            real = ropebench.train.load_corpus
-            mp.setattr(ropebench.train, "load_corpus",
-                       lambda cfg, log=print: load_passkey_corpus(cfg) if cfg.source == "passkey" else real(cfg, log))
-        result = runner.invoke(app, ["train", *TINY, "pe=rope", f"hydra.run.dir={run_dir}"], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", *TINY, "pe=rope", f"hydra.run.dir={run_dir}"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     return run_dir
 
 
@@ -148,13 +142,8 @@ def test_cli_bad_input_is_one_line_and_loses_nothing(passkey_run, bad, message):
 
 def test_learned_positions_past_max_len_are_not_applicable(passkey_run, tmp_path):
     run_dir = tmp_path / "learned"
-    with pytest.MonkeyPatch.context() as mp:
-        if "passkey" not in ropebench.data.SOURCES:
-            from ropebench.passkey import load_passkey_corpus
-
-            mp.setattr(ropebench.train, "load_corpus", lambda cfg, log=print: load_passkey_corpus(cfg))
-        result = runner.invoke(app, ["train", *TINY, "pe=learned", "train.steps=2", f"hydra.run.dir={run_dir}"])
-        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", *TINY, "pe=learned", "train.steps=2", f"hydra.run.dir={run_dir}"])
+    assert result.exit_code == 0, result.output
     rows = passkey_accuracy(run_dir, [48, 96], [0.5], trials=2)
     assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("not_applicable")
     assert not math.isnan(rows[0]["accuracy"])

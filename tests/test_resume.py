@@ -47,13 +47,15 @@ def wait_for_checkpoint_step(run_dir, step, proc, timeout=120):
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tiny_overrides, tmp_path):
-    args = [*tiny_overrides, *STEPS, "train.threads=1"]
+    # Long enough that the kill lands mid-run, after the first checkpoint.
+    args = [*tiny_overrides, *STEPS, "train.steps=400", "train.ckpt_interval=40", "train.eval_interval=40",
+            "train.log_interval=20", "train.threads=1"]
     reference = tmp_path / "reference"
     assert runner.invoke(app, ["train", *args, f"hydra.run.dir={reference}"]).exit_code == 0
 
     killed = tmp_path / "killed"
     proc = train_in_subprocess([*args, f"hydra.run.dir={killed}"])
-    wait_for_checkpoint_step(killed, 4, proc)
+    wait_for_checkpoint_step(killed, 40, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "final.json").exists()

@@ -26,11 +26,11 @@ def test_sweep_with_a_failing_job_keeps_the_others(tiny_overrides, tmp_path):
     assert "2 finished, 2 failed" in result.output
     assert (sweep_dir / "compare.png").is_file() and (sweep_dir / "table.md").is_file()
 
-    # Relaunch only the good half: finished runs are skipped, not retrained.
+    # Relaunch the same sweep: finished runs are skipped, not retrained; the failed ones fail again.
     before = (sweep_dir / "model.n_head=2,pe=rope" / "final.json").read_text()
-    again = runner.invoke(app, ["sweep", "compare", *tiny_overrides, "train.steps=2", "pe=rope,alibi",
-                                "model.n_head=2", f"hydra.sweep.dir={sweep_dir}"])
-    assert "already finished" in again.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1
+    assert again.output.count("already finished") == 2
     assert (sweep_dir / "model.n_head=2,pe=rope" / "final.json").read_text() == before
     assert json.loads(before)["status"] == "finished"
 
