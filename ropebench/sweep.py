@@ -61,6 +61,8 @@ def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[P
 def finish_sweep(sweep_dir: Path, name: str, log=console.print) -> SweepReport:
     """Evaluate runs that have no results yet, then write the figure and the table into the sweep directory."""
     from ropebench.evaluate import eval_length
+    from ropebench.passkey import CSV_NAME as PASSKEY_CSV
+    from ropebench.passkey import passkey_accuracy
     from ropebench.plot import plot_length
     from ropebench.table import write_table
 
@@ -68,17 +70,25 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print) -> SweepReport:
     if not sweep_dir.is_dir():
         raise UserError(f"sweep directory '{sweep_dir}' does not exist")
     finished, failed, unfinished = collect(sweep_dir)
+    passkey_runs = [r for r in finished if rundir.load_config(r).data.source == "passkey"]
     for run in finished:
-        if not (run / rundir.EVAL_CSV).is_file():
-            try:
+        try:
+            if run in passkey_runs and not (run / PASSKEY_CSV).is_file():
+                passkey_accuracy(run, log=log)
+            elif run not in passkey_runs and not (run / rundir.EVAL_CSV).is_file():
                 eval_length(run, log=log)
-            except UserError as exc:
-                failed.append((run, f"evaluation: {exc}"))
+        except UserError as exc:
+            failed.append((run, f"evaluation: {exc}"))
     evaluated = [r for r in finished if (r / rundir.EVAL_CSV).is_file()]
     figure, table = [], None
     if evaluated:
         figure = plot_length(evaluated, sweep_dir / f"{name}.png")
         table = write_table(evaluated, sweep_dir / "table.md", fmt="md")
+    probed = [r for r in passkey_runs if (r / PASSKEY_CSV).is_file()]
+    if probed:
+        from ropebench.plot_passkey import plot_passkey
+
+        figure += plot_passkey(probed, sweep_dir / f"{name}.png")
     return SweepReport(sweep_dir, finished, failed, unfinished, figure, table)
 
 

@@ -260,7 +260,11 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
              "val_loss": record.get("val_loss"), "wall_s": time.perf_counter() - started,
              "params": model.num_params(), "device": str(device), "world_size": dist.world_size}
     rundir.atomic_write_text(run_dir / rundir.FINAL, json.dumps(final, indent=2))
-    if cfg.eval.after_train:
+    if cfg.eval.after_train and cfg.data.source == "passkey":
+        from ropebench.passkey import passkey_accuracy
+
+        passkey_accuracy(run_dir, log=log)
+    elif cfg.eval.after_train:
         from ropebench.evaluate import eval_length
 
         rows = eval_length(run_dir, model=model, log=log)
