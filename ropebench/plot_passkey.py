@@ -84,10 +84,11 @@ def passkey_figure(paths: Iterable[str | Path]):
     n = len(panels)
     cols = min(n, 3)
     nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    # constrained layout keeps the panel titles, depth labels and colour bar from overlapping
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.6 * nrows), squeeze=False, layout="constrained")
     cmap = plt.get_cmap("RdYlGn").with_extremes(bad="0.85")  # grey: not measured / not applicable
     image = None
-    for ax, (label, rows) in zip(axes.flat, panels.items()):
+    for index, (ax, (label, rows)) in enumerate(zip(axes.flat, panels.items())):
         lengths, depths, cells = _grid(rows)
         data = np.array([[np.nan if a is None else a for a in row] for row in cells], dtype=float)
         image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto", origin="upper")
@@ -98,7 +99,8 @@ def passkey_figure(paths: Iterable[str | Path]):
         ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
         ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
         ax.set_xlabel("evaluation length (tokens)")
-        ax.set_ylabel("key depth")
+        if index % cols == 0:
+            ax.set_ylabel("key depth")
         mean_rows = _mean_rows(lengths, depths, cells)
         ctx = {name: effective_context(mean_rows, t) for name, t in THRESHOLDS.items()}
         ax.set_title(f"{label}\neffective context: PI {ctx['pi'] or '-'}, YaRN {ctx['yarn'] or '-'}", fontsize=9)
