@@ -118,7 +118,10 @@ def _load_local_documents(files: list[Path], cache: Path):
         "text", data_files=[str(f) for f in files], sample_by="document", encoding_errors="replace",
         split="train", cache_dir=str(cache / "hf"),
     )
-    return ds["text"]
+    texts = ds["text"]
+    if len(texts) != len(files):  # the split by name below pairs texts with files by position
+        raise RuntimeError(f"datasets returned {len(texts)} documents for {len(files)} files")
+    return texts
 
 
 def _load_hub_documents(cfg, cache: Path):
