@@ -5,13 +5,12 @@ Every command turns a UserError into one line on stderr and exit code 2 -- never
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import typer
 
-from ropebench.errors import UserError
+from ropebench.errors import UserError, user_errors
 
 app = typer.Typer(
     name="ropebench", add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -19,20 +18,6 @@ app = typer.Typer(
          "beyond it; plot the results. Offline, CPU or GPU.",
 )
 HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def user_errors(fn):
-    """Report bad input as one line and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _echo_outcomes(outcomes) -> int:

@@ -5,6 +5,23 @@ class UserError(Exception):
     """Bad input: the message names the bad value and what is allowed."""
 
 
+def user_errors(fn):
+    """Decorator for CLI commands: a UserError becomes one line on stderr and exit code 2, no traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            import typer
+
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
 def choose(kind: str, value: str, choices) -> str:
     """Return ``value`` if it is one of ``choices``, else raise a UserError that lists them."""
     choices = sorted(choices)

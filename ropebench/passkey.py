@@ -16,8 +16,6 @@ the key sentence: the model has to retrieve them, and the distance it retrieves 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import zlib
 from dataclasses import dataclass
@@ -152,25 +150,11 @@ def _count_correct(model, length: int, depth: float, trials: int, device, batch_
     return correct
 
 
-def _merge(path: Path, new_rows: list[dict]) -> None:
-    """Replace rows with the same (length, depth, scaling), keep the others, write atomically."""
-    from ropebench.evaluate import read_rows
-
-    new_keys = {tuple(str(r[k]) for k in KEY) for r in new_rows}
-    rows = [r for r in read_rows(path) if tuple(r.get(k, "") for k in KEY) not in new_keys] + new_rows
-    rows.sort(key=lambda r: (str(r["rope_scaling"]), int(r["eval_len"]), float(r["depth"])))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    rundir.atomic_write_text(path, out.getvalue())
-
-
 def passkey_accuracy(run_dir, lengths: list[int] | None = None, depths: list[float] | None = None,
                      trials: int = 32, rope_scaling: dict | None = None, device: str | None = None,
                      batch_tokens: int = 16384, log=None) -> list[dict]:
     """Exact-match passkey accuracy of a finished run at each (length, depth); merged into RUN/passkey.csv."""
-    from ropebench.evaluate import _scaling_spec
+    from ropebench.evaluate import _scaling_spec, merge_rows
     from ropebench.progress import console, progress_bar
 
     log = log or console.print
@@ -217,7 +201,7 @@ def passkey_accuracy(run_dir, lengths: list[int] | None = None, depths: list[flo
                 log(f"  L={length:>6} {label:>8}: " + (f"accuracy {sum(ok) / len(ok):.3f} over depths"
                                                       if ok else rows[0]["status"]))
                 # Written after every length: a later failure never loses what was computed.
-                _merge(run_dir / CSV_NAME, rows)
+                merge_rows(run_dir / CSV_NAME, rows, COLUMNS, key=KEY)
                 all_rows += rows
     finally:
         if rope_scaling:

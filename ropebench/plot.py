@@ -200,11 +200,13 @@ def positions_figure(paths: Iterable[str | Path], protocol: str = "nonoverlappin
     fake = [Series(label, pes[label], [], [], {}) for label in curves]
     styles = _styles(fake)
     for label, buckets in curves.items():
-        c, ls, _ = styles[label]
+        c, ls, marker = styles[label]
         items = sorted(buckets.items())
         xs = [(start + end) / 2 for (start, end), _ in items]  # bucket midpoint
         ys = [sum(v) / len(v) for _, v in items]  # mean over seeds
-        ax.plot(xs, ys, color=c, linestyle=ls, linewidth=1.4, label=f"{label} @ {longest[label]}")
+        # markers too: with more variants of one encoding than line styles, styles alone repeat
+        ax.plot(xs, ys, color=c, linestyle=ls, marker=marker, markersize=3.5, markevery=max(1, len(xs) // 8),
+                linewidth=1.4, label=f"{label} @ {longest[label]}")
     _train_lines(ax, sorted({r["train_seq_len"] for r in rows if r["train_seq_len"]}))
     ax.set_xlabel("position in sequence (tokens)")
     ax.set_ylabel("mean loss (nats/token)")

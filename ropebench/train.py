@@ -98,10 +98,10 @@ def estimate_val_loss(model, corpus: Corpus, cfg, device, amp, dist=distributed.
 
 
 def _diff_keys(saved: dict, current: DictConfig) -> list[str]:
-    now = OmegaConf.to_container(current, resolve=True)
+    saved, now = OmegaConf.create(saved), OmegaConf.create(OmegaConf.to_container(current, resolve=True))
     changed = []
     for key in RESUME_KEYS:
-        a, b = OmegaConf.select(OmegaConf.create(saved), key), OmegaConf.select(OmegaConf.create(now), key)
+        a, b = OmegaConf.select(saved, key), OmegaConf.select(now, key)
         if OmegaConf.is_config(a):
             a, b = OmegaConf.to_container(a), OmegaConf.to_container(b)
         if a != b:

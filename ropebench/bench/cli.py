@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ropebench.errors import UserError
+from ropebench.errors import user_errors
 
 bench_app = typer.Typer(
     help="Benchmarks: RoPE kernels vs the bandwidth floor; training-step cost per encoding.",
@@ -30,6 +30,7 @@ def _finish(result: dict, json_path: Path | None) -> None:
 
 
 @bench_app.command("rope")
+@user_errors
 def rope(
     shapes: str = typer.Option("auto", help="auto (facts on CUDA, small on CPU), facts, small or none."),
     shape: str = typer.Option("", help="An extra shape B,S,H,D to time, e.g. 8,4096,32,128."),
@@ -46,25 +47,22 @@ def rope(
     """Time each RoPE backend, forward and forward+backward, against a device-to-device copy."""
     from ropebench.bench.rope_bench import bench_rope, parse_shape
 
-    try:
-        result = bench_rope(
-            shapes=shapes,
-            extra_shape=parse_shape(shape) if shape else None,
-            names=_split(backends),
-            dtype=dtype,
-            pairing=pairing,
-            layout=layout,
-            device=device,
-            reps=reps,
-            echo=typer.echo,
-        )
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    result = bench_rope(
+        shapes=shapes,
+        extra_shape=parse_shape(shape) if shape else None,
+        names=_split(backends),
+        dtype=dtype,
+        pairing=pairing,
+        layout=layout,
+        device=device,
+        reps=reps,
+        echo=typer.echo,
+    )
     _finish(result, json_path)
 
 
 @bench_app.command("train")
+@user_errors
 def train(
     encodings: str = typer.Option(
         "",
@@ -86,22 +84,18 @@ def train(
     """Time training steps per position encoding: ms/step, tokens/s, ratio to NoPE, MFU."""
     from ropebench.bench.train_bench import bench_train
 
-    try:
-        result = bench_train(
-            encodings=_split(encodings),
-            model=model,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            steps=steps,
-            warmup=warmup,
-            compile_model=compile,
-            peak_flops=peak_tflops * 1e12,
-            device=device,
-            echo=typer.echo,
-        )
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    result = bench_train(
+        encodings=_split(encodings),
+        model=model,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        steps=steps,
+        warmup=warmup,
+        compile_model=compile,
+        peak_flops=peak_tflops * 1e12,
+        device=device,
+        echo=typer.echo,
+    )
     _finish(result, json_path)
 
 

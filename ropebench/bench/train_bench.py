@@ -21,8 +21,9 @@ from ropebench.bench.rope_bench import pick_device
 from ropebench.config import ModelConfig
 from ropebench.errors import UserError, choose
 from ropebench.rope import backends
+from ropebench.train import PEAK_BF16
 
-H100_BF16_PEAK = 989e12
+H100_BF16_PEAK = PEAK_BF16["H100"]
 # name: (model config, batch size, sequence length, vocabulary)
 PRESETS = {
     "gpt2": (dict(name="gpt2", n_layer=12, n_head=12, n_embd=768), 16, 1024, 50257),
