@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from ropebench.errors import UserError, user_errors
+from ropebench.passkey_cli import scaling_options
 
 app = typer.Typer(
     name="ropebench", add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -21,14 +22,16 @@ HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _echo_outcomes(outcomes) -> int:
-    failed = 0
+    """Print each job's run directory (or its error); the exit code: 1 if any failed, 130 if interrupted."""
+    code = 0
     for run_dir, status, message in outcomes:
         if status == "failed":
-            failed += 1
+            code = 1
             typer.echo(f"error: {message}", err=True)
         else:
+            code = code or (130 if status == "interrupted" else 0)
             typer.echo(str(run_dir))
-    return failed
+    return code
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -39,63 +42,79 @@ def train(ctx: typer.Context):
     ropebench train pe=alibi train.seq_len=128 train.steps=2000 model=small seed=1 hydra.run.dir=runs/a
 
     Groups: model (tiny|small|gpt2), pe (rope|sinusoidal|learned|t5|alibi|nope|xpos|kerple|fire), data (stdlib|
-    text_files|wikitext103|passkey), launcher (sequential|joblib|slurm|submitit_local). `resume=RUN_DIR`
-    continues an interrupted run. Prints the run directory at the end.
+    text_files|wikitext103|passkey). `--cfg job` prints the composed config. `resume=RUN_DIR` is
+    `ropebench resume RUN_DIR`. Prints the run directory at the end.
     """
     from ropebench import runner
-    from ropebench.hydra_app import run_hydra
+    from ropebench.hydra_app import check_overrides, key_of, parse, run_hydra, show_config, split_flags
 
-    overrides = list(ctx.args)
-    for item in overrides:
-        if item.startswith("resume="):
-            target = Path(item.split("=", 1)[1])
-            if not (target / ".hydra" / "config.yaml").is_file():
-                raise UserError(f"cannot resume '{target}': not a ropebench run directory")
-            overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
-            overrides.append(f"hydra.run.dir={target}")
+    flags, overrides = split_flags(list(ctx.args))
+    resume_at = [o for o in parse(overrides) if key_of(o) == "resume"]
+    if resume_at:
+        _resume(Path(resume_at[0].get_value_element_as_str()),
+                [o for o in parse(overrides) if key_of(o) != "resume"])
+        return
+    if flags:
+        check_overrides(overrides, allow_sweeps=False)
+        show_config(flags, overrides)
+        return
     from ropebench.distributed import require_run_dir
 
     require_run_dir(overrides)  # under torchrun every rank must agree on one run directory
     runner.outcomes.clear()
     run_hydra(runner.train_job, overrides)
-    if _echo_outcomes(runner.outcomes):
-        raise typer.Exit(1)
+    code = _echo_outcomes(runner.outcomes)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command(context_settings=HYDRA_ARGS)
+@user_errors
+def resume(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="The run directory to continue.")):
+    """Continue an interrupted run with its own saved config.
+
+    Only train.steps, the logging / evaluation / checkpoint cadence, the device and eval.* may change, e.g.
+    `ropebench resume runs/rope-L64 train.steps=2000`; anything else is refused, naming each key.
+    """
+    from ropebench.hydra_app import parse, split_flags
+
+    _, overrides = split_flags(list(ctx.args))
+    _resume(run_dir, parse(overrides))
+
+
+def _resume(run_dir: Path, overrides) -> None:
+    from ropebench.hydra_app import key_of
+    from ropebench.run.lifecycle import resume as resume_run
+
+    pairs = [(key_of(o), o.value()) for o in overrides]
+    result = resume_run(run_dir, pairs)
+    typer.echo(str(run_dir))
+    if result.get("status") == "interrupted":
+        raise typer.Exit(130)
 
 
 @app.command("eval-length")
 @user_errors
+@scaling_options
 def eval_length(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     lengths: str = typer.Option(None, help="Comma-separated lengths; default 1x,1.25x,1.5x,2x,4x,8x,16x of training."),
     protocol: str = typer.Option("nonoverlapping", help="nonoverlapping (ALiBi paper) or sliding."),
     stride: int = typer.Option(None, help="Sliding-window stride (default: half the evaluation length)."),
-    rope_scaling: str = typer.Option("none", help="RoPE runs: none, linear, ntk, dynamic or yarn."),
-    factor: float = typer.Option(None, help="Scaling factor (default: eval_len / train_len at each length)."),
-    attention_factor: float = typer.Option(None, help="YaRN attention factor (default 0.1 ln(factor) + 1)."),
-    beta_fast: float = typer.Option(32.0, help="YaRN: rotations in the training length where the ramp starts."),
-    beta_slow: float = typer.Option(1.0, help="YaRN: rotations where it ends."),
     max_tokens: int = typer.Option(None, help="Tokens scored per length (default from the run's eval.max_tokens)."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
+    rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
 ):
     """Perplexity of a finished run at each evaluation length, merged into RUN_DIR/eval_length.csv."""
-    from ropebench.evaluate import eval_length as run_eval
-    from ropebench.evaluate import parse_lengths
-    from ropebench.rope.freqs import normalize_scaling
-    from ropebench.rundir import load_config
+    from ropebench.eval.lengths import parse_lengths
+    from ropebench.eval.perplexity import eval_length as run_eval
+    from ropebench.run.rundir import EVAL_CSV
 
-    cfg = load_config(run_dir)
-    spec = None
-    if rope_scaling not in ("none", "default"):
-        spec = {"rope_type": rope_scaling, "factor": factor, "beta_fast": beta_fast, "beta_slow": beta_slow,
-                "attention_factor": attention_factor}
-        normalize_scaling({**spec, "factor": factor or 1.0})  # validate before any work
-    elif factor is not None:
-        raise UserError("--factor needs --rope-scaling linear|ntk|dynamic|yarn")
-    if max_tokens is not None and max_tokens < 0:
-        raise UserError(f"--max-tokens must be >= 0, got {max_tokens}")
-    rows = run_eval(run_dir, parse_lengths(lengths, cfg.train.seq_len), protocol=protocol, stride=stride,
-                    rope_scaling=spec, max_tokens=max_tokens, device=device)
-    typer.echo(str(Path(run_dir) / "eval_length.csv"))
+    # No --lengths: eval_length takes the run's eval.multiples x its training length (one config read).
+    wanted = parse_lengths(lengths, 1) if lengths else None
+    rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
+                    max_tokens=max_tokens, device=device)
+    typer.echo(str(Path(run_dir) / EVAL_CSV))
     if any(r["status"].startswith("error") for r in rows):
         raise typer.Exit(1)
 
@@ -104,11 +123,18 @@ def eval_length(
 @user_errors
 def plot(
     paths: list[Path] = typer.Argument(..., help="Run and/or sweep directories; or `decay [RUN_DIR]`."),
-    out: Path = typer.Option(Path("ropebench.png"), help="Output file (PNG; a PDF is written beside it)."),
+    out: Path = typer.Option(Path("ropebench.png"), help="Output file: .png (a .pdf is written beside it), .pdf "
+                             "or .svg; a directory gets a default file name."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
     by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
     passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
     band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
+    figsize: str = typer.Option(None, help="Figure size W,H in inches, e.g. 7,4.2."),
+    title: str = typer.Option(None, help='Figure title instead of the default one; "" for none.'),
+    style: str = typer.Option(None, help="A matplotlib style name, e.g. seaborn-v0_8-paper."),
+    length: int = typer.Option(None, help="--by-position: the evaluation length to draw (default: each "
+                               "label's longest)."),
+    smooth: int = typer.Option(1, help="--by-position: moving average over this many position buckets (1: none)."),
     head_dim: int = typer.Option(None, help="decay: RoPE head dimension (default: the run's, else 128)."),
     base: float = typer.Option(None, help="decay: RoPE base (default: the run's, else 10000)."),
     max_distance: int = typer.Option(None, help="decay: largest relative distance (default 16x train length)."),
@@ -119,24 +145,30 @@ def plot(
     measured mean attention score against relative distance.
     """
     from ropebench.errors import choose
-    from ropebench.plot import plot_length, plot_positions
+    from ropebench.plot import FigureOptions, check_style, output_paths, parse_figsize, plot_length, plot_positions
 
     choose("band", band, ("minmax", "std"))
+    # Every option is checked before any result is read or model loaded: a typo costs nothing.
+    opts = FigureOptions(parse_figsize(figsize) if figsize is not None else None, title,
+                         check_style(style) if style is not None else None)
+    if not by_position and (length is not None or smooth != 1):
+        raise UserError("--length and --smooth apply to --by-position only")
+    output_paths(out, "ropebench")
     if paths and str(paths[0]) == "decay":
-        written = _plot_decay(paths[1:], out, head_dim, base, max_distance)
+        written = _plot_decay(paths[1:], out, head_dim, base, max_distance, opts)
     elif passkey:
         from ropebench.plot_passkey import plot_passkey
 
-        written = plot_passkey(paths, out)
+        written = plot_passkey(paths, out, opts)
     elif by_position:
-        written = plot_positions(paths, out)
+        written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
     else:
-        written = plot_length(paths, out, protocol=protocol, band=band)
+        written = plot_length(paths, out, protocol=protocol, band=band, opts=opts)
     for path in written:
         typer.echo(str(path))
 
 
-def _plot_decay(run_dirs: list[Path], out: Path, head_dim, base, max_distance):
+def _plot_decay(run_dirs: list[Path], out: Path, head_dim, base, max_distance, opts=None):
     from ropebench.decay import measured_attention_by_distance, plot_decay
 
     if len(run_dirs) > 1:
@@ -149,10 +181,10 @@ def _plot_decay(run_dirs: list[Path], out: Path, head_dim, base, max_distance):
         from ropebench.rundir import load_model
 
         model, cfg = load_model(run_dirs[0])
-        if cfg.pe.name not in ("rope", "xpos"):
-            raise UserError(f"plot decay needs a RoPE-family run; {run_dirs[0]} uses pe={cfg.pe.name}")
-        head_dim = head_dim or model.pe.rotary_dim
-        base = base or float(cfg.pe.base)
+        rotary = model.pe.decay_params()
+        if rotary is None:
+            raise UserError(f"plot decay needs a rotary encoding (rope, xpos); {run_dirs[0]} uses pe={cfg.pe.name}")
+        head_dim, base = head_dim or rotary[0], base or rotary[1]
         max_distance = max_distance or 16 * int(cfg.train.seq_len)
         val = load_corpus(cfg.data).val
         spans = val.documents(min_len=max_distance + 1)[:8]
@@ -161,7 +193,10 @@ def _plot_decay(run_dirs: list[Path], out: Path, head_dim, base, max_distance):
         tokens = torch.stack([torch.from_numpy(val.tokens[s : s + max_distance + 1].astype("int64"))
                               for s, _ in spans])
         measured = measured_attention_by_distance(model, tokens)
-    return plot_decay(head_dim or 128, base or 10000.0, max_distance or 256, out, measured=measured)
+    # The run's last two path parts ("compare/pe=rope,seed=0") name it without a machine-specific prefix.
+    run_name = "/".join(run_dirs[0].resolve().parts[-2:]) if run_dirs else None
+    return plot_decay(head_dim or 128, base or 10000.0, max_distance or 256, out, measured=measured,
+                      run_name=run_name, opts=opts)
 
 
 @app.command()
@@ -179,7 +214,7 @@ def table(
     choose("format", format, ("md", "csv", "latex"))
     wanted = None
     if lengths:
-        from ropebench.evaluate import parse_lengths
+        from ropebench.eval.lengths import parse_lengths
 
         wanted = parse_lengths(lengths, 1)
     typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol))
@@ -195,29 +230,47 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
     """
     from ropebench import runner
     from ropebench.errors import choose
-    from ropebench.hydra_app import run_hydra
+    from ropebench.hydra_app import check_output_dir, key_of, parse, run_hydra
+    from ropebench.run.stop import clear_stop_request, stop_requested
     from ropebench.sweep import default_sweep_dir, finish_sweep, print_report, sweep_names
 
     choose("sweep", name, sweep_names())
     overrides = list(ctx.args)
-    sweep_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")), None)
+    parsed = parse(overrides)
+    sweep_dir = next((o.get_value_element_as_str() for o in parsed if key_of(o) == "hydra.sweep.dir"), None)
     if sweep_dir is None:
         sweep_dir = default_sweep_dir(name)
         overrides.append(f"hydra.sweep.dir={sweep_dir}")
+    check_output_dir("hydra.sweep.dir", sweep_dir)
     # Name each job's directory by what it sweeps only (pe=alibi,seed=1), not by the settings all jobs share.
-    def key(o):
-        return o.split("=", 1)[0].lstrip("+~")
-
-    swept = {key(o) for o in overrides if "=" in o and "," in o.split("=", 1)[1]}
-    shared = [key(o) for o in overrides if "=" in o and not o.startswith("hydra") and key(o) not in swept]
+    swept = {key_of(o) for o in parsed if o.is_sweep_override()}
+    shared = [key_of(o) for o in parsed if key_of(o) not in swept and not key_of(o).startswith("hydra")]
     if shared:
         overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep', *shared])}]")
     runner.outcomes.clear()
+    clear_stop_request()
     run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
-    report = finish_sweep(Path(sweep_dir), name)
+    if stop_requested():
+        import shlex
+
+        again = " ".join(shlex.quote(a) for a in ["ropebench", "sweep", name, *ctx.args] if "hydra.sweep.dir=" not in a)
+        typer.echo(f"stopped; finished jobs are kept. Continue with: {again} "
+                   f"{shlex.quote('hydra.sweep.dir=' + sweep_dir)}", err=True)
+        raise typer.Exit(130)
+    refused = [(run, why) for run, status, why in runner.outcomes if status == "failed"]
+    report = finish_sweep(Path(sweep_dir), name, refused=refused)
     print_report(report)
     if report.failed or report.unfinished:
         raise typer.Exit(1)
+
+
+def _register_data_report() -> None:
+    from ropebench.data_report import data_report
+
+    app.command("data-report")(user_errors(data_report))
+
+
+_register_data_report()
 
 
 def _register_passkey() -> None:

@@ -87,23 +87,27 @@ def measured_attention_by_distance(model, tokens: Tensor, include_bias: bool = F
     return (total / (counts * n_layers)).cpu()
 
 
-def plot_decay(head_dim: int, base: float, max_distance: int, out_path, measured: Tensor | None = None):
-    """Plot the bound against distance (and ``measured`` scores by distance, on their own axis).
+def decay_figure(head_dim: int, base: float, max_distance: int, measured: Tensor | None = None,
+                 run_name: str | None = None, opts=None):
+    """Build (not save) the decay Figure: the bound against distance, and ``measured`` scores on their own axis.
 
-    Writes ``out_path`` with suffixes .png and .pdf; returns both paths. Uses matplotlib's Agg canvas
-    directly, so no display is needed and pyplot's global state is left alone.
+    Uses matplotlib's Agg canvas directly, so no display is needed and pyplot's global state is left alone.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ropebench.plot import FigureOptions
+
+    opts = opts or FigureOptions()
     bound = rope_decay_bound(head_dim, base, max_distance)
-    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    fig = Figure(figsize=opts.figsize or (6.4, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot(range(len(bound)), bound.numpy(), color="tab:blue", lw=1.2, label="upper bound (RoFormer §3.4.3)")
-    ax.set_xlabel("relative distance")
+    ax.set_xlabel("relative distance (tokens)")
     ax.set_ylabel("relative upper bound", color="tab:blue")
-    ax.set_title(f"RoPE long-term decay, d={head_dim}, base={base:g}")
+    run = f"\nrun {run_name}" if run_name else ""
+    ax.set_title(opts.title_or(f"RoPE long-term decay, d={head_dim}, base={base:g}{run}"), fontsize=10)
     handles = ax.get_lines()
     if measured is not None:
         values = torch.as_tensor(measured, dtype=torch.float64).cpu()[: max_distance + 1]
@@ -111,10 +115,17 @@ def plot_decay(head_dim: int, base: float, max_distance: int, out_path, measured
         handles += twin.plot(range(len(values)), values.numpy(), color="tab:orange", lw=1.0,
                              label="measured mean q·k/√d")
         twin.set_ylabel("mean pre-softmax score", color="tab:orange")
-    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="upper right", fontsize=8)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    return paths
+    # Below the axes, not on them: both curves start at the top left and the bound ripples everywhere.
+    fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="outside lower center",
+               ncols=len(handles), fontsize=8, frameon=False)
+    return fig
+
+
+def plot_decay(head_dim: int, base: float, max_distance: int, out_path, measured: Tensor | None = None,
+               run_name: str | None = None, opts=None) -> list[Path]:
+    """Write the decay figure to ``out_path`` (formats as in ropebench.plot); returns the written paths."""
+    from ropebench.plot import FigureOptions, render
+
+    opts = opts or FigureOptions()
+    return render(lambda: decay_figure(head_dim, base, max_distance, measured, run_name, opts), out_path, "decay",
+                  opts)

@@ -88,22 +88,99 @@ def expand_for_check(overrides: list[str]) -> list[list[str]]:
     return combos
 
 
-def check_overrides(overrides: list[str]) -> None:
+def parse(overrides: list[str]):
+    """Hydra's own parser -- never a split on '=' by hand (values may hold '=', paths may hold ',')."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise UserError(_one_line(exc, overrides)) from None
+
+
+def key_of(override) -> str:
+    return override.get_key_element().lstrip("+~")
+
+
+def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> None:
+    """Compose every value once and validate it, so a bad key, value or range fails before anything is created."""
+    from ropebench.config import validate_config
+
     register_schemas()
+    if not allow_sweeps:
+        swept = [f"{key_of(o)}={o.get_value_element_as_str()}" for o in parse(overrides) if o.is_sweep_override()]
+        if swept:
+            raise UserError(f"'{swept[0]}' sweeps several values; `ropebench train` runs one model -- use "
+                            f"`ropebench sweep NAME {swept[0]}` (e.g. NAME=compare)")
     for combo in expand_for_check(overrides):
         try:
-            _compose(combo)
+            cfg = _compose(combo)
         except UserError:
             raise
         except Exception as exc:
             raise UserError(_one_line(exc, combo)) from None
+        validate_config(cfg)
+    for o in parse(overrides):
+        if key_of(o) in ("hydra.run.dir", "hydra.sweep.dir"):
+            check_output_dir(key_of(o), o.get_value_element_as_str())
+
+
+def check_output_dir(key: str, value: str) -> None:
+    """A run or sweep directory must be a writable directory path (an empty value would write into '.')."""
+    import os
+
+    if not value.strip():
+        raise UserError(f"{key} is empty; give a directory, e.g. {key}=runs/mine")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{key}={value} is a file, not a directory; choose a directory path")
+    parent = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={value}: '{parent}' is not writable; choose a directory you can write to")
+
+
+# Hydra's own command-line flags, as `@hydra.main` reads them (flag -> takes a value).
+HYDRA_FLAGS = {"--cfg": True, "-c": True, "--package": True, "-p": True, "--resolve": False, "--info": False,
+               "-i": False}
+
+
+def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra flags, overrides). `-m/--multirun` belongs to `ropebench sweep`; everything else is refused by
+    Typer before it gets here."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-m", "--multirun"):
+            raise UserError(f"'{arg}': `ropebench train` runs one model; sweeps are `ropebench sweep NAME ...`")
+        if arg in HYDRA_FLAGS:
+            takes_value = HYDRA_FLAGS[arg] and i + 1 < len(args)
+            flags += args[i : i + 1 + takes_value]
+            i += 1 + takes_value
+            continue
+        if arg.startswith("-"):
+            raise UserError(f"unknown option '{arg}'; Hydra flags allowed here: {', '.join(sorted(HYDRA_FLAGS))}")
+        overrides.append(arg)
+        i += 1
+    return flags, overrides
+
+
+def show_config(flags: list[str], overrides: list[str]) -> None:
+    """`--cfg job|hydra|all` (and --resolve, --package): print the composed config without running anything."""
+    import hydra
+
+    saved = sys.argv
+    sys.argv = ["ropebench", *flags, *overrides]
+    try:
+        hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(lambda cfg: None)()
+    finally:
+        sys.argv = saved
 
 
 def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "ropebench") -> None:
     """Run ``task(cfg)`` under a real ``@hydra.main`` with these command-line overrides."""
     import hydra
 
-    check_overrides(overrides)
+    check_overrides(overrides, allow_sweeps=multirun)
     argv = [prog, *(["--multirun"] if multirun else []), *overrides]
     saved = sys.argv
     sys.argv = argv

@@ -6,14 +6,15 @@ the effective context as PI (>= 20%) and YaRN (>= 80%) define it.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 
 from ropebench.errors import UserError
-from ropebench.passkey import CSV_NAME, THRESHOLDS, effective_context
-from ropebench.plot import _pyplot, _save
-from ropebench.results import make_label, read_run, swept_keys
+from ropebench.eval.passkey import CSV_NAME, THRESHOLDS, effective_context
+from ropebench.plot import FigureOptions, _pyplot, render
+from ropebench.results import make_label, read_rows, read_run, swept_keys
+
+REQUIRED = ("eval_len", "depth", "accuracy")
 
 
 def find_passkey_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -37,21 +38,19 @@ def find_passkey_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
-    """label -> rows (accuracy as float, None where not measured), labels in first-seen order."""
-    runs = [read_run(p) for p in find_passkey_runs(paths)]
+    """label -> rows (accuracy as float, None where not measured), labels in first-seen order.
+
+    Damaged rows are skipped with one warning per file (see results.read_rows)."""
+    tables = {p: read_rows(p / CSV_NAME, REQUIRED, value="accuracy") for p in find_passkey_runs(paths)}
+    runs = [read_run(p, (rows or [None])[0]) for p, rows in tables.items()]  # the CSV names pe without a config
     swept = swept_keys(runs)
     panels: dict[str, list[dict]] = {}
     for run in runs:
-        with open(run.run_dir / CSV_NAME, newline="") as f:
-            for r in csv.DictReader(f):
-                try:
-                    row = {**r, "eval_len": int(r["eval_len"]), "depth": float(r["depth"]),
-                           "accuracy": float(r["accuracy"]) if r["status"] == "ok" else None}
-                except (KeyError, ValueError) as exc:
-                    raise UserError(f"'{run.run_dir / CSV_NAME}' is malformed ({exc}); re-run ropebench passkey")\
-                        from None
-                label = make_label(run.pe, r["rope_scaling"], swept.get(run.run_dir, []))
-                panels.setdefault(label, []).append(row)
+        for row in tables[run.run_dir]:
+            if row["status"] != "ok":
+                row["accuracy"] = None
+            label = make_label(run.pe, row["rope_scaling"], swept.get(run.run_dir, []))
+            panels.setdefault(label, []).append(row)
     if not any(r["accuracy"] is not None for rows in panels.values() for r in rows):
         raise UserError("no successful passkey evaluations to plot; every row has a non-ok status")
     return panels
@@ -75,46 +74,65 @@ def _mean_rows(lengths, depths, cells) -> list[dict]:
             for d, row in zip(depths, cells) for L, a in zip(lengths, row)]
 
 
-def passkey_figure(paths: Iterable[str | Path]):
-    """Build (not save) the heatmap Figure."""
+def _trials(rows: list[dict]) -> str:
+    """How many trials each measured cell's accuracy rests on (summed over seeds), e.g. "32 trials per cell"."""
+    per_cell: dict[tuple[float, int], int] = {}
+    for r in rows:
+        if r["accuracy"] is not None and r.get("trials"):
+            per_cell[(r["depth"], r["eval_len"])] = per_cell.get((r["depth"], r["eval_len"]), 0) + r["trials"]
+    if not per_cell:
+        return "trials per cell unknown"
+    lo, hi = min(per_cell.values()), max(per_cell.values())
+    return f"{lo} trials per cell" if lo == hi else f"{lo}–{hi} trials per cell"
+
+
+def _panel(ax, image_kw: dict, label: str, rows: list[dict]):
+    """One label's heatmap with its cell values, effective context and trial count; returns the image."""
     import numpy as np
 
+    lengths, depths, cells = _grid(rows)
+    data = np.array([[np.nan if a is None else a for a in row] for row in cells], dtype=float)
+    image = ax.imshow(np.ma.masked_invalid(data), aspect="auto", origin="upper", **image_kw)
+    for i, row in enumerate(cells):
+        for j, a in enumerate(row):
+            # viridis is dark below ~0.6 and light above: white text there, black here
+            text, colour = ("n/a", "0.3") if a is None else (f"{a:.2f}", "white" if a < 0.6 else "black")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_xlabel("evaluation length (tokens)")
+    mean_rows = _mean_rows(lengths, depths, cells)
+    ctx = {name: effective_context(mean_rows, t) for name, t in THRESHOLDS.items()}
+    ax.set_title(f"{label} ({_trials(rows)})\neffective context: PI {ctx['pi'] or '-'}, YaRN {ctx['yarn'] or '-'}",
+                 fontsize=9)
+    return image
+
+
+def passkey_figure(paths: Iterable[str | Path], opts: FigureOptions = FigureOptions()):
+    """Build (not save) the heatmap Figure."""
     panels = load_passkey(paths)
     plt = _pyplot()
     n = len(panels)
     cols = min(n, 3)
     nrows = -(-n // cols)
     # constrained layout keeps the panel titles, depth labels and colour bar from overlapping
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.6 * nrows), squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="0.85")  # grey: not measured / not applicable
+    fig, axes = plt.subplots(nrows, cols, figsize=opts.figsize or (4.4 * cols, 3.6 * nrows), squeeze=False,
+                             layout="constrained")
+    # viridis: perceptually uniform and colour-blind safe; grey marks cells not measured / not applicable
+    image_kw = {"cmap": plt.get_cmap("viridis").with_extremes(bad="0.85"), "vmin": 0.0, "vmax": 1.0}
     image = None
     for index, (ax, (label, rows)) in enumerate(zip(axes.flat, panels.items())):
-        lengths, depths, cells = _grid(rows)
-        data = np.array([[np.nan if a is None else a for a in row] for row in cells], dtype=float)
-        image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto", origin="upper")
-        for i, row in enumerate(cells):
-            for j, a in enumerate(row):
-                text, colour = ("n/a", "0.3") if a is None else (f"{a:.2f}", "black" if 0.25 < a < 0.85 else "white")
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
-        ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
-        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
-        ax.set_xlabel("evaluation length (tokens)")
+        image = _panel(ax, image_kw, label, rows)
         if index % cols == 0:
             ax.set_ylabel("key depth")
-        mean_rows = _mean_rows(lengths, depths, cells)
-        ctx = {name: effective_context(mean_rows, t) for name, t in THRESHOLDS.items()}
-        ax.set_title(f"{label}\neffective context: PI {ctx['pi'] or '-'}, YaRN {ctx['yarn'] or '-'}", fontsize=9)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="exact-match accuracy")
-    fig.suptitle("Passkey retrieval", fontsize=11)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="exact-match accuracy (fraction of trials)")
+    if title := opts.title_or("Passkey retrieval"):
+        fig.suptitle(title, fontsize=11)
     return fig
 
 
-def plot_passkey(paths: Iterable[str | Path], out: str | Path) -> list[Path]:
-    """Passkey accuracy heatmaps as PNG and PDF; returns the written paths."""
-    fig = passkey_figure(paths)
-    try:
-        return _save(fig, out, "passkey")
-    finally:
-        _pyplot().close(fig)
+def plot_passkey(paths: Iterable[str | Path], out: str | Path, opts: FigureOptions = FigureOptions()) -> list[Path]:
+    """Passkey accuracy heatmaps; returns the written paths (see ropebench.plot for the formats)."""
+    return render(lambda: passkey_figure(paths, opts), out, "passkey", opts)

@@ -13,7 +13,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+# soft_wrap: a printed path or command is never broken across lines, so pasting it works.
+console = Console(stderr=True, soft_wrap=True)
 
 
 def progress_bar(transient: bool = False) -> Progress:

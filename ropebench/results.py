@@ -1,6 +1,6 @@
 """Read finished run directories and aggregate their length-generalisation results.
 
-A run directory holds ``.hydra/config.yaml`` and ``eval_length.csv`` (and optionally ``eval_positions.csv``);
+A run directory holds ``config.yaml`` and ``eval_length.csv`` (and optionally ``eval_positions.csv``);
 a sweep directory holds run directories one or two levels down. Everything here is stdlib + OmegaConf so
 the plotting and table code can be tested without torch.
 """
@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import statistics
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ropebench.errors import UserError, choose
+from ropebench.run.rundir import RunDir
 
 LENGTH_CSV = "eval_length.csv"
 POSITIONS_CSV = "eval_positions.csv"
-CONFIG = Path(".hydra") / "config.yaml"
 PROTOCOLS = ("nonoverlapping", "sliding")
 
 # Encodings in the order the paper's figures list them; unknown names sort after these, alphabetically.
@@ -74,6 +76,7 @@ class Series:
     train_seq_lens: list[int]
     seeds: list[int]
     points: dict[int, Point]
+    scaling: str = "none"  # the rows' rope_scaling: with pe, what picks the colour
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -103,7 +106,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if not runs:
             what = (
                 "has no eval_length.csv; evaluate it first"
-                if (path / CONFIG).is_file()
+                if RunDir(path).has_config()
                 else (
                     f"holds no evaluated run; expected a run directory with {LENGTH_CSV} "
                     "or a sweep directory whose runs have one"
@@ -128,20 +131,21 @@ def _flatten(node, prefix: str = "") -> dict[str, object]:
 
 def _int_or_none(value) -> int | None:
     try:
-        return int(float(value))
+        out = float(value)
     except (TypeError, ValueError):
         return None
+    return int(out) if out.is_integer() else None  # "64.0" is 64; "64.5" and "inf" are not lengths
 
 
 def read_run(run_dir: Path, first_row: dict[str, str] | None = None) -> Run:
     """The run's metadata from its config, falling back to the CSV's columns when the config is absent."""
     config: dict[str, object] = {}
-    cfg_path = run_dir / CONFIG
+    cfg_path = RunDir(run_dir).config_path()
     if cfg_path.is_file():
         from omegaconf import OmegaConf
 
         try:
-            # Hydra saves the config unresolved; keep interpolations as text rather than resolving env vars.
+            # Older runs kept Hydra's unresolved copy: keep interpolations as text rather than resolving env vars.
             config = _flatten(OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False))
         except Exception as exc:  # a corrupt YAML is the user's file to fix
             raise UserError(f"cannot read '{cfg_path}': {exc}".splitlines()[0]) from exc
@@ -193,9 +197,75 @@ def make_label(pe: str, rope_scaling: str = "none", swept: list[tuple[str, objec
     return f"{label} ({', '.join(parts)})" if parts else label
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+# Columns a results file must have to be read at all, and its numeric columns. A row whose number does not
+# parse is damage (a crash mid-write, a hand edit) and is skipped; an empty cell is "not measured".
+REQUIRED = {LENGTH_CSV: ("eval_len", "ppl"), POSITIONS_CSV: ("eval_len", "position_start", "position_end", "mean_nll")}
+_INTS = ("eval_len", "stride", "n_tokens", "n_windows", "n_documents", "train_seq_len", "position_start",
+         "position_end", "trials", "correct")
+_FLOATS = ("ppl", "nll", "mean_nll", "rope_factor", "depth", "accuracy")
+_VALUE = {LENGTH_CSV: "ppl", POSITIONS_CSV: "mean_nll"}  # must be a number on a row with status ok
+
+
+def warn(message: str) -> None:
+    """One line on stderr; results still load, minus what the line names."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _parse_row(raw: dict, required: tuple[str, ...], value: str | None) -> dict | None:
+    """The row with numbers parsed, or None when it is damaged (see REQUIRED)."""
+    if None in raw or any(raw.get(c) is None for c in required):
+        return None  # more or fewer cells than the header has
+    row: dict = dict(raw)
+    for col in (c for c in (*_INTS, *_FLOATS) if c in row):
+        text = (row[col] or "").strip()
+        row[col] = (_int_or_none if col in _INTS else _float_or_none)(text)
+        if text and row[col] is None:
+            try:
+                float(text)  # "inf"/"nan" is a diverged measurement, kept as "no value"; "abc" is damage
+            except ValueError:
+                return None
+    row["status"] = (row.get("status") or "ok").strip()
+    row["rope_scaling"] = (row.get("rope_scaling") or "none").strip()
+    if row.get("eval_len") is None or row["eval_len"] <= 0:
+        return None
+    if value and row["status"] == "ok" and not (raw.get(value) or "").strip():
+        return None  # an ok row without its measurement
+    return row
+
+
+def read_rows(path: Path, required: tuple[str, ...] = (), value: str | None = None) -> list[dict]:
+    """Rows of a results CSV, numbers parsed. Damaged rows are skipped with one warning naming the file and
+    their line numbers; a file that lacks a required column or cannot be read is skipped with one warning."""
+    bad: list[int] = []
+    rows: list[dict] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                warn(f"skipping '{path}': it has no column {', '.join(missing)}")
+                return []
+            while True:
+                try:
+                    raw = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error:
+                    bad.append(reader.line_num)
+                    continue
+                row = _parse_row(raw, required, value)
+                if row is None:
+                    bad.append(reader.line_num)
+                else:
+                    rows.append(row)
+    except (OSError, UnicodeDecodeError) as exc:
+        warn(f"skipping '{path}': {exc}".splitlines()[0])
+        return []
+    if bad:
+        lines = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        many = "s" * (len(bad) > 1)
+        warn(f"'{path}': skipped {len(bad)} damaged row{many} (line{many} {lines})")
+    return rows
 
 
 def _float_or_none(value) -> float | None:
@@ -206,6 +276,10 @@ def _float_or_none(value) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _read_table(run_dir: Path, name: str) -> list[dict]:
+    return read_rows(run_dir / name, REQUIRED.get(name, ()), _VALUE.get(name))
+
+
 def load_results(paths: Iterable[str | Path], filename: str = LENGTH_CSV) -> list[dict]:
     """Rows of every run's ``filename`` joined with run metadata: run_dir, pe, seed, train_seq_len, label.
 
@@ -213,27 +287,17 @@ def load_results(paths: Iterable[str | Path], filename: str = LENGTH_CSV) -> lis
     encoding, the row's rope_scaling and the config keys that differ between the runs (see swept_keys).
     """
     run_dirs = find_runs(paths)
-    tables = {d: _read_csv(d / LENGTH_CSV) for d in run_dirs}
+    tables = {d: _read_table(d, LENGTH_CSV) for d in run_dirs}
     runs = [read_run(d, (tables[d] or [None])[0]) for d in run_dirs]
     swept = swept_keys(runs)
     rows: list[dict] = []
     for run in runs:
-        table = (
-            tables[run.run_dir]
-            if filename == LENGTH_CSV
-            else (_read_csv(run.run_dir / filename) if (run.run_dir / filename).is_file() else [])
-        )
-        for raw in table:
-            row: dict = dict(raw)
-            for col in ("eval_len", "stride", "n_tokens", "train_seq_len", "position_start", "position_end"):
-                if col in row:
-                    row[col] = _int_or_none(row[col])
-            for col in ("ppl", "nll", "mean_nll"):
-                if col in row:
-                    row[col] = _float_or_none(row[col])
-            row["rope_scaling"] = (row.get("rope_scaling") or "none").strip()
+        if filename == LENGTH_CSV:
+            table = tables[run.run_dir]
+        else:
+            table = _read_table(run.run_dir, filename) if (run.run_dir / filename).is_file() else []
+        for row in table:
             row["protocol"] = (row.get("protocol") or "nonoverlapping").strip()
-            row["status"] = (row.get("status") or "ok").strip()
             row.update(
                 run_dir=run.run_dir,
                 pe=run.pe,
@@ -245,27 +309,60 @@ def load_results(paths: Iterable[str | Path], filename: str = LENGTH_CSV) -> lis
     return rows
 
 
+def _stride_rules(rows: list[dict]) -> list[dict]:
+    """Sliding rows tagged with their stride rule: ``L/2`` (the evaluator's default, stride = eval_len // 2)
+    or a fixed stride ``S`` (``--stride S``: one stride at several lengths, or one that is not L/2).
+
+    A row that fits both (stride 32 at length 64) joins the fixed curve, and the L/2 curve too when that run
+    has one, so neither curve has a hole and a lone ``--stride 32`` run does not sprout a one-point L/2 curve.
+    """
+    def run(r):
+        return r["run_dir"], r["rope_scaling"]
+
+    lengths: dict[tuple, set] = {}
+    for r in rows:
+        lengths.setdefault((*run(r), r.get("stride")), set()).add(r["eval_len"])
+
+    def rules(r) -> tuple[bool, bool]:
+        stride = r.get("stride")
+        half = stride == max(1, r["eval_len"] // 2)
+        return half, stride is not None and (not half or len(lengths[(*run(r), stride)]) > 1)
+
+    has_half = {run(r) for r in rows if rules(r) == (True, False)}
+    out = []
+    for r in rows:
+        half, fixed = rules(r)
+        tags = ["L/2"] * (half and (not fixed or run(r) in has_half)) + [str(r.get("stride"))] * fixed
+        out += [{**r, "stride_rule": tag} for tag in tags or [None]]
+    return out
+
+
 def select(rows: list[dict], protocol: str) -> list[dict]:
-    """Rows of one protocol; labels gain ``[stride=N]`` when a run was scored at several strides."""
+    """Rows of one protocol. Sliding rows carry ``stride_rule`` (see _stride_rules); when the rows hold more
+    than one rule, labels gain ``[stride L/2]`` / ``[stride 32]`` so each rule is one curve per label."""
     choose("protocol", protocol, PROTOCOLS)
     picked = [dict(r) for r in rows if r["protocol"] == protocol]
     if not picked:
         have = sorted({r["protocol"] for r in rows}) or ["none"]
         raise UserError(f"no results for protocol '{protocol}'; the runs have: {', '.join(have)}")
-    # Stride tags the label only when one run scored one length at several strides; a stride that merely
-    # follows the length (non-overlapping windows, or stride = length / 2) is not a separate experiment.
-    strides: dict[tuple, set] = {}
-    for r in picked:
-        strides.setdefault((r["run_dir"], r["eval_len"], r["rope_scaling"]), set()).add(r.get("stride"))
-    if any(len(v) > 1 for v in strides.values()):
+    if protocol != "sliding":
+        return picked  # non-overlapping windows: the stride is the length, nothing to tell apart
+    picked = _stride_rules(picked)
+    if len({r["stride_rule"] for r in picked}) > 1:
         for r in picked:
-            r["label"] += f" [stride={r.get('stride')}]"
+            r["label"] += f" [stride {r['stride_rule'] or '?'}]"
     return picked
 
 
-def _sort_key(series: Series):
+def _natural(text: str) -> list:
+    # "base=500000" after "base=10000", "[stride 64]" before "[stride 128]": digits compare as numbers.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def series_sort_key(series: Series):
+    """ENCODING_ORDER first, unknown encodings after it by name; labels within one in natural order."""
     rank = ENCODING_ORDER.index(series.pe) if series.pe in ENCODING_ORDER else len(ENCODING_ORDER)
-    return rank, series.pe, series.label
+    return rank, series.pe, _natural(series.label)
 
 
 def aggregate(rows: list[dict], value: str = "ppl") -> list[Series]:
@@ -300,6 +397,7 @@ def aggregate(rows: list[dict], value: str = "ppl") -> list[Series]:
                 sorted({r["train_seq_len"] for r in group if r["train_seq_len"]}),
                 sorted({r["seed"] for r in group if r["seed"] is not None}),
                 points,
+                group[0]["rope_scaling"],
             )
         )
-    return sorted(out, key=_sort_key)
+    return sorted(out, key=series_sort_key)

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ropebench.errors import UserError
 
@@ -52,18 +52,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def save_config(run_dir: Path, cfg: DictConfig) -> None:
-    atomic_write_text(Path(run_dir) / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-
-
 def load_config(run_dir: Path) -> DictConfig:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory '{run_dir}' does not exist")
-    path = run_dir / CONFIG
-    if not path.is_file():
-        raise UserError(f"'{run_dir}' is not a ropebench run directory (no {CONFIG})")
-    return OmegaConf.load(path)
+    from ropebench.run.rundir import RunDir
+
+    return RunDir(run_dir).read_config()
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -88,12 +80,13 @@ def load_model(run_dir: Path, device: torch.device | str = "cpu"):
 
     from ropebench.data import VOCAB_SIZE
     from ropebench.model import GPT
+    from ropebench.run.lifecycle import resume_command
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     if not is_finished(run_dir):
         raise UserError(f"run '{run_dir}' is unfinished (no {FINAL} / {WEIGHTS}); "
-                        f"finish it with `ropebench train resume={run_dir}`")
+                        f"finish it with `{resume_command(run_dir)}`")
     model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=cfg.train.seq_len)
     try:
         load_weights(model, str(run_dir / WEIGHTS), strict=True, device=str(device))

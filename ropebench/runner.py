@@ -12,27 +12,32 @@ from omegaconf import DictConfig
 
 from ropebench.errors import UserError
 from ropebench.hydra_app import output_dir
-from ropebench.rundir import atomic_write_text
+from ropebench.run.rundir import RunDir
+from ropebench.run.stop import stop_requested
 
-ERROR_FILE = "error.txt"
 #: (run_dir, status, message) of every job this process ran
 outcomes: list[tuple[Path, str, str]] = []
 
 
 def train_job(cfg: DictConfig) -> None:
-    from ropebench.train import train
+    from ropebench.run.lifecycle import OtherExperiment, start
 
-    run_dir = output_dir()
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    run = RunDir(output_dir())
+    if stop_requested():  # one Ctrl-C stops the whole sweep, not just the job that was running
+        outcomes.append((run.path, "skipped", "not started: the sweep was stopped"))
+        return
     try:
-        result = train(cfg, run_dir)
-        outcomes.append((run_dir, result.get("status", "finished"), ""))
+        result = start(cfg, run.path, before_training=run.clear_error)
+        outcomes.append((run.path, result.get("status", "finished"), ""))
+    except OtherExperiment as exc:  # not this job's directory to write in
+        outcomes.append((run.path, "failed", str(exc)))
     except UserError as exc:
-        atomic_write_text(run_dir / ERROR_FILE, f"{exc}\n")
-        outcomes.append((run_dir, "failed", str(exc)))
+        run.write_error(str(exc))
+        outcomes.append((run.path, "failed", str(exc)))
     except Exception as exc:  # a bug or a crash: keep the traceback beside the run, report one line
-        atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
-        outcomes.append((run_dir, "failed", f"{type(exc).__name__}: {exc} (traceback in {run_dir / ERROR_FILE})"))
+        run.write_error(traceback.format_exc())
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        outcomes.append((run.path, "failed", f"{type(exc).__name__}: {message} (traceback in {run / 'error.txt'})"))
     finally:
         # Jobs of a sweep share this process: release what the last one held before the next starts.
         gc.collect()

@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ropebench import rundir
 from ropebench.errors import UserError
 from ropebench.progress import console
-from ropebench.runner import ERROR_FILE
+from ropebench.run.rundir import CONFIG, EVAL_CSV, LEGACY_CONFIG, RunDir
 
 
 @dataclass
@@ -38,7 +37,10 @@ def default_sweep_dir(name: str) -> str:
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/config.yaml"))
+    """The run directories of a sweep: one level down, each holding a run's config."""
+    sweep_dir = Path(sweep_dir)
+    return sorted(p for p in sweep_dir.iterdir() if (p / CONFIG).is_file() or (p / LEGACY_CONFIG).is_file()) \
+        if sweep_dir.is_dir() else []
 
 
 def first_line(text: str) -> str:
@@ -49,37 +51,41 @@ def first_line(text: str) -> str:
 def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
     finished, failed, unfinished = [], [], []
     for run in run_dirs(sweep_dir):
-        if rundir.is_finished(run):
+        error = RunDir(run).read_error()
+        if RunDir(run).is_finished():
             finished.append(run)
-        elif (run / ERROR_FILE).is_file():
-            failed.append((run, first_line((run / ERROR_FILE).read_text())))
+        elif error is not None:
+            failed.append((run, first_line(error)))
         else:
             unfinished.append(run)
     return finished, failed, unfinished
 
 
-def finish_sweep(sweep_dir: Path, name: str, log=console.print) -> SweepReport:
-    """Evaluate runs that have no results yet, then write the figure and the table into the sweep directory."""
-    from ropebench.evaluate import eval_length
-    from ropebench.passkey import CSV_NAME as PASSKEY_CSV
-    from ropebench.passkey import passkey_accuracy
+def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> SweepReport:
+    """Complete every run's evaluation (a job killed mid-evaluation is finished here: only the missing lengths
+    are evaluated), then write the figure and the table into the sweep directory."""
+    from ropebench.eval.passkey import passkey_accuracy
+    from ropebench.eval.perplexity import eval_length
     from ropebench.plot import plot_length
+    from ropebench.run.rundir import PASSKEY_CSV
     from ropebench.table import write_table
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise UserError(f"sweep directory '{sweep_dir}' does not exist")
     finished, failed, unfinished = collect(sweep_dir)
-    passkey_runs = [r for r in finished if rundir.load_config(r).data.source == "passkey"]
+    # Jobs refused without writing anything (their directory holds another experiment) are failures too.
+    failed += [(Path(run), why) for run, why in refused if Path(run) not in {f for f, _ in failed}]
+    passkey_runs = [r for r in finished if RunDir(r).read_config().data.source == "passkey"]
     for run in finished:
         try:
-            if run in passkey_runs and not (run / PASSKEY_CSV).is_file():
-                passkey_accuracy(run, log=log)
-            elif run not in passkey_runs and not (run / rundir.EVAL_CSV).is_file():
-                eval_length(run, log=log)
+            if run in passkey_runs:
+                passkey_accuracy(run, log=log, only_missing=True)
+            else:
+                eval_length(run, log=log, only_missing=True)
         except UserError as exc:
             failed.append((run, f"evaluation: {exc}"))
-    evaluated = [r for r in finished if (r / rundir.EVAL_CSV).is_file()]
+    evaluated = [r for r in finished if (r / EVAL_CSV).is_file()]
     figure, table = [], None
     if evaluated:
         figure = plot_length(evaluated, sweep_dir / f"{name}.png")
@@ -88,7 +94,7 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print) -> SweepReport:
     if probed:
         from ropebench.plot_passkey import plot_passkey
 
-        figure += plot_passkey(probed, sweep_dir / f"{name}.png")
+        figure += plot_passkey(probed, sweep_dir / f"{name}_passkey.png")
     return SweepReport(sweep_dir, finished, failed, unfinished, figure, table)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ropebench.errors import choose
-from ropebench.rundir import METRICS
+from ropebench.run.rundir import RunDir
 
 WANDB_MODES = ("disabled", "offline", "online")
 
@@ -27,12 +27,12 @@ def _has_wandb_credentials() -> bool:
 
 class RunLogger:
     def __init__(self, run_dir: Path, cfg, resume_step: int = 0, warn=print):
-        self.path = Path(run_dir) / METRICS
-        self._truncate_after(resume_step)
-        self._file = open(self.path, "a", buffering=1)
+        run = RunDir(run_dir)
+        run.keep_metrics_through(resume_step)  # lines logged after the checkpoint will be logged again
+        self._file = run.open_metrics()
         self.wandb_run = None
         wcfg = cfg.logger.wandb
-        mode = choose("logger.wandb.mode", wcfg.mode, WANDB_MODES)
+        mode = choose("logger.wandb.mode", str(wcfg.mode), WANDB_MODES)
         if mode == "online" and not _has_wandb_credentials():
             warn("warning: logger.wandb.mode=online but no wandb credentials found (WANDB_API_KEY or "
                  "`wandb login`); logging offline instead -- upload later with `wandb sync`")
@@ -46,14 +46,6 @@ class RunLogger:
                 name=Path(run_dir).name, config=OmegaConf.to_container(cfg, resolve=True),
                 reinit="finish_previous", settings=wandb.Settings(silent=True),
             )
-
-    def _truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint: they will be logged again."""
-        if not self.path.is_file():
-            return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, record: dict) -> None:
         self._file.write(json.dumps(record) + "\n")

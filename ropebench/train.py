@@ -46,6 +46,15 @@ RESUME_KEYS = ("model", "pe", "data.name", "data.source", "data.paths", "train.s
                "train.beta2", "seed")
 
 
+def software_versions() -> dict:
+    """What produced a run, recorded in final.json so every committed number names its torch version."""
+    import platform
+
+    from ropebench import __version__
+
+    return {"ropebench": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
 def validate(cfg: DictConfig) -> None:
     t = cfg.train
     for key in ("seq_len", "steps", "batch_size"):
@@ -258,14 +267,15 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print) -> dict:
     os.replace(tmp, run_dir / rundir.WEIGHTS)
     final = {"status": "finished", "steps": step, "train_loss": train_loss,
              "val_loss": record.get("val_loss"), "wall_s": time.perf_counter() - started,
-             "params": model.num_params(), "device": str(device), "world_size": dist.world_size}
+             "params": model.num_params(), "device": str(device), "world_size": dist.world_size,
+             "versions": software_versions()}
     rundir.atomic_write_text(run_dir / rundir.FINAL, json.dumps(final, indent=2))
     if cfg.eval.after_train and cfg.data.source == "passkey":
-        from ropebench.passkey import passkey_accuracy
+        from ropebench.eval.passkey import passkey_accuracy
 
         passkey_accuracy(run_dir, log=log)
     elif cfg.eval.after_train:
-        from ropebench.evaluate import eval_length
+        from ropebench.eval.perplexity import eval_length
 
         rows = eval_length(run_dir, model=model, log=log)
         logger.log_eval_curve(rows)

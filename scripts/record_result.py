@@ -50,7 +50,7 @@ def commit() -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name")
-    p.add_argument("source", type=Path, help="a run or sweep directory")
+    p.add_argument("source", type=Path, nargs="+", help="run and/or sweep directories")
     p.add_argument("--command", required=True, help="the exact command that produced it")
     p.add_argument("--wall", default="", help="wall-clock time of the command")
     p.add_argument("--note", default="")
@@ -58,17 +58,20 @@ def main(argv=None) -> None:
     target = Path("results") / args.name
     target.mkdir(parents=True, exist_ok=True)
     for pattern in SMALL:
-        for f in args.source.glob(pattern):
-            shutil.copy(f, target / f.name)
-    runs = sorted({p.parent for p in args.source.rglob("final.json")})
+        for src in args.source:
+            for f in src.glob(pattern):
+                shutil.copy(f, target / f.name)
+    runs = sorted({p.parent for src in args.source for p in src.rglob("final.json")})
     for run in runs:
-        dest = target / "runs" / (run.name if run != args.source else "run")
+        dest = target / "runs" / run.name
         dest.mkdir(parents=True, exist_ok=True)
         for name in PER_RUN:
             if (run / name).is_file():
                 shutil.copy(run / name, dest / name)
+        # Kept where a run directory keeps it, so `ropebench table/plot results/NAME/runs` work on the copy.
         if (run / ".hydra" / "config.yaml").is_file():
-            shutil.copy(run / ".hydra" / "config.yaml", dest / "config.yaml")
+            (dest / ".hydra").mkdir(exist_ok=True)
+            shutil.copy(run / ".hydra" / "config.yaml", dest / ".hydra" / "config.yaml")
     readme = target / "README.md"
     body = readme.read_text() if readme.is_file() else f"# {args.name}\n"
     body += (f"\n## Provenance\n\n- command: `{args.command}`\n- commit: {commit()}\n- hardware: {hardware()}\n"

@@ -101,3 +101,42 @@ def test_plot_writes_png_and_pdf(tmp_path):
     assert [p.suffix for p in paths] == [".png", ".pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:4] == b"%PDF"
     assert plot_decay(8, 100.0, 16, tmp_path / "plain.png")[1].name == "plain.pdf"
+
+
+def test_decay_figure_names_the_run_and_keeps_the_legend_off_the_data():
+    from ropebench.decay import decay_figure
+    from ropebench.plot import FigureOptions
+
+    fig = decay_figure(64, 10000.0, 64, measured=torch.linspace(1, 0, 65), run_name="compare/pe=rope,seed=0")
+    ax = fig.axes[0]
+    assert "compare/pe=rope,seed=0" in ax.get_title() and "d=64, base=10000" in ax.get_title()
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    fig.canvas.draw()
+    legend, axes = fig.legends[0].get_window_extent(), ax.get_window_extent()
+    assert legend.y1 <= axes.y0  # below the axes, not on the curves
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["upper bound (RoFormer §3.4.3)",
+                                                                  "measured mean q·k/√d"]
+    fig = decay_figure(8, 100.0, 16, opts=FigureOptions(figsize=(4.0, 3.0), title="mine"))
+    assert fig.axes[0].get_title() == "mine" and tuple(fig.get_size_inches()) == (4.0, 3.0)
+
+
+def test_decay_formats_and_one_dpi(tmp_path):
+    from PIL import Image
+
+    from ropebench.plot import DPI
+
+    (svg,) = plot_decay(8, 100.0, 16, tmp_path / "d.svg")
+    assert svg.read_text().lstrip().startswith("<?xml")
+    png, pdf = plot_decay(8, 100.0, 16, tmp_path / "d.png")  # a PNG brings its PDF
+    assert pdf.name == "d.pdf" and Image.open(png).info["dpi"] == pytest.approx((DPI, DPI), abs=0.1)
+    with pytest.raises(UserError, match="'.jpg'"):
+        plot_decay(8, 100.0, 16, tmp_path / "d.jpg")
+    assert not (tmp_path / "d.jpg").exists()
+
+
+def test_every_built_in_encoding_has_its_own_colour():
+    from ropebench.plot import PALETTE, colour
+
+    names = sorted(registry())
+    assert set(names) <= set(PALETTE)  # ENCODING_ORDER lists every encoding ropebench ships
+    assert len({colour(n) for n in names}) == len(names)

@@ -59,7 +59,10 @@ def test_t5_bias_is_shared_table_lookup_by_distance():
     with torch.no_grad():
         model.pe.relative_bias.weight.copy_(torch.arange(64, dtype=torch.float32).view(32, 2))
     bias = model.pe.bias(40, torch.device("cpu"))
-    assert bias[1, 39, 0].item() == model.pe.relative_bias.weight[t5_bucket(torch.tensor(39)), 1].item()
+    assert model.pe.max_distance == 32  # training length 16 < num_buckets: the last bucket starts at 32
+    assert bias[1, 39, 0].item() == 2 * 31 + 1  # distance 39 > max_distance -> last bucket (31), head 1
+    bucket_20 = 16 + int(math.log(20 / 16) / math.log(32 / 16) * 16)  # = 21: log-spaced up to max_distance 32
+    assert bias[1, 20, 0].item() == 2 * bucket_20 + 1
     assert bias[0, 10, 3].item() == 2 * 7  # distance 7 -> bucket 7 -> row 7, head 0
 
 

@@ -1,14 +1,23 @@
 """Evaluation protocols on hand-checkable cases: which targets are scored, with how much context, and how
 the negative log-likelihood is averaged."""
 
+import csv
 import math
+from collections import Counter
 
 import pytest
 import torch
 from torch import nn
 
 from ropebench.errors import UserError
-from ropebench.evaluate import Window, default_lengths, make_windows, merge_rows, parse_lengths, score_windows
+from ropebench.eval.lengths import default_lengths, parse_lengths
+from ropebench.eval.perplexity import EVAL_TABLE, Window, make_windows, score_windows
+from ropebench.run.rundir import RunDir
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def scored_targets(windows, length):
@@ -20,11 +29,40 @@ def scored_targets(windows, length):
     return out
 
 
-def test_nonoverlapping_cuts_consecutive_chunks_and_drops_the_remainder():
-    # One document of 11 tokens at [0, 11): targets 1..10. L=4: windows at 0 and 4, the last 2 targets unscored.
+def test_nonoverlapping_cuts_consecutive_chunks_and_a_tail_window_scores_the_remainder():
+    # One document of 11 tokens at [0, 11): targets 1..10. L=4: windows at 0 and 4 score targets 1..8; a last
+    # window ending at the document's end (inputs 6..9) scores only targets 9 and 10, with 3 and 4 tokens of context.
     windows = make_windows([(0, 11)], 4, "nonoverlapping", 4)
-    assert windows == [Window(0, 4, 0), Window(4, 4, 0)]
-    assert [t for t, _ in scored_targets(windows, 4)] == list(range(1, 9))
+    assert windows == [Window(0, 4, 0), Window(4, 4, 0), Window(6, 2, 0)]
+    targets = scored_targets(windows, 4)
+    assert [t for t, _ in targets] == list(range(1, 11))
+    assert targets[-2:] == [(9, 3), (10, 4)]
+    # When L divides the targets there is no tail window.
+    assert make_windows([(0, 13)], 4, "nonoverlapping", 4) == [Window(0, 4, 0), Window(4, 4, 0), Window(8, 4, 0)]
+
+
+@pytest.mark.parametrize("protocol", ["nonoverlapping", "sliding"])
+@pytest.mark.parametrize("length", [1, 3, 16, 64, 80, 96, 100, 128, 1000, 1024])
+def test_every_target_of_every_region_is_scored_exactly_once(protocol, length):
+    region = 1024
+    docs = [(0, region + 1), (5000, 5000 + region + 1), (9000, 9000 + region + 1)]
+    windows = make_windows(docs, length, protocol, max(1, length // 2))
+    counts = Counter(t for t, _ in scored_targets(windows, length))
+    expected = [t for start, end in docs for t in range(start + 1, end)]
+    assert sorted(counts) == expected and set(counts.values()) == {1}
+    for w in windows:  # every window lies inside its own document
+        start, end = docs[w.doc]
+        assert start <= w.start and w.start + length <= end - 1 and 1 <= w.n_score <= length
+
+
+def test_the_same_tokens_at_every_length_up_to_the_region():
+    # The case that used to drop tails: 64 regions of 1024 targets, 65,536 tokens at 80 and 96 as at 64 and 128.
+    docs = [(i * 2000, i * 2000 + 1025) for i in range(64)]
+    tokens = torch.zeros(64 * 2000, dtype=torch.int64).numpy()
+    for length in (64, 80, 96, 100, 128, 1024):
+        windows = make_windows(docs, length, "nonoverlapping", length)
+        _, count, *_ = score_windows(PositionLoss(), tokens, windows, length, 64, torch.device("cpu"), 4)
+        assert count == 65_536, length
 
 
 @pytest.mark.parametrize("doc_len,length,stride", [(11, 4, 2), (11, 4, 3), (12, 4, 3), (100, 16, 5), (33, 8, 8)])
@@ -48,7 +86,9 @@ def test_sliding_tail_window_picks_up_the_last_targets():
 
 
 def test_documents_shorter_than_the_length_are_skipped():
-    assert make_windows([(0, 4), (10, 30)], 8, "nonoverlapping", 8) == [Window(10, 8, 1), Window(18, 8, 1)]
+    # (10, 30) has targets 11..29: two full windows, then a tail window (inputs 21..28) for targets 27..29.
+    assert make_windows([(0, 4), (10, 30)], 8, "nonoverlapping", 8) == [Window(10, 8, 1), Window(18, 8, 1),
+                                                                       Window(21, 3, 1)]
 
 
 class PositionLoss(nn.Module):
@@ -74,21 +114,73 @@ def test_default_lengths_are_the_documented_multiples():
     assert default_lengths(64) == [64, 80, 96, 128, 256, 512, 1024]
 
 
-@pytest.mark.parametrize("text", ["0", "-5", "abc", "12,x", "1.5"])
+@pytest.mark.parametrize("text", ["0", "-5", "abc", "12,x", "1.5", "²", "64,٣", "+5", "64,,128", "1e3"])
 def test_bad_lengths_are_user_errors(text):
     with pytest.raises(UserError, match="positive integer"):
         parse_lengths(text, 64)
 
 
 def test_merge_replaces_same_key_and_keeps_others(tmp_path):
-    path = tmp_path / "eval.csv"
+    run, t = RunDir(tmp_path), EVAL_TABLE
     cols = ["pe", "eval_len", "protocol", "stride", "rope_scaling", "ppl", "status"]
     row = {"pe": "rope", "protocol": "nonoverlapping", "rope_scaling": "none", "status": "ok"}
-    merge_rows(path, [{**row, "eval_len": 64, "stride": 64, "ppl": 1.0},
-                      {**row, "eval_len": 128, "stride": 128, "ppl": 2.0}], cols)
-    merge_rows(path, [{**row, "eval_len": 128, "stride": 128, "ppl": 3.0}], cols)
-    lines = path.read_text().splitlines()
+    # Out of order on purpose: rows are sorted by length as numbers (128 after 64, not before it as text).
+    run.merge_rows(t.name, [{**row, "eval_len": 128, "stride": 128, "ppl": 2.0},
+                            {**row, "eval_len": 64, "stride": 64, "ppl": 1.0}], cols, t.key, t.sort_key)
+    run.merge_rows(t.name, [{**row, "eval_len": 128, "stride": 128, "ppl": 3.0}], cols, t.key, t.sort_key)
+    lines = (tmp_path / "eval_length.csv").read_text().splitlines()
     assert len(lines) == 3
     assert lines[1].startswith("rope,64,") and lines[2].endswith(",3.0,ok")
     assert not list(tmp_path.glob(".*tmp"))
     assert math.isclose(float(lines[2].split(",")[5]), 3.0)
+
+
+def test_sort_key_puts_a_damaged_cell_last_instead_of_raising():
+    rows = [{"eval_len": "abc", "rope_scaling": "none"}, {"eval_len": "128", "rope_scaling": "none"},
+            {"eval_len": 64, "rope_scaling": "none"}, {"eval_len": "16", "rope_scaling": "linear"}]
+    assert [r["eval_len"] for r in sorted(rows, key=EVAL_TABLE.sort_key)] == ["16", 64, "128", "abc"]
+
+
+@pytest.fixture(scope="module")
+def rope_run(tiny_overrides, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from ropebench.cli import app
+
+    run_dir = tmp_path_factory.mktemp("runs") / "rope"
+    result = CliRunner().invoke(app, ["train", *tiny_overrides, "pe=rope", f"hydra.run.dir={run_dir}"])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def eval_cli(run_dir, *args) -> list[dict]:
+    from typer.testing import CliRunner
+
+    from ropebench.cli import app
+
+    result = CliRunner().invoke(app, ["eval-length", str(run_dir), "--lengths", "16,20,24,25,32,48", *args])
+    assert result.exit_code == 0, result.output
+    return read_rows(run_dir / "eval_length.csv")
+
+
+def test_end_to_end_every_length_scores_the_same_tokens(rope_run):
+    rows = eval_cli(rope_run)
+    # train.seq_len=16: regions of 16 x 16 = 256 targets; eval.max_tokens=512 -> two whole regions.
+    assert [int(r["eval_len"]) for r in rows] == [16, 20, 24, 25, 32, 48]
+    assert {r["n_tokens"] for r in rows} == {"512"} and {r["n_documents"] for r in rows} == {"2"}
+    assert all(r["rope_scaling"] == "none" and r["rope_factor"] == r["rope_scale"] == "" for r in rows)
+
+
+def test_end_to_end_dynamic_without_factor_equals_ntk(rope_run):
+    by_type = {}
+    for rope_type in ("none", "dynamic", "ntk"):
+        rows = eval_cli(rope_run, "--rope-scaling", rope_type)
+        by_type[rope_type] = {int(r["eval_len"]): r for r in rows if r["rope_scaling"] == rope_type}
+    for length, dyn in by_type["dynamic"].items():
+        ntk, s = by_type["ntk"][length], max(1.0, length / 16)
+        assert dyn["status"] == ntk["status"] == "ok"
+        assert dyn["ppl"] == ntk["ppl"]  # the same frequencies, the same computation: equal to the last digit
+        assert (dyn["rope_factor"], dyn["rope_scale"]) == ("1", f"{s:g}")
+        assert (ntk["rope_factor"], ntk["rope_scale"]) == (f"{s:g}", f"{s:g}")
+    assert by_type["dynamic"][48]["ppl"] != by_type["none"][48]["ppl"]  # the scaling did change something
+    assert by_type["dynamic"][16]["ppl"] == by_type["none"][16]["ppl"]  # and nothing at the training length

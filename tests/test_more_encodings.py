@@ -72,8 +72,6 @@ def test_kerple_golden():
     torch.manual_seed(0)
     H, T = 3, 10
     pe = make_pe("kerple", n_embd=H * 4, n_head=H)
-    a0, p0 = pe.params()
-    torch.testing.assert_close(a0, torch.ones(H)), torch.testing.assert_close(p0, torch.ones(H))
     with torch.no_grad():
         pe.raw_a.copy_(torch.randn(H))
         pe.raw_p.copy_(torch.randn(H))
@@ -112,10 +110,29 @@ def test_fire_golden():
             torch.testing.assert_close(actual[:, q_pos, kv_pos].double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_kerple_starts_as_the_authors_code():
+    # The KERPLE repository's ParallelKerpleLog: p = 2 * rand(H), a = rand(H), both clamped at 0.01 before use.
+    # Checked on the distribution (many heads), not on the order of the draws.
+    torch.manual_seed(5)
+    H = 20000
+    a, p = make_pe("kerple", n_embd=H, n_head=H).params()
+    for values, high in ((a, 1.0), (p, 2.0)):
+        assert values.min().item() == pytest.approx(0.01, rel=1e-4) and values.max().item() <= high * (1 + 1e-5)
+        floored = (values - 0.01).abs() < 1e-6
+        assert floored.float().mean().item() == pytest.approx(0.01 / high, abs=0.003)  # P(U(0, high) < 0.01)
+        rest = values[~floored].double()
+        assert rest.mean().item() == pytest.approx(high / 2, rel=0.02)
+        assert rest.std().item() == pytest.approx(high / math.sqrt(12), rel=0.02)  # uniform, not normal
+    a, p = make_pe("kerple", n_embd=6, n_head=3, init="constant", init_a=0.01, init_p=50.0).params()
+    torch.testing.assert_close(a, torch.full((3,), 0.01), rtol=1e-5, atol=0)  # softplus inverse is exact
+    torch.testing.assert_close(p, torch.full((3,), 50.0), rtol=1e-6, atol=0)
+
+
 def test_fire_defaults_and_positive_scalars():
-    pe = make_pe("fire")
+    pe = make_pe("fire")  # training length 8
     c, L = pe.c_and_L()
-    assert c.item() == pytest.approx(0.1, rel=1e-5) and L.item() == pytest.approx(512.0)
+    assert c.item() == pytest.approx(0.1, rel=1e-5) and L.item() == pytest.approx(8.0)
+    assert make_pe("fire", init_L=300.0).c_and_L()[1].item() == pytest.approx(300.0)
     with torch.no_grad():
         pe.raw_c.fill_(-50.0)
         pe.log_L_scale.fill_(-50.0)
@@ -236,8 +253,9 @@ def test_xpos_tables_are_float32_under_autocast():
 @pytest.mark.parametrize(
     "name, overrides",
     [("xpos", {"scale_base": 0.0}), ("xpos", {"pairing": "zigzag"}), ("kerple", {"init_a": -1.0}),
-     ("kerple", {"variant": "power"}), ("fire", {"init_L": 0.0}), ("fire", {"init_c": -0.1}),
-     ("fire", {"mlp_width": 0})],
+     ("kerple", {"variant": "power"}), ("kerple", {"init": "normal"}), ("fire", {"init_L": -1.0}),
+     ("fire", {"init_c": -0.1}), ("fire", {"mlp_width": 0}), ("t5", {"max_distance": 16}),
+     ("t5", {"max_distance": -1}), ("t5", {"num_buckets": 1})],
 )
 def test_bad_config_values(name, overrides):
     with pytest.raises(UserError):
@@ -247,7 +265,7 @@ def test_bad_config_values(name, overrides):
 # ------------------------------------------------------------------------------------------------ Hydra
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", sorted(registry()))
 def test_yaml_composes_with_hydra(name):
     import hydra
     from hydra.core.global_hydra import GlobalHydra

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from ropebench.cli import app, user_errors
 from ropebench.errors import UserError
-from ropebench.passkey import (
+from ropebench.eval.passkey import effective_context, parse_depths, passkey_accuracy
+from ropebench.passkey_cli import passkey
+from ropebench.passkey_task import (
     IGNORE,
     KEY_PREFIX,
     KEY_SUFFIX,
@@ -18,13 +20,9 @@ from ropebench.passkey import (
     N_DIGITS,
     QUESTION,
     PasskeySplit,
-    effective_context,
     key_position,
     make_sequence,
-    parse_depths,
-    passkey_accuracy,
 )
-from ropebench.passkey_cli import passkey
 
 runner = CliRunner()
 # The passkey command on its own app, so these tests do not depend on how cli.py registers it.
@@ -120,6 +118,9 @@ def test_cli_measures_accuracy_by_length_and_depth(passkey_run, tmp_path):
     with open(passkey_run / "passkey.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and [r["rope_scaling"] for r in rows].count("yarn") == 1
+    yarn = next(r for r in rows if r["rope_scaling"] == "yarn")
+    assert (yarn["rope_factor"], yarn["rope_scale"]) == ("2", "2")  # automatic: 96 / 48
+    assert all(r["rope_factor"] == r["rope_scale"] == "" for r in rows if r["rope_scaling"] == "none")
     from ropebench.plot_passkey import plot_passkey
 
     written = plot_passkey([passkey_run], tmp_path / "pk.png")
@@ -130,6 +131,10 @@ def test_cli_measures_accuracy_by_length_and_depth(passkey_run, tmp_path):
     (["--depths", "0,1.5"], "passkey depth 1.5 is outside [0, 1]"),
     (["--lengths", "20"], "passkey length 20 is too short"),
     (["--trials", "0"], "--trials must be a positive integer"),
+    (["--factor", "2"], "--factor needs --rope-scaling (one of: linear, ntk, dynamic, yarn, llama3, longrope)"),
+    (["--rope-scaling", "yarn", "--mscale", "1"], "give both or neither"),
+    (["--rope-scaling", "linear", "--low-freq-factor", "2"], "'linear' does not use low_freq_factor"),
+    (["--rope-scaling", "longrope"], "longrope needs rope_scaling.short_factor"),
 ])
 def test_cli_bad_input_is_one_line_and_loses_nothing(passkey_run, bad, message):
     before = (passkey_run / "passkey.csv").read_text() if (passkey_run / "passkey.csv").is_file() else None
@@ -138,6 +143,22 @@ def test_cli_bad_input_is_one_line_and_loses_nothing(passkey_run, bad, message):
     assert message in result.output and "Traceback" not in result.output
     after = (passkey_run / "passkey.csv").read_text() if (passkey_run / "passkey.csv").is_file() else None
     assert before == after
+
+
+def test_passkey_shares_the_per_length_scaling_of_eval_length(passkey_run):
+    # dynamic takes no automatic factor (it grows with the length itself); its options reach the model.
+    args = ["passkey", str(passkey_run), "--lengths", "48,192", "--depths", "0.5", "--trials", "2"]
+    result = runner.invoke(pk_app, [*args, "--rope-scaling", "dynamic", "--factor", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(pk_app, [*args, "--rope-scaling", "yarn", "--mscale", "1", "--mscale-all-dim", "0.5"])
+    assert result.exit_code == 0, result.output
+    with open(passkey_run / "passkey.csv") as f:
+        rows = {(r["rope_scaling"], int(r["eval_len"])): r for r in csv.DictReader(f)}
+    dynamic = rows[("dynamic(factor=2)", 192)]
+    assert (dynamic["rope_factor"], dynamic["rope_scale"]) == ("2", "7")  # 2 * 192/48 - 1
+    assert rows[("dynamic(factor=2)", 48)]["rope_scale"] == "1"
+    yarn = rows[("yarn(mscale=1,mscale_all_dim=0.5)", 192)]
+    assert (yarn["rope_factor"], yarn["rope_scale"], yarn["status"]) == ("4", "4", "ok")
 
 
 def test_learned_positions_past_max_len_are_not_applicable(passkey_run, tmp_path):

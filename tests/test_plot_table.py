@@ -104,6 +104,14 @@ def make_run(
     return run
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    from ropebench.plot import _pyplot
+
+    _pyplot().close("all")  # figures built but not saved stay open in pyplot otherwise
+
+
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     root = tmp_path / "sweeps" / "compare" / "20261123-130000"
@@ -220,8 +228,11 @@ def test_length_figure_lines_ticks_and_files(sweep: Path, tmp_path: Path):
         assert list(lines["rope"].get_ydata()) == pytest.approx(
             [statistics.mean(v) for v in zip(PPL[("rope", 0)], PPL[("rope", 1)])]
         )
-        assert lines["rope"].get_color() == PALETTE["rope"] == lines["rope+yarn"].get_color()
-        assert lines["rope"].get_linestyle() != lines["rope+yarn"].get_linestyle()
+        # Each scaling method its own colour; plain RoPE keeps the encoding's.
+        assert lines["rope"].get_color() == PALETTE["rope"] and lines["rope+yarn"].get_color() == "#7b4173"
+        assert lines["rope"].get_marker() != lines["rope+yarn"].get_marker()
+        # A one-point series is a marker, in the plot and so in its legend entry.
+        assert lines["learned"].get_linestyle() == "None" and lines["learned"].get_marker() not in ("", "None")
         assert list(ax.get_xticks()) == LENGTHS
         assert [t.get_text() for t in ax.get_xticklabels()] == [str(n) for n in LENGTHS]
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
@@ -244,3 +255,127 @@ def test_plot_positions(sweep: Path, tmp_path: Path):
     assert all(p.stat().st_size > 1000 for p in written)
     with pytest.raises(UserError, match="eval_positions.csv"):
         plot_positions([sweep / "pe=learned,seed=0"], tmp_path / "p.png")
+
+
+def _write_rows(run: Path, rows: list[dict]) -> None:
+    with open(run / "eval_length.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({"pe": "rope", "train_seq_len": TRAIN, "rope_scaling": "none", "n_tokens": 1, "status": "ok",
+                          "nll": math.log(r["ppl"]), **r} for r in rows)
+
+
+def test_each_scaling_its_own_colour(tmp_path: Path):
+    from ropebench.plot import SCALING_COLOURS, _styles
+    from ropebench.results import Series
+
+    run = make_run(tmp_path / "run", "rope", 0, PPL[("rope", 0)])
+    _write_rows(run, [{"eval_len": n, "protocol": "nonoverlapping", "stride": n, "rope_scaling": s, "ppl": 10.0 + i}
+                      for i, s in enumerate(("none", *SCALING_COLOURS)) for n in LENGTHS])
+    fig = length_figure([run])
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("rope")}
+    assert set(lines) == {"rope", "rope+linear", "rope+ntk", "rope+dynamic", "rope+yarn"}
+    assert len({ln.get_color() for ln in lines.values()}) == 5 and len({ln.get_marker() for ln in lines.values()}) == 5
+    assert {lines[f"rope+{s}"].get_color() for s in SCALING_COLOURS} == set(SCALING_COLOURS.values())
+    # Two pairs that want one colour (YaRN on RoPE and on xPos) still get two; variants of a pair share it.
+    series = [Series(lab, pe, [], [], {}, sc) for lab, pe, sc in
+              (("a", "rope", "yarn"), ("b", "xpos", "yarn"), ("c", "rope", "yarn"), ("d", "rope", "none"))]
+    st = _styles(series)
+    assert st["a"][0] != st["b"][0] and st["a"][0] == st["c"][0] and st["a"][1] != st["c"][1]
+    assert st["d"][0] == PALETTE["rope"] and st["b"][0] not in {PALETTE["rope"], st["a"][0]}
+
+
+def test_unknown_encodings_get_colours_and_order_comes_from_one_place(tmp_path: Path):
+    from ropebench.plot import colour
+    from ropebench.results import ENCODING_ORDER
+
+    assert list(PALETTE) == list(ENCODING_ORDER)  # the palette is keyed by the one ordering
+    for pe in ("myenc", "cope"):
+        make_run(tmp_path / pe, pe, 0, PPL[("alibi", 0)])
+    make_run(tmp_path / "rope", "rope", 0, PPL[("rope", 0)])
+    fig = length_figure([tmp_path])
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith(("_", "train"))}
+    assert list(lines) == ["rope", "cope", "myenc"]  # known first, then unknown by name
+    assert len({ln.get_color() for ln in lines.values()}) == 3
+    assert colour("myenc") == colour("myenc") and re.fullmatch(r"#[0-9a-f]{6}", colour("myenc"))
+    assert {colour(pe) for pe in ("myenc", "cope", "x", "y")}.isdisjoint(PALETTE.values())  # never a known one
+
+
+def _sliding(run: Path, fixed: tuple[int, ...]) -> None:
+    rows = [{"eval_len": n, "protocol": "sliding", "stride": n // 2, "ppl": 30.0 + i} for i, n in enumerate(LENGTHS)]
+    rows += [{"eval_len": n, "protocol": "sliding", "stride": s, "ppl": 20.0 + i + s / 100}
+             for s in fixed for i, n in enumerate(LENGTHS) if s != n // 2]  # the evaluator merges equal keys
+    _write_rows(run, rows)
+
+
+def test_sliding_strides_one_series_per_rule(tmp_path: Path):
+    run = make_run(tmp_path / "run", "rope", 0, PPL[("rope", 0)])
+    _sliding(run, ())
+    fig = length_figure([run], protocol="sliding")
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.get_lines()][:1] == ["rope"] and "sliding, stride L/2" in ax.get_title()
+    _sliding(run, (8, 16, 32))
+    series = aggregate(select(load_results([run]), "sliding"))
+    # Numeric order, not text order ("16" < "8"); every rule a whole curve.
+    assert [s.label for s in series] == ["rope [stride 8]", "rope [stride 16]", "rope [stride 32]", "rope [stride L/2]"]
+    assert all(sorted(s.points) == LENGTHS for s in series)
+    by = {s.label: s for s in series}
+    # stride 32 at length 64 is both rules' point
+    assert by["rope [stride 32]"].points[64].mean == by["rope [stride L/2]"].points[64].mean == 30.0
+    assert by["rope [stride 8]"].points[512].mean == pytest.approx(23.08)
+    fig = length_figure([run], protocol="sliding")
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("rope")]
+    assert len(lines) == 4 and len({ln.get_color() for ln in lines}) == 1  # one encoding and scaling ...
+    assert len({ln.get_linestyle() for ln in lines}) == 4  # ... four stride rules
+    table = _md_rows(perplexity_table([run], protocol="sliding"))
+    assert list(table) == [s.label for s in series]
+
+
+def test_lone_fixed_stride_is_one_curve(sweep: Path):
+    # make_run's sliding rows are one `--stride 32` evaluation; 32 is also L/2 at 64, which adds no curve.
+    fig = length_figure([sweep / "pe=alibi,seed=0"], protocol="sliding")
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.get_lines()] == ["alibi", "train length"]
+    assert list(ax.get_lines()[0].get_xdata()) == LENGTHS and "stride 32" in ax.get_title()
+
+
+def test_log_axis_labels_past_ten_and_band_note(sweep: Path):
+    from ropebench.plot import plain_log_ticks
+
+    fig = length_figure([sweep])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels() if t.get_text()}
+    assert {"20", "30", "100", "200"} <= set(labels)  # perplexities 19 to 300
+    assert all(float(text) == pytest.approx(y) for text, y in labels.items())
+    notes = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "shaded: min–max over 2 seeds" in notes and "cannot run longer" in notes
+    std = [t.get_text() for t in length_figure([sweep], band="std").axes[0].get_legend().get_texts()]
+    assert "shaded: mean ± 1 std over 2 seeds" in std
+    assert plain_log_ticks(4.5, 35) == [5, 6, 8, 10, 20, 30]
+    assert plain_log_ticks(19.5, 33) == [20, 25, 30]  # a narrow range gets the finer steps
+    assert plain_log_ticks(1.0, 1e6) == [1, 10, 100, 1e3, 1e4, 1e5, 1e6]
+    assert plain_log_ticks(2.0, 1e12)[:2] == [10, 1e3] and len(plain_log_ticks(2.0, 1e12)) <= 9
+    narrow = plain_log_ticks(5.4, 5.7)
+    assert len(narrow) >= 2 and all(5.4 <= t <= 5.7 for t in narrow)
+
+
+def test_positions_length_and_smoothing(sweep: Path):
+    import numpy as np
+
+    from ropebench.plot import moving_average, positions_figure
+
+    lines = {ln.get_label(): ln for ln in positions_figure([sweep], length=128).axes[0].get_lines()}
+    assert set(lines) == {"rope @ 128", "alibi @ 128", "train length"}
+    assert list(lines["rope @ 128"].get_ydata()) == [3.0, 3.5]  # 3 + start/length, buckets of 64
+    fig = positions_figure([sweep], smooth=3)
+    ys = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "rope @ 512").get_ydata()
+    raw = [3.0 + start / 512 for start in range(0, 512, 64)]
+    np.testing.assert_allclose(ys[1:-1], np.convolve(raw, np.ones(3) / 3, mode="valid"))
+    assert ys[0] == pytest.approx((raw[0] + raw[1]) / 2) and ys[-1] == pytest.approx((raw[-2] + raw[-1]) / 2)
+    assert "moving average of 3 buckets" in fig.axes[0].get_ylabel()
+    assert moving_average([1.0, 2.0, 6.0, 3.0], 2) == [1.5, 4.0, 4.5, 3.0]  # even k: one more after
+    with pytest.raises(UserError, match="length 100; evaluated: 128, 512"):
+        positions_figure([sweep], length=100)
+    with pytest.raises(UserError, match="smooth '0'"):
+        positions_figure([sweep], smooth=0)

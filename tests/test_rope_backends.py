@@ -248,6 +248,16 @@ def test_unavailable_reasons_say_how_to_get_it():
         backends.resolve("nope", DEVICE)
 
 
+def test_duplicate_backend_name_is_refused(monkeypatch):
+    table = backends.backends()
+    monkeypatch.setattr(backends, "_BACKENDS", dict(table))  # whatever happens, the real table is restored
+    impostor = backends.Backend("torch", lambda q, k, cos, sin, pairing: (q, k), lambda device: None, cuda_rank=99)
+    with pytest.raises(UserError, match="rope backend name 'torch' is already registered"):
+        backends.register_backend(impostor)
+    assert backends.backends()["torch"] is table["torch"]
+    backends.register_backend(table["torch"])  # the same backend again is harmless
+
+
 @needs_triton
 def test_training_matches_between_torch_and_triton():
     from ropebench.config import ModelConfig

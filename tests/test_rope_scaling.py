@@ -1,4 +1,6 @@
-"""rope_inv_freq against the context-extension formulas (facts.md section 3), recomputed here in float64.
+"""rope_inv_freq against the context-extension formulas, recomputed here in float64: position interpolation
+(Chen et al. 2023), NTK-aware and dynamic NTK base changes, YaRN (Peng et al. 2023). Hugging Face's own
+implementations are the oracle in test_rope_scaling_hf.py.
 
 The expected values are written from the published formulas, not from freqs.py, so a slip in either shows.
 """

@@ -1,4 +1,5 @@
-"""``ropebench bench``: the Typer commands ``rope`` and ``train`` (``bench_app``, mounted by the main CLI)."""
+"""``ropebench bench``: the Typer commands ``rope``, ``train``, ``eval``, ``all`` and ``report`` (``bench_app``, mounted
+by the main CLI)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import typer
 from ropebench.errors import user_errors
 
 bench_app = typer.Typer(
-    help="Benchmarks: RoPE kernels vs the bandwidth floor; training-step cost per encoding.",
+    help="Benchmarks: RoPE kernels vs the bandwidth floor; training-step and evaluation cost per encoding.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -76,7 +77,7 @@ def train(
     warmup: int = typer.Option(-1, help="Untimed warm-up steps (-1: 10 on CUDA, 2 on CPU)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also time the whole model compiled."),
     peak_tflops: float = typer.Option(
-        989.0, help="Peak FLOP/s for MFU, in TFLOP/s (H100 SXM bf16 dense: 989)."
+        0.0, help="Peak FLOP/s for MFU, in TFLOP/s (0: the GPU's dense bf16 peak when known, e.g. H100 989)."
     ),
     device: str = typer.Option("auto", help="auto, cuda or cpu."),
     json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
@@ -97,6 +98,67 @@ def train(
         echo=typer.echo,
     )
     _finish(result, json_path)
+
+
+@bench_app.command("eval")
+@user_errors
+def eval_cost(
+    encodings: str = typer.Option("rope,alibi", help="Comma-separated encodings, e.g. rope,alibi,t5."),
+    model: str = typer.Option("auto", help="auto (gpt2 on CUDA, tiny on CPU), gpt2 (124M shape) or tiny."),
+    train_len: int = typer.Option(0, help="Training length the multiples refer to (0: the preset's)."),
+    lengths: str = typer.Option("", help="Comma-separated evaluation lengths (default: 1x, 4x, 16x training)."),
+    tokens: int = typer.Option(0, help="Scored tokens per length (0: 2x the longest length, at least one batch)."),
+    batch_tokens: int = typer.Option(8192, help="Tokens per evaluation batch (ropebench eval uses 8192)."),
+    reps: int = typer.Option(3, help="Timed repetitions (medians)."),
+    attention: str = typer.Option("auto", help="model.attention: auto, sdpa or flex."),
+    device: str = typer.Option("auto", help="auto, cuda or cpu."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+) -> None:
+    """Evaluation tokens/s per encoding and length through ropebench's evaluation path; peak memory on CUDA."""
+    from ropebench.bench.eval_bench import bench_eval
+    from ropebench.eval.lengths import parse_lengths
+
+    result = bench_eval(
+        encodings=_split(encodings),
+        model=model,
+        train_len=train_len,
+        lengths=parse_lengths(lengths, 1) if lengths else None,
+        n_tokens=tokens,
+        batch_tokens=batch_tokens,
+        reps=reps,
+        attention=attention,
+        device=device,
+        echo=typer.echo,
+    )
+    _finish(result, json_path)
+
+
+@bench_app.command("all")
+@user_errors
+def run_everything(
+    out: Path = typer.Option(Path("results/kernels"), help="Directory for the JSON files and tables.md."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny shapes on the CPU: checks the plumbing only."),
+    tests: bool = typer.Option(True, "--tests/--no-tests", help="Run the CUDA correctness tests first."),
+    only: str = typer.Option("", help="Comma-separated step names to run (default: all)."),
+) -> None:
+    """Every GPU measurement of results/kernels/NOTES.md: JSON per step, tables.md, gpu_check_<gpu>.json."""
+    from ropebench.bench.suite import run_all
+
+    summary = run_all(out, smoke=smoke, tests=tests, only=_split(only), echo=typer.echo)
+    if any(not s["status"].startswith(("ok", "skipped")) for s in summary["steps"].values()):
+        raise typer.Exit(1)
+
+
+@bench_app.command("report")
+@user_errors
+def report(directory: Path = typer.Argument(Path("results/kernels"), help="Directory of benchmark JSONs.")) -> None:
+    """(Re)write DIRECTORY/tables.md from the benchmark JSON files in it."""
+    from ropebench.bench.report import write_tables
+    from ropebench.errors import UserError
+
+    if not directory.is_dir():
+        raise UserError(f"'{directory}' is not a directory of benchmark JSON files")
+    typer.echo(f"wrote {write_tables(directory)}")
 
 
 def run_rope(argv: list[str] | None = None) -> None:

@@ -38,6 +38,10 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def parse_shape(text: str) -> tuple[int, int, int, int]:
     """'B,S,H,D' -> a tuple of four positive ints."""
     try:
@@ -142,7 +146,7 @@ def bench_rope(
         echo(CPU_NOTE)
     bandwidth = copy_bandwidth(dev)
     echo(
-        f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}; copy bandwidth "
+        f"device: {device_name(dev)}; copy bandwidth "
         f"{bandwidth / 1e9:.0f} GB/s (read + write); dtype {dtype}, pairing {pairing}, layout {layout}"
     )
     rows = []
@@ -194,7 +198,9 @@ def bench_rope(
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return {
+        "bench": "rope",
         "device": str(dev),
+        "device_name": device_name(dev),
         "copy_bandwidth_bytes_per_s": bandwidth,
         "dtype": dtype,
         "pairing": pairing,

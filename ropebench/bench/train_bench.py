@@ -17,13 +17,12 @@ from collections.abc import Callable
 import torch
 from omegaconf import OmegaConf
 
-from ropebench.bench.rope_bench import pick_device
+from ropebench.bench.rope_bench import device_name, pick_device
 from ropebench.config import ModelConfig
 from ropebench.errors import UserError, choose
 from ropebench.rope import backends
-from ropebench.train import PEAK_BF16
+from ropebench.run.trainer import peak_flops as known_peak_flops
 
-H100_BF16_PEAK = PEAK_BF16["H100"]
 # name: (model config, batch size, sequence length, vocabulary)
 PRESETS = {
     "gpt2": (dict(name="gpt2", n_layer=12, n_head=12, n_embd=768), 16, 1024, 50257),
@@ -76,6 +75,7 @@ def time_steps(
     warmup: int,
     compile_model: bool,
     device: torch.device,
+    compile_backend: str = "inductor",
 ) -> tuple[float, float]:
     """Median ms per training step and FLOPs per token for one encoding."""
     from ropebench.model import GPT
@@ -85,7 +85,7 @@ def time_steps(
     fpt = model.flops_per_token(seq_len)
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
-    step_model = torch.compile(model) if compile_model else model
+    step_model = torch.compile(model, backend=compile_backend) if compile_model else model
     tokens = torch.randint(0, vocab, (batch_size, seq_len + 1), device=device)
     x, y = tokens[:, :-1], tokens[:, 1:]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
@@ -118,11 +118,15 @@ def bench_train(
     steps: int = 0,
     warmup: int = -1,
     compile_model: bool = False,
-    peak_flops: float = H100_BF16_PEAK,
+    peak_flops: float = 0.0,
     device: str = "auto",
     echo: Callable[[str], object] = print,
+    compile_backend: str = "inductor",
 ) -> dict:
-    """Time training steps per encoding, eager (and compiled with ``compile_model``); returns the rows."""
+    """Time training steps per encoding, eager (and compiled with ``compile_model``); returns the rows.
+
+    ``peak_flops`` 0 means the GPU's dense bf16 peak when ropebench knows it (no MFU otherwise);
+    ``compile_backend`` other than inductor (e.g. eager) only checks the compiled plumbing quickly."""
     dev = pick_device(device)
     preset = choose("model preset", model, ("auto", *PRESETS))
     if preset == "auto":
@@ -134,8 +138,9 @@ def bench_train(
     for name, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--steps", steps)):
         if value <= 0:
             raise UserError(f"{name} must be positive, got {value}")
-    if not peak_flops > 0:
-        raise UserError(f"--peak-tflops must be positive, got {peak_flops / 1e12}")
+    if peak_flops < 0:
+        raise UserError(f"--peak-tflops must be positive (or 0: the GPU's known peak), got {peak_flops / 1e12}")
+    peak = known_peak_flops(dev, peak_flops / 1e12)
     model_cfg = OmegaConf.structured(ModelConfig(**arch))
     precision = "bf16 autocast, fused AdamW" if dev.type == "cuda" else "fp32"
     encodings = encodings or default_encodings(dev)
@@ -158,7 +163,8 @@ def bench_train(
         mode_rows = []
         for spec in encodings:
             ms, fpt = time_steps(
-                spec, model_cfg, batch_size, seq_len, vocab, steps, warmup, mode == "compiled", dev
+                spec, model_cfg, batch_size, seq_len, vocab, steps, warmup, mode == "compiled", dev,
+                compile_backend,
             )
             _free(dev, mode == "compiled")
             tokens_per_s = batch_size * seq_len / (ms * 1e-3)
@@ -169,26 +175,27 @@ def bench_train(
                     "ms_per_step": ms,
                     "tokens_per_s": tokens_per_s,
                     "ratio_to_nope": None,
-                    "mfu": fpt * tokens_per_s / peak_flops,
+                    "mfu": fpt * tokens_per_s / peak if peak else None,
                 }
             )
         nope = [r["ms_per_step"] for r in mode_rows if r["encoding"] == "nope"]
         for r in mode_rows:
             r["ratio_to_nope"] = r["ms_per_step"] / nope[0] if nope else None
             ratio = f"{r['ratio_to_nope']:.3f}" if nope else "-"
-            echo(
-                f"  {r['encoding']:<16}{r['ms_per_step']:>9.2f}{r['tokens_per_s']:>12.0f}"
-                f"{ratio:>8}{r['mfu']:>7.1%}"
-            )
+            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+            echo(f"  {r['encoding']:<16}{r['ms_per_step']:>9.2f}{r['tokens_per_s']:>12.0f}{ratio:>8}{mfu:>7}")
         rows += mode_rows
     return {
+        "bench": "train",
         "device": str(dev),
+        "device_name": device_name(dev),
+        "compile_backend": compile_backend if compile_model else None,
         "model": preset,
         "batch_size": batch_size,
         "seq_len": seq_len,
         "steps": steps,
         "warmup": warmup,
-        "peak_flops": peak_flops,
+        "peak_flops": peak,
         "torch": torch.__version__,
         "rows": rows,
     }

@@ -6,11 +6,14 @@ plus one YAML in ``conf/pe/`` -- nothing else changes.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass
 
-from ropebench.errors import choose
+from omegaconf import OmegaConf
+
+from ropebench.errors import UserError, choose
 from ropebench.pe.base import PEConfig, PositionEncoding
 
 
@@ -25,13 +28,22 @@ _DISCOVERED = False
 
 
 def register(name: str, config_cls: type[PEConfig]):
-    """Class decorator: make an encoding available as ``pe=<name>``."""
+    """Class decorator: make an encoding available as ``pe=<name>``. A name already taken is refused: a silent
+    overwrite would make ``pe=<name>`` run whichever module happened to be imported last."""
 
     def wrap(cls: type[PositionEncoding]) -> type[PositionEncoding]:
+        taken = _REGISTRY.get(name)
+        if taken is not None and taken != Entry(cls, config_cls):
+            raise UserError(f"encoding name '{name}' is already registered by {_qualified(taken.cls)}; "
+                            f"{_qualified(cls)} must use another name")
         _REGISTRY[name] = Entry(cls, config_cls)
         return cls
 
     return wrap
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def registry() -> dict[str, Entry]:
@@ -47,6 +59,9 @@ def registry() -> dict[str, Entry]:
 def build(cfg, *, n_embd: int, n_head: int, train_seq_len: int) -> PositionEncoding:
     """Instantiate the encoding named by ``cfg.name`` from its config node."""
     entry = registry()[choose("encoding (pe)", cfg.name, registry())]
+    if any(f.name not in cfg for f in dataclasses.fields(entry.config_cls)):
+        # A run recorded before a setting existed (e.g. kerple's `init`): that setting takes its default.
+        cfg = OmegaConf.merge(OmegaConf.structured(entry.config_cls), cfg)
     return entry.cls(cfg, n_embd=n_embd, n_head=n_head, train_seq_len=train_seq_len)
 
 

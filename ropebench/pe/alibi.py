@@ -38,9 +38,6 @@ class ALiBi(PositionEncoding):
         super().__init__(cfg, **dims)
         self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
 
-    def has_bias(self):
-        return True
-
     def bias(self, T, device):
         pos = torch.arange(T, device=device, dtype=torch.float32)
         relative = pos[None, :] - pos[:, None]  # j - i: zero on the diagonal, negative into the past

@@ -7,7 +7,12 @@ Position enters a decoder at one of three points, and an encoding overrides only
 * ``bias``   -- added to the attention logits (T5, ALiBi, KERPLE, FIRE), as a dense ``(H, T, T)`` tensor for
   SDPA or as a FlexAttention ``score_mod`` that never materialises it.
 
-The model calls all hooks unconditionally; the defaults are the identity, so NoPE is the base class itself.
+The defaults are the identity, so NoPE is the base class itself. What an encoding can do is declared here, on
+the class, never guessed from its name: ``has_bias()`` (it overrides ``bias``), ``uses_value_hooks()`` (the model
+calls ``value`` / ``output`` only then), ``supports_rope_scaling`` (``set_scaling`` takes a Hugging Face-style
+``rope_scaling`` dict), and ``decay_params()`` (the rotary width and base for RoFormer's long-term-decay bound).
+
+An encoding initialises its own parameters in its constructor; the model never re-initialises them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class PEConfig:
 class PositionEncoding(nn.Module):
     #: where the encoding enters: "embedding", "qk", "bias" or "none" (documentation and reports)
     kind: str = "none"
+    #: True when the encoding has ``set_scaling(rope_scaling: dict | None)`` (evaluation-time RoPE extension)
+    supports_rope_scaling: bool = False
 
     def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int):
         super().__init__()
@@ -57,15 +64,27 @@ class PositionEncoding(nn.Module):
         """Attention output per head, (B, H, T, D), before heads are merged. Identity by default."""
         return y
 
+    def uses_value_hooks(self) -> bool:
+        """Whether ``value`` / ``output`` do anything; the model skips both calls in every layer otherwise.
+        By default: whether the subclass overrides either of them."""
+        cls = type(self)
+        return cls.value is not PositionEncoding.value or cls.output is not PositionEncoding.output
+
     def has_bias(self) -> bool:
-        return False
+        """Whether the encoding adds a logit bias; by default, whether the subclass overrides ``bias``."""
+        return type(self).bias is not PositionEncoding.bias
+
+    def decay_params(self) -> tuple[int, float] | None:
+        """(rotary_dim, base) of a rotary encoding, for RoFormer's long-term-decay bound; None for the others."""
+        return None
 
     def bias(self, T: int, device: torch.device) -> Tensor | None:
         """Additive logit bias for query i and key j, shape (H, T, T), fp32, causal mask not included."""
         return None
 
     def score_mod(self, T: int, device: torch.device) -> Callable | None:
-        """The same bias as a FlexAttention score_mod ``f(score, b, h, q_idx, kv_idx)``, or None."""
+        """The same bias as a FlexAttention score_mod ``f(score, b, h, q_idx, kv_idx)``, or None when the encoding
+        only has the dense ``bias`` (the model then uses the dense bias with SDPA)."""
         return None
 
     def extra_repr(self) -> str:

@@ -2,10 +2,15 @@
 
     b_h(i, j) = MLP(psi(i - j) / psi(max(L, i)))_h,    psi(x) = log(c x + 1),
 
-an MLP 1 -> 32 -> heads with ReLU, learned c (init 0.1) and threshold L (init 512). Dividing by psi of the
-query position maps every distance into [0, 1] whatever the length -- the "progressive interpolation" that
-lets a model trained at L_train see familiar inputs at longer lengths. Built once per forward, shared by all
-layers (like T5's bias).
+an MLP 1 -> 32 -> heads with ReLU, learned c (init 0.1) and threshold L. Dividing by psi of the query position
+maps every distance into [0, 1] whatever the length -- the "progressive interpolation" that lets a model
+trained at L_train see familiar inputs at longer lengths. Built once per forward, shared by all layers (like
+T5's bias).
+
+L starts at the training length (``init_L: 0``). A larger L (512, say, with a 64-token training length)
+would keep psi(max(L, i)) = psi(L) at every training position, so training would only show the MLP inputs in
+[0, psi(L_train)/psi(L)] while evaluation past L reaches 1: the interpolation the method relies on would not
+happen. The MLP keeps PyTorch's default Linear init; the model does not re-initialise it.
 """
 
 import math
@@ -25,7 +30,8 @@ class FireConfig(PEConfig):
     name: str = "fire"
     mlp_width: int = 32
     init_c: float = 0.1
-    init_L: float = 512.0
+    # Initial threshold L; 0 means the training length.
+    init_L: float = 0.0
 
 
 # psi(max(L, i)) >= log(1 + c L) > 0 for positive c and L; the floor only guards against c underflowing to 0.
@@ -47,10 +53,10 @@ class Fire(PositionEncoding):
         super().__init__(cfg, **dims)
         if cfg.mlp_width <= 0:
             raise UserError(f"pe.mlp_width must be a positive integer, got {cfg.mlp_width}")
-        for key in ("init_c", "init_L"):
-            value = getattr(cfg, key)
-            if not (value > 0 and math.isfinite(value)):
-                raise UserError(f"pe.{key} must be a positive number, got {value}")
+        if not (cfg.init_c > 0 and math.isfinite(cfg.init_c)):
+            raise UserError(f"pe.init_c must be a positive number, got {cfg.init_c}")
+        if not (cfg.init_L >= 0 and math.isfinite(cfg.init_L)):
+            raise UserError(f"pe.init_L must be a positive number, or 0 for the training length, got {cfg.init_L}")
         self.fc1 = nn.Linear(1, cfg.mlp_width)
         self.fc2 = nn.Linear(cfg.mlp_width, self.n_head)
         # c > 0 through softplus: psi(x) = log(c x + 1) needs c x + 1 > 0, and softplus keeps a gradient at
@@ -59,11 +65,8 @@ class Fire(PositionEncoding):
         # L = init_L * exp(log_L_scale), positive by construction. Learning the log of a multiplier, not L
         # itself, because L is in the hundreds: an optimiser step of ~lr on a raw L would never move it, while
         # a step on its log changes it by a relative amount.
-        self.init_L = float(cfg.init_L)
+        self.init_L = float(cfg.init_L or self.train_seq_len)
         self.log_L_scale = nn.Parameter(torch.zeros(()))
-
-    def has_bias(self):
-        return True
 
     def c_and_L(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The learned scalars (c, L), float32, both positive."""

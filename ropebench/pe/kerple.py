@@ -1,6 +1,16 @@
 """KERPLE (Chi et al. 2022), logarithmic variant: logit bias -p_h * log(1 + a_h * |i - j|), a_h, p_h > 0.
 
-Both parameters are learned per head and start at 1 (random initialisation was unstable in NeMo's port).
+Both parameters are learned per head. They start as in the authors' code (the KERPLE repository's
+``ParallelKerpleLog``): p_h ~ U(0, 2) and a_h ~ U(0, 1), floored at 0.01 (``init: uniform``); ``init: constant``
+starts every head at ``init_p`` / ``init_a`` instead (NeMo's port uses ones).
+
+Positivity: the authors keep a and p positive by clamping the stored values to >= 0.01 before every forward
+pass. Here a and p are ``softplus`` of unconstrained parameters instead: positive for every raw value, a gradient
+everywhere, and no parameter written inside ``forward`` (a hidden side effect under ``torch.compile``, in
+no-grad evaluation and in the FlexAttention ``score_mod`` that captures a and p). The initial values are the
+authors'; the optimiser path differs: a step moves a by sigmoid(raw_a) times what it would move a itself, and
+a value may go below 0.01 (never to 0).
+
 Like T5's bias it is built once per forward and shared by every layer. Only the log variant is implemented;
 the power variant (-a |i - j|^p) would be another ``variant`` value here.
 """
@@ -17,20 +27,26 @@ from ropebench.pe import register
 from ropebench.pe.base import PEConfig, PositionEncoding
 
 VARIANTS = ("log",)
+INITS = ("uniform", "constant")
+# The authors' floor (their eps), applied to the initial values.
+MIN_INIT = 0.01
 
 
 @dataclass
 class KerpleConfig(PEConfig):
     name: str = "kerple"
     variant: str = "log"
-    # Initial a_h and p_h (the paper and NeMo: ones).
+    # uniform: a_h ~ U(0, init_a), p_h ~ U(0, init_p), floored at 0.01 (the authors'); constant: a_h = init_a, ...
+    init: str = "uniform"
     init_a: float = 1.0
-    init_p: float = 1.0
+    init_p: float = 2.0
 
 
-def _softplus_inverse(y: float) -> float:
-    # softplus(x) = log(1 + e^x)  =>  x = log(e^y - 1); expm1 keeps it accurate for small y.
-    return math.log(math.expm1(y))
+def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
+    """float32 x with softplus(x) = y, computed in float64: x = log(e^y - 1) = y + log(1 - e^-y), a form that
+    neither overflows for large y nor loses digits for small y."""
+    y = y.double()
+    return (y + torch.log(-torch.expm1(-y))).float()
 
 
 @register("kerple", KerpleConfig)
@@ -40,18 +56,20 @@ class Kerple(PositionEncoding):
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
         choose("kerple variant", cfg.variant, VARIANTS)
+        choose("kerple init", cfg.init, INITS)
         for key in ("init_a", "init_p"):
             value = getattr(cfg, key)
             if not (value > 0 and math.isfinite(value)):
                 raise UserError(f"pe.{key} must be a positive number, got {value}")
-        # Positivity through a softplus reparameterisation rather than a clamp: a clamp (the original code
-        # clamps .data to eps every step) has zero gradient at the bound, so a head that hits it stays stuck;
-        # softplus is positive for every raw value and always passes a gradient.
-        self.raw_a = nn.Parameter(torch.full((self.n_head,), _softplus_inverse(cfg.init_a)))
-        self.raw_p = nn.Parameter(torch.full((self.n_head,), _softplus_inverse(cfg.init_p)))
+        p0 = self._initial(cfg.init_p)  # p drawn first, as in the authors' code
+        self.raw_a = nn.Parameter(_softplus_inverse(self._initial(cfg.init_a)))
+        self.raw_p = nn.Parameter(_softplus_inverse(p0))
 
-    def has_bias(self):
-        return True
+    def _initial(self, scale: float) -> torch.Tensor:
+        """(H,) starting values: U(0, scale) floored at 0.01, or the constant ``scale``."""
+        if self.cfg.init == "constant":
+            return torch.full((self.n_head,), float(scale))
+        return (torch.rand(self.n_head) * scale).clamp(min=MIN_INIT)
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, p), each (H,) float32 and positive."""

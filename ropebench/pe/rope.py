@@ -34,6 +34,7 @@ class RopeConfig(PEConfig):
 @register("rope", RopeConfig)
 class RoPE(PositionEncoding):
     kind = "qk"
+    supports_rope_scaling = True
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -48,6 +49,15 @@ class RoPE(PositionEncoding):
         self.scaling: dict | None = None
         self._tables: dict = {}
         self._backend = None
+        # Plain attributes for the per-layer hot path: torch.compile cannot trace an OmegaConf lookup.
+        self.pairing = str(cfg.pairing)
+        self.rotate_values = bool(cfg.rotate_values)
+
+    def decay_params(self):
+        return self.rotary_dim, float(self.cfg.base)
+
+    def uses_value_hooks(self):
+        return self.rotate_values
 
     def set_scaling(self, rope_scaling: dict | None) -> None:
         """Stretch the frequencies (evaluation-time context extension); None restores plain RoPE."""
@@ -70,12 +80,12 @@ class RoPE(PositionEncoding):
         if self._backend is None:
             self._backend = backends.resolve(self.cfg.backend, q.device)
         cos, sin = self.tables(pos.shape[0], q.device)
-        return self._backend.apply(q, k, cos, sin, self.cfg.pairing)
+        return self._backend.apply(q, k, cos, sin, self.pairing)
 
     def value(self, v, pos):
-        if not self.cfg.rotate_values:
+        if not self.rotate_values:
             return v
         from ropebench.rope.reference import rotate
 
         cos, sin = self.tables(pos.shape[0], v.device)
-        return rotate(v, cos, sin, self.cfg.pairing)
+        return rotate(v, cos, sin, self.pairing)

@@ -39,10 +39,12 @@ class Sinusoidal(PositionEncoding):
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
         self._cache: tuple[int, torch.device, torch.Tensor] | None = None
+        # Plain floats for the hot path: torch.compile cannot trace an OmegaConf lookup.
+        self.base, self.scale = float(cfg.base), float(cfg.scale)
 
     def embed(self, x, pos):
         T = pos.shape[0]
         if self._cache is None or self._cache[0] < T or self._cache[1] != x.device:
-            table = sinusoidal_table(torch.arange(T, device=x.device), self.n_embd, self.cfg.base)
+            table = sinusoidal_table(torch.arange(T, device=x.device), self.n_embd, self.base)
             self._cache = (T, x.device, table)
-        return x + (self.cfg.scale * self._cache[2][pos]).to(x.dtype)
+        return x + (self.scale * self._cache[2][pos]).to(x.dtype)

@@ -53,6 +53,9 @@ def xpos_max_len(head_dim: int, scale_base: float, dtype: torch.dtype = torch.fl
 @register("xpos", XPosConfig)
 class XPos(PositionEncoding):
     kind = "qk"
+    # No set_scaling: stretching RoPE's frequencies would leave the xPos decay (in positions / scale_base) as
+    # trained, a combination no paper defines -- so evaluation-time rope_scaling is refused for xPos runs.
+    supports_rope_scaling = False
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -66,11 +69,20 @@ class XPos(PositionEncoding):
         # log zeta in float64: the exponent (p / scale_base) * log zeta is formed once, then exp'd in fp32.
         self._log_zeta = xpos_zeta(self.head_dim).log()
         self._tables: dict = {}
+        self.rotary_dim = self.head_dim  # every channel pair rotates (and decays)
+        # Plain values for the hot path: torch.compile cannot trace an OmegaConf lookup.
+        self.pairing, self.base, self.scale_base = str(cfg.pairing), float(cfg.base), float(cfg.scale_base)
+        self._limits = {dtype: xpos_max_len(self.head_dim, self.scale_base, dtype)
+                        for dtype in (torch.float32, torch.float16)}
+
+    def decay_params(self):
+        # RoFormer's bound is for the rotation alone; xPos multiplies it by zeta^(distance / scale_base).
+        return self.rotary_dim, self.base
 
     def max_len(self):
         # The model refuses longer inputs with a one-line UserError (and evaluation records "not applicable")
         # instead of producing inf/NaN. fp32 and bf16 share this range; fp16 is checked in qk.
-        return xpos_max_len(self.head_dim, self.cfg.scale_base)
+        return self._limits[torch.float32]
 
     def _apply(self, fn, *args, **kwargs):
         self._tables = {}  # tables follow the module's device
@@ -80,13 +92,13 @@ class XPos(PositionEncoding):
         """(cos_q, sin_q, cos_k, sin_k), each (T, D/2) float32: RoPE tables times the xPos factors."""
         key = (T, device)
         if key not in self._tables:
-            inv_freq, _ = rope_inv_freq(self.head_dim, self.cfg.base)
+            inv_freq, _ = rope_inv_freq(self.head_dim, self.base)
             cos, sin = rope_tables(inv_freq, torch.arange(T, device=device))
             # Centre the positions, as torchscale does: only n - m reaches the score, so any shift cancels
             # exactly, and centring halves the largest exponent each factor carries (|p| <= T/2 instead of T),
             # which keeps the shrinking factor out of fp32's subnormals and the growing one far from overflow.
             centred = torch.arange(T, dtype=torch.float64) - (T // 2)
-            exponent = (centred[:, None] / self.cfg.scale_base) * self._log_zeta[None, :]
+            exponent = (centred[:, None] / self.scale_base) * self._log_zeta[None, :]
             with torch.autocast(device_type=device.type, enabled=False):
                 scale_q = exponent.exp().to(device=device, dtype=torch.float32)
                 scale_k = (-exponent).exp().to(device=device, dtype=torch.float32)
@@ -95,8 +107,8 @@ class XPos(PositionEncoding):
 
     def qk(self, q, k, pos):
         T = pos.shape[0]
-        if q.dtype == torch.float16 and T > xpos_max_len(self.head_dim, self.cfg.scale_base, torch.float16):
-            limit = xpos_max_len(self.head_dim, self.cfg.scale_base, torch.float16)
+        limit = self._limits[torch.float16]
+        if q.dtype == torch.float16 and T > limit:
             raise UserError(f"xpos at length {T} overflows float16 (limit {limit}); use bfloat16 or float32")
         cos_q, sin_q, cos_k, sin_k = self.tables(T, q.device)
-        return rotate(q, cos_q, sin_q, self.cfg.pairing), rotate(k, cos_k, sin_k, self.cfg.pairing)
+        return rotate(q, cos_q, sin_q, self.pairing), rotate(k, cos_k, sin_k, self.pairing)

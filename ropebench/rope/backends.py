@@ -33,6 +33,11 @@ _BACKENDS: dict[str, Backend] = {}
 
 
 def register_backend(backend: Backend) -> None:
+    """Add a backend; a name already taken by a different backend is refused rather than silently replaced."""
+    taken = _BACKENDS.get(backend.name)
+    if taken is not None and taken != backend:
+        raise UserError(f"rope backend name '{backend.name}' is already registered (by "
+                        f"{taken.apply.__module__}); register the new one under another name")
     _BACKENDS[backend.name] = backend
 
 

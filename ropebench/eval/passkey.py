@@ -1,0 +1,155 @@
+"""Passkey retrieval scoring: exact-match accuracy of the 5 greedily decoded digits by length and key depth,
+and the effective context as PI (Chen et al., arXiv 2306.15595: >= 20%) and YaRN (Peng et al.,
+arXiv 2309.00071: >= 80%) define it.
+
+The sequences come from ``ropebench.passkey_task``; the loop around one length (config, model, scaling,
+statuses, the merge after every length) is ``ropebench.eval.runner``'s.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+
+from ropebench.errors import UserError
+from ropebench.eval.runner import Probe, Session, Table, missing_cells, run_probe
+from ropebench.passkey_task import N_DIGITS, check_depth, check_length, sample_batch
+from ropebench.progress import console
+from ropebench.run.rundir import PASSKEY_CSV, RunDir
+
+CSV_NAME = PASSKEY_CSV
+THRESHOLDS = {"pi": 0.2, "yarn": 0.8}  # effective context as PI (>= 20%) and YaRN (>= 80%) define it
+COLUMNS = ("pe", "train_seq_len", "eval_len", "depth", "rope_scaling", "rope_factor", "rope_scale", "trials",
+           "correct", "accuracy", "status")
+KEY = ("eval_len", "depth", "rope_scaling")
+PASSKEY_TABLE = Table(PASSKEY_CSV, COLUMNS, KEY, ("rope_scaling", "eval_len", "depth"))
+DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_MULTIPLES = (1, 2, 4, 8)
+
+
+def parse_depths(text: str | None) -> list[float]:
+    if not text:
+        return list(DEFAULT_DEPTHS)
+    depths = []
+    for item in text.split(","):
+        try:
+            value = float(item.strip())
+        except ValueError:
+            raise UserError(f"passkey depth '{item.strip()}' is not a number; use fractions such as "
+                            "0,0.25,0.5,0.75,1") from None
+        depths.append(check_depth(value))
+    return sorted(set(depths))
+
+
+def _cell_generator(length: int, depth: float) -> torch.Generator:
+    # Seeded by the cell alone: every run, scaling and re-run sees the same keys at (length, depth).
+    return torch.Generator().manual_seed(zlib.crc32(f"passkey:{length}:{depth:.6f}".encode()))
+
+
+@torch.no_grad()
+def count_correct(model, length: int, depth: float, trials: int, device, batch_tokens: int) -> int:
+    """How many of ``trials`` sequences get all 5 answer digits right, decoding greedily."""
+    from ropebench.data import VOCAB_SIZE
+
+    rows = sample_batch(trials, length, _cell_generator(length, depth), depths=[depth] * trials)
+    correct = 0
+    for chunk in rows.split(max(1, batch_tokens // length)):
+        ids = chunk[:, : length + 1 - N_DIGITS].to(device)
+        for _ in range(N_DIGITS):  # greedy, teacher-free: each digit is the argmax given the digits generated
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits, _ = model(ids)
+            ids = torch.cat([ids, logits[:, -1, :VOCAB_SIZE].argmax(-1, keepdim=True)], dim=1)
+        answer = chunk[:, -N_DIGITS:].to(device)
+        correct += int((ids[:, -N_DIGITS:] == answer).all(dim=1).sum())
+    return correct
+
+
+class PasskeyProbe(Probe):
+    """Accuracy at one length, one row per depth. Dynamic NTK follows the current input while decoding
+    (length - 4 to length - 1 tokens); ``rope_scale`` records it at the length."""
+
+    table = PASSKEY_TABLE
+    label = "passkey"
+
+    def __init__(self, depths=DEFAULT_DEPTHS, trials: int = 32, batch_tokens: int = 16384):
+        self.depths, self.trials, self.batch_tokens = list(depths), trials, batch_tokens
+
+    def cells(self, length: int) -> list[dict]:
+        return [{"depth": depth, "trials": self.trials, "correct": "", "accuracy": ""} for depth in self.depths]
+
+    def measure(self, session: Session, length: int, rows: list[dict], meter) -> list[tuple[Table, list]]:
+        meter.total(len(rows))
+        for row in rows:
+            correct = count_correct(session.model, length, row["depth"], self.trials, session.device,
+                                    self.batch_tokens)
+            row.update(correct=correct, accuracy=correct / self.trials, status="ok")
+            meter.advance()
+        return []
+
+    def summary(self, rows: list[dict]) -> str:
+        return f"accuracy {sum(r['accuracy'] for r in rows) / len(rows):.3f} over {len(rows)} depth(s)"
+
+
+def _checked(cfg, lengths, depths, trials: int) -> tuple[list[int], list[float]]:
+    """Every argument checked before any work, so a bad value never leaves half a result."""
+    train_len = int(cfg.train.seq_len)
+    lengths = sorted(set(lengths or [m * train_len for m in DEFAULT_MULTIPLES]))
+    for length in lengths:
+        check_length(length)
+    depths = sorted({check_depth(d) for d in (DEFAULT_DEPTHS if depths is None else depths)})
+    if not depths:
+        raise UserError("no passkey depths given; use fractions such as 0,0.25,0.5,0.75,1")
+    if trials <= 0:
+        raise UserError(f"passkey trials must be a positive integer, got {trials}")
+    return lengths, depths
+
+
+def passkey_accuracy(run_dir, lengths: list[int] | None = None, depths: list[float] | None = None,
+                     trials: int = 32, rope_scaling: dict | None = None, device: str | None = None,
+                     batch_tokens: int = 16384, log=None, model=None, only_missing: bool = False) -> list[dict]:
+    """Exact-match passkey accuracy of a finished run at each (length, depth), default 1x, 2x, 4x, 8x the
+    training length at 5 depths; merged into RUN/passkey.csv. RoPE scaling is resolved per length as in
+    eval-length. ``only_missing``: only the cells that have no result yet for this scaling."""
+    session = Session(run_dir, log or console.print)
+    lengths, depths = _checked(session.cfg, lengths, depths, trials)
+    probe = PasskeyProbe(depths, trials, batch_tokens)
+    return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
+
+
+def missing_passkey_cells(run_dir, lengths: list[int] | None = None,
+                          depths: list[float] | None = None) -> list[tuple[int, float]]:
+    """The wanted (length, depth) cells (default as ``passkey_accuracy``) that have no unscaled row in
+    RUN/passkey.csv; a row that records an error counts as missing."""
+    run = RunDir(run_dir)
+    lengths, depths = _checked(run.read_config(), lengths, depths, 1)
+    missing = missing_cells(run, PasskeyProbe(depths), lengths)
+    return [(length, cell["depth"]) for length, cells in missing.items() for cell in cells]
+
+
+def effective_context(rows: list[dict], threshold: float) -> int | None:
+    """Longest evaluated L such that at every evaluated length <= L the accuracy averaged over depths is
+    >= threshold (PI: 0.2, YaRN: 0.8); None when even the shortest fails. Rows of one run and one scaling.
+    A length that could not be evaluated (not applicable, error) counts as a failure."""
+    if not 0 < threshold <= 1:
+        raise UserError(f"effective-context threshold must be in (0, 1], got {threshold}")
+    by_len: dict[int, list[float]] = {}
+    for r in rows:
+        acc = r.get("accuracy")
+        ok = r.get("status") == "ok" and acc not in ("", None) and math.isfinite(float(acc))
+        by_len.setdefault(int(r["eval_len"]), []).append(float(acc) if ok else math.nan)
+    best = None
+    for length in sorted(by_len):
+        accs = by_len[length]
+        if any(math.isnan(a) for a in accs) or sum(accs) / len(accs) < threshold:
+            break
+        best = length
+    return best
+
+
+def effective_contexts(rows: list[dict]) -> dict[str, dict[str, int | None]]:
+    """Per rope_scaling label: {"pi": L, "yarn": L}."""
+    labels = sorted({str(r["rope_scaling"]) for r in rows})
+    return {label: {name: effective_context([r for r in rows if str(r["rope_scaling"]) == label], t)
+                    for name, t in THRESHOLDS.items()} for label in labels}

@@ -1,0 +1,247 @@
+"""The probe runner: everything an evaluation of a finished run shares, whatever it measures.
+
+A *probe* (perplexity, passkey retrieval) measures one evaluation length. The runner does the rest, once:
+
+* reads the run's config (``RunDir.read_config``) and loads its model, each once;
+* refuses ``--rope-scaling`` unless the encoding declares it (``supports_rope_scaling``);
+* per length, resolves the RoPE scaling (``freqs.scaling_for_length``) and records it in every row;
+* records a length it cannot measure instead of failing: ``not_applicable`` (past the encoding's ``max_len``),
+  the probe's own reason (e.g. ``no_document``), or ``error: Type: message`` for a ``RuntimeError`` or
+  ``MemoryError`` (an out-of-memory at one length; an empty message gives ``error: Type``) -- the other
+  lengths go on;
+* merges each length's rows into the run directory as soon as they exist (``RunDir.merge_rows``: atomic and
+  locked, so a later failure or a concurrent command never loses a row);
+* restores the unscaled encoding whatever happens.
+
+``missing_cells`` says which rows a run does not have yet, so that a relaunch evaluates only those.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from rich.markup import escape
+
+from ropebench.errors import UserError
+from ropebench.progress import console, progress_bar
+from ropebench.rope.freqs import scaling_for_length
+from ropebench.run.rundir import FINAL, WEIGHTS, RunDir
+
+
+@dataclass(frozen=True)
+class Table:
+    """One result CSV of a run directory: file name, columns, the key that identifies a row, the sort order."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    order: tuple[str, ...]
+
+    def sort_key(self, row: dict) -> tuple:
+        return tuple(_sortable(row.get(column, "")) for column in self.order)
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _sortable(value) -> tuple:
+    # Numbers by value, then text: a damaged cell sorts last instead of raising in the middle of a merge.
+    number = _number(value)
+    return (0, number, "") if number is not None else (1, 0.0, str(value))
+
+
+def _identity(row: dict, key: Iterable[str]) -> tuple:
+    # "64" read back from a CSV and 64 about to be written are one key; so are "0.0" and 0.
+    return tuple(_number(row.get(k)) if _number(row.get(k)) is not None else str(row.get(k, "")) for k in key)
+
+
+class Session:
+    """A finished run opened for evaluation: its config read once, its model loaded once."""
+
+    def __init__(self, run_dir, log: Callable = console.print):
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.cfg = self.run.read_config()
+        self.log = log
+        self.model = None
+        self.device = None
+
+    @property
+    def train_len(self) -> int:
+        return int(self.cfg.train.seq_len)
+
+    @property
+    def pe_name(self) -> str:
+        return str(self.cfg.pe.name)
+
+    def load_model(self, device: str | None = None, model=None) -> None:
+        """The run's trained weights on ``device`` (default: the run's train.device); or a model already in
+        memory (right after training), evaluated where it is."""
+        if model is None:
+            from ropebench.rundir import resolve_device
+
+            model = load_trained_model(self.run, self.cfg, resolve_device(device or self.cfg.train.device))
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+
+
+def load_trained_model(run: RunDir, cfg, device):
+    """The model of a finished run with its final weights, in eval mode; damaged weights are one clear line."""
+    from safetensors.torch import load_model as load_weights
+
+    from ropebench.data import VOCAB_SIZE
+    from ropebench.model import GPT
+    from ropebench.run.lifecycle import resume_command
+
+    if not run.is_finished():
+        raise UserError(f"run '{run}' is unfinished (no {FINAL} / {WEIGHTS}); finish it with "
+                        f"`{resume_command(run.path)}`")
+    model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=int(cfg.train.seq_len))
+    try:
+        load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
+    except Exception as exc:
+        raise UserError(f"weights '{run / WEIGHTS}' are corrupt or do not match the config "
+                        f"({type(exc).__name__})") from None
+    return model.to(device).eval()
+
+
+class Meter:
+    """The progress of one length, in whatever units of work the probe counts (windows, depths)."""
+
+    def __init__(self, bar, task):
+        self._bar, self._task = bar, task
+
+    def total(self, n: int) -> None:
+        self._bar.update(self._task, total=n)
+
+    def advance(self, n: int = 1) -> None:
+        self._bar.advance(self._task, n)
+
+
+class Probe(abc.ABC):
+    """What one evaluation measures at one length. Subclasses set ``table`` (the CSV it writes) and ``label``
+    (the progress bar's name)."""
+
+    table: Table
+    label: str
+
+    @abc.abstractmethod
+    def cells(self, length: int) -> list[dict]:
+        """One dict per row written at ``length``: its key fields besides eval_len and rope_scaling, and its
+        result fields left empty (what a row holds when the length cannot be measured)."""
+
+    def prepare(self, session: Session) -> None:
+        """Load what every length needs (e.g. the corpus), once, after the model and only if there is work."""
+        return None
+
+    def unavailable(self, session: Session, length: int) -> str | None:
+        """Why ``length`` cannot be measured (a status such as ``no_document: ...``), or None."""
+        return None
+
+    @abc.abstractmethod
+    def measure(self, session: Session, length: int, rows: list[dict], meter: Meter) -> list[tuple[Table, list]]:
+        """Fill in ``rows`` (the scaling is applied; set ``status`` to ``ok``) and return rows for other tables."""
+
+    @abc.abstractmethod
+    def summary(self, rows: list[dict]) -> str:
+        """The log line's text for a measured length."""
+
+
+def error_status(exc: BaseException) -> str:
+    """``error: Type: first line of the message``, or ``error: Type`` when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return f"error: {type(exc).__name__}" + (f": {lines[0][:200]}" if lines else "")
+
+
+def scaling_label(rope_scaling: dict | None, train_len: int) -> str:
+    """The ``rope_scaling`` column of the rows a scaling writes (the same at every length)."""
+    return scaling_for_length(rope_scaling, train_len, train_len)[1]["rope_scaling"]
+
+
+def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str = "none") -> dict[int, list[dict]]:
+    """For each length, the cells that have no result yet under the scaling ``label``. A row that records an
+    error counts as missing, so that a relaunch retries it; not_applicable and no_document rows are results."""
+    key = probe.table.key
+    done = {_identity(row, key) for row in run.read_rows(probe.table.name, required=key)
+            if not str(row.get("status", "")).startswith("error")}
+    return {length: [cell for cell in probe.cells(length)
+                     if _identity({**cell, "eval_len": length, "rope_scaling": label}, key) not in done]
+            for length in lengths}
+
+
+def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scaling: dict | None = None,
+              only_missing: bool = False, device: str | None = None, model=None) -> list[dict]:
+    """Measure ``probe`` at each length (only the cells the run lacks, with ``only_missing``); every length's
+    rows are merged into the run directory as soon as they exist. Returns the rows written. The model is
+    loaded here (``Session.load_model``) unless the session holds one -- and not at all when nothing is missing."""
+    lengths = list(lengths)
+    if only_missing:
+        todo = missing_cells(session.run, probe, lengths, scaling_label(rope_scaling, session.train_len))
+    else:
+        todo = {length: probe.cells(length) for length in lengths}
+    todo = {length: cells for length, cells in todo.items() if cells}
+    if not todo:
+        return []
+    if session.model is None or model is not None:
+        session.load_model(device, model)
+    pe = session.model.pe
+    if rope_scaling and not pe.supports_rope_scaling:
+        raise UserError(f"--rope-scaling needs a RoPE-family run (an encoding that supports RoPE scaling); "
+                        f"{session.run} uses pe={session.pe_name}")
+    probe.prepare(session)
+    rows: list[dict] = []
+    try:
+        with progress_bar() as bar:
+            for length, cells in todo.items():
+                rows += _one_length(probe, session, length, cells, rope_scaling, bar)
+    finally:
+        if rope_scaling:
+            pe.set_scaling(None)
+    return rows
+
+
+def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], rope_scaling, bar) -> list[dict]:
+    spec, scaling = scaling_for_length(rope_scaling, length, session.train_len)
+    base = {"pe": session.pe_name, "train_seq_len": session.train_len, "eval_len": length, **scaling}
+    rows = [{**base, **cell} for cell in cells]
+    limit = session.model.pe.max_len()
+    if limit is not None and length > limit:
+        status = f"not_applicable: {session.pe_name} positions stop at max_len={limit}"
+    else:
+        status = probe.unavailable(session, length)
+    extra: list[tuple[Table, list]] = []
+    if status is None:
+        task = bar.add_task(f"{probe.label} L={length}", total=None, rate="", info=scaling["rope_scaling"])
+        try:
+            if spec is not None:
+                session.model.pe.set_scaling(spec)
+            extra = probe.measure(session, length, rows, Meter(bar, task))
+        except (RuntimeError, MemoryError) as exc:  # e.g. out of memory at one length: record it, go on
+            status = error_status(exc)
+            _free_memory(session.device)
+        finally:
+            bar.remove_task(task)
+    if status is not None:
+        for row in rows:
+            row["status"] = status
+    text = probe.summary(rows) if status is None else status
+    session.log(escape(f"  L={length:>6} {scaling['rope_scaling']:>8}: {text}"))
+    # Written after every length: a later failure never loses what was computed.
+    for table, table_rows in [(probe.table, rows), *extra]:
+        if table_rows:
+            session.run.merge_rows(table.name, table_rows, table.columns, table.key, sort_key=table.sort_key)
+    return rows
+
+
+def _free_memory(device) -> None:
+    if device is not None and device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()

@@ -1,0 +1,102 @@
+"""Checkpoints and the resume contract.
+
+A checkpoint holds what makes a continued run equal an uninterrupted one: weights, optimizer state, the data
+generator's state, torch's RNG state, the step, and the config it was trained with. It is written atomically
+(a crash mid-write keeps the previous one) and never when the loss has gone non-finite (a NaN never replaces
+the last good state); it is loaded with ``weights_only=True``, so loading never executes code from the file.
+
+What may change when a run continues: only keys that do not change what the model learns up to the checkpoint
+(``RESUMABLE``). Anything else is refused, naming each key with its old and new value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from ropebench.errors import UserError
+from ropebench.run.rundir import CHECKPOINT, atomic_write
+
+# Keys a continued run may change: how long it trains, how often it logs, evaluates and saves, where it runs,
+# and what is evaluated afterwards. Everything else is part of the experiment.
+RESUMABLE = ("train.steps", "train.log_interval", "train.eval_interval", "train.ckpt_interval", "train.eval_batches",
+             "train.device", "train.threads", "train.compile", "train.peak_tflops", "eval", "logger", "resume",
+             "sweep_name", "data.cache_dir")
+
+
+def _flatten(node, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        out: dict[str, object] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def _is_resumable(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUMABLE)
+
+
+def config_changes(saved, current, ignore_resumable: bool = True) -> list[str]:
+    """``key: old -> new`` for every key that differs between two configs (containers or DictConfigs)."""
+    def plain(c):
+        return OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else c
+
+    old, new = _flatten(plain(saved)), _flatten(plain(current))
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if ignore_resumable and _is_resumable(key):
+            continue
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            changes.append(f"{key}: {old.get(key, '<unset>')} → {new.get(key, '<unset>')}")
+    return changes
+
+
+def save(run_dir: Path, state: dict) -> None:
+    atomic_write(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state, f))
+
+
+def load(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"checkpoint '{path}' is corrupt or unreadable ({type(exc).__name__})") from None
+
+
+def _unchanged(cfg, key: str, value) -> bool:
+    """Whether ``key=value`` asks for what the saved config already has (a group choice names its ``name``)."""
+    current = OmegaConf.select(cfg, key, default=None)
+    if OmegaConf.is_dict(current):
+        return current.get("name") == value
+    if OmegaConf.is_list(current):
+        current = OmegaConf.to_container(current)
+    if isinstance(current, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(current) == float(value)
+    return current == value
+
+
+def continued_config(saved, overrides: list[tuple[str, object]]):
+    """The config a continued run uses: the run's own saved config with only resumable keys changed.
+
+    ``overrides`` are (key, value) pairs already parsed (by Hydra's override parser in the CLI). Repeating a
+    saved value is fine (so the original command plus ``resume=`` works); changing a key outside ``RESUMABLE``
+    is refused, naming it with its saved and requested values. Launcher and Hydra settings do not apply."""
+    cfg = OmegaConf.create(OmegaConf.to_container(saved, resolve=True))
+    refused = []
+    for key, value in overrides:
+        if key == "launcher" or key.startswith("hydra.") or _unchanged(cfg, key, value):
+            continue
+        if not _is_resumable(key):
+            refused.append(f"{key}: {OmegaConf.select(cfg, key, default='<unset>')} → {value}")
+            continue
+        OmegaConf.update(cfg, key, value, merge=True)
+    if refused:
+        allowed = ", ".join(k for k in RESUMABLE if k not in ("resume", "sweep_name"))
+        raise UserError(f"a continued run keeps its experiment; cannot change {'; '.join(refused)} "
+                        f"(only {allowed} may change)")
+    return cfg

@@ -1,0 +1,78 @@
+"""Starting and continuing runs: the rules that keep a run directory a record.
+
+* A run's config is written once, when the run starts; no later command changes it.
+* A directory that already holds a run is only ever continued with the same experiment: a new command whose
+  config differs in anything but the resumable keys is refused, naming each difference, and changes nothing.
+* Continuing takes the run's own saved config; only resumable keys may be overridden, and what was changed is
+  recorded in ``final.json`` (``continued``), never by rewriting the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ropebench.config import validate_config
+from ropebench.errors import UserError
+from ropebench.run import checkpoint
+from ropebench.run.rundir import RunDir
+
+
+def resolved(cfg: DictConfig) -> DictConfig:
+    """The config as the record keeps it: interpolations resolved, relative data paths made absolute, so the run
+    evaluates the same from any working directory."""
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    data = plain.get("data", {})
+    if data.get("paths"):
+        data["paths"] = [str(Path(p).expanduser().resolve()) for p in data["paths"]]
+    return OmegaConf.create(plain)
+
+
+class OtherExperiment(UserError):
+    """The directory holds a run of another experiment: refused, and nothing is written there."""
+
+
+def check_same_experiment(run: RunDir, cfg: DictConfig) -> None:
+    """Refuse to put a different experiment into a directory that already holds a run."""
+    if not run.has_config():
+        return
+    changes = checkpoint.config_changes(run.read_config(), cfg)
+    if changes:
+        raise OtherExperiment(f"'{run}' already holds a run with other settings ({'; '.join(changes)}); choose another "
+                        "directory (hydra.run.dir / hydra.sweep.dir) or continue it with `ropebench resume`")
+
+
+def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None) -> dict:
+    """Train a new run in ``run_dir`` (or continue the same experiment found there); ``before_training`` runs
+    once the directory is known to be this experiment's (a sweep job clears its last error there)."""
+    from ropebench.run.trainer import train
+
+    cfg = resolved(cfg)
+    validate_config(cfg)
+    run = RunDir(run_dir)
+    check_same_experiment(run, cfg)
+    before_training()
+    run.write_config_once(OmegaConf.to_container(cfg))
+    return train(cfg, run.path, **({"log": log} if log else {}))
+
+
+def resume(run_dir: Path, overrides: list[tuple[str, object]], log=None) -> dict:
+    """Continue the run in ``run_dir`` with its own config; ``overrides`` may change only resumable keys."""
+    from ropebench.run.trainer import train
+
+    run = RunDir(run_dir)
+    saved = run.read_config()
+    if not run.is_finished() and checkpoint.load(run.path) is None:
+        raise UserError(f"'{run}' has no checkpoint to continue from; start it again with `ropebench train`")
+    cfg = checkpoint.continued_config(saved, overrides)
+    validate_config(cfg)
+    changes = checkpoint.config_changes(saved, cfg, ignore_resumable=False)
+    return train(cfg, run.path, continued=changes, **({"log": log} if log else {}))
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run, quoted so that pasting it works (sweep job names hold '=' and ',')."""
+    import shlex
+
+    return f"ropebench resume {shlex.quote(str(run_dir))}"

@@ -1,0 +1,295 @@
+"""Training one model: build, resume, step, finalize -- a plain function of a config and a run directory.
+
+The CLI and Hydra only decide which config and which directory. Resumable: a checkpoint is written every
+``train.ckpt_interval`` steps and on SIGINT/SIGTERM, and a run directory holding one continues from it to the
+same metrics as an uninterrupted run (on the CPU, where kernels are deterministic). Whatever happens, the
+trainer closes what it opened: the metrics file, the wandb run, the process group.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ropebench import distributed
+from ropebench.config import validate_config
+from ropebench.data import VOCAB_SIZE, Corpus, load_corpus
+from ropebench.errors import UserError
+from ropebench.model import GPT
+from ropebench.progress import console, progress_bar
+from ropebench.run import checkpoint
+from ropebench.run.rundir import WEIGHTS, RunDir
+from ropebench.run.stop import StopFlag
+from ropebench.tracking import RunLogger
+
+# Dense bf16 peaks (FLOP/s) of GPUs ropebench is run on, for the MFU column; others get none.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
+             "RTX 4090": 165e12}
+
+
+def peak_flops(device: torch.device, configured_tflops: float) -> float | None:
+    if configured_tflops > 0:
+        return configured_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
+def software_versions() -> dict:
+    """What produced a run, recorded in final.json so every committed number names its torch version."""
+    import platform
+
+    from ropebench import __version__
+
+    return {"ropebench": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def lr_at(step: int, t) -> float:
+    """Linear warmup, then cosine decay to min_lr at the last step."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
+
+
+def autocast_for(device: torch.device, dtype_name: str):
+    if dtype_name == "auto":
+        dtype_name = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype_name == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype_name))
+
+
+@torch.no_grad()
+def estimate_val_loss(model, corpus: Corpus, cfg, device, amp, dist=distributed.Dist()) -> float:
+    """Mean loss on a fixed set of validation windows (same windows at every evaluation and every run).
+
+    Under DDP each rank scores its slice of every window batch and the mean is taken over ranks: the same
+    windows, and the same number, as a single process."""
+    model.eval()
+    generator = torch.Generator().manual_seed(1234)
+    losses = []
+    for _ in range(cfg.train.eval_batches):
+        x, y = dist.shard(*corpus.val.batch(cfg.train.batch_size, cfg.train.seq_len, generator))
+        with amp:
+            losses.append(model(x.to(device), y.to(device))[1].item())
+    model.train()
+    return distributed.all_reduce_mean(sum(losses) / len(losses))
+
+
+class Trainer:
+    """One training run in clear steps: ``build`` -> ``resume`` -> ``loop`` -> ``finalize``; ``close`` always."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, log=console.print):
+        self.cfg, self.run = cfg, RunDir(run_dir)
+        self.log = log
+        self.logger = None
+        self.step = 0
+        self.train_loss = float("nan")
+        self.record: dict = {}
+
+    # -- build ----------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        from ropebench.rundir import resolve_device
+
+        device = resolve_device(t.device)
+        # torchrun: join the process group (a no-op for one process); only rank 0 writes or prints.
+        self.dist, self.device = distributed.setup(t.batch_size, device)
+        distributed.check_same_run_dir(self.run.path, self.dist)
+        if not self.dist.is_rank0:
+            self.log = distributed.quiet
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(cfg.seed)
+        # The model first: a bad model or encoding setting fails before any data is tokenized.
+        self.model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=t.seq_len).to(self.device)
+        with distributed.rank0_first(self.dist):  # rank 0 builds the token cache, the others then read it
+            self.corpus = load_corpus(cfg.data, log=self.log)
+        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.amp = autocast_for(self.device, t.dtype)
+
+    def resume(self) -> None:
+        state = checkpoint.load(self.run.path)
+        if state is None:
+            return
+        changes = checkpoint.config_changes(state["config"], self.cfg)
+        if changes:
+            raise UserError(f"cannot resume {self.run}: its checkpoint was trained with other settings "
+                            f"({'; '.join(changes)}); start a new run directory instead")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+        self.log(f"resuming {self.run} from step {self.step}")
+
+    def _open_logger(self) -> None:
+        if self.dist.is_rank0:
+            self.logger = RunLogger(self.run.path, self.cfg, resume_step=self.step, warn=self.log)
+        else:
+            self.logger = distributed.NullLogger()
+
+    # -- step -----------------------------------------------------------------------------------------------
+    def train_step(self, step_fn) -> torch.Tensor:
+        t = self.cfg.train
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, t)
+        # Every rank draws the global batch from the same generator and keeps its rows of it.
+        x, y = self.dist.shard(*self.corpus.train.batch(t.batch_size, t.seq_len, self.generator))
+        pin = self.device.type == "cuda"
+        if pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        x, y = x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)
+        with self.amp:
+            _, loss = step_fn(x, y)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss
+
+    def _log_step(self, loss, window_tokens: int, elapsed: float) -> str:
+        """The metrics record at a logging step; returns the progress bar's info text."""
+        t = self.cfg.train
+        self.train_loss = distributed.all_reduce_mean(loss)  # syncs the device only at logging steps
+        record = {"step": self.step, "train_loss": self.train_loss, "lr": lr_at(self.step - 1, t),
+                  "tokens_per_s": window_tokens / max(elapsed, 1e-9), "tokens": self.step * t.batch_size * t.seq_len}
+        if self.peak:
+            record["mfu"] = self.flops_per_token * record["tokens_per_s"] / self.peak
+        if not math.isfinite(self.train_loss):
+            raise UserError(f"training diverged at step {self.step} (loss {self.train_loss}); lower train.lr "
+                            "(the last good checkpoint is kept)")
+        if self.step % t.eval_interval == 0 or self.step == t.steps:
+            record["val_loss"] = estimate_val_loss(self.model, self.corpus, self.cfg, self.device, self.amp, self.dist)
+        self.logger.log(record)
+        self.record = record
+        return f"loss {self.train_loss:.3f}" + (f" val {record['val_loss']:.3f}" if "val_loss" in record else "")
+
+    def _save_checkpoint(self, loss) -> None:
+        # Never replace the last good state with a diverged one (the loss is synced only here and when logging).
+        if not math.isfinite(distributed.all_reduce_mean(loss)):
+            raise UserError(f"training diverged at step {self.step}; lower train.lr (the last good checkpoint "
+                            "is kept)")
+        if self.dist.is_rank0:
+            state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                     "data_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                     "config": OmegaConf.to_container(self.cfg, resolve=True)}
+            checkpoint.save(self.run.path, state)
+
+    def loop(self, flag: StopFlag) -> None:
+        t = self.cfg.train
+        ddp_model = distributed.wrap(self.model, self.dist, self.device)  # save and evaluate `model` itself
+        step_fn = torch.compile(ddp_model) if t.compile else ddp_model
+        self.peak = peak_flops(self.device, t.peak_tflops)
+        if self.peak:
+            self.peak *= self.dist.world_size  # tokens_per_s counts the global batch: the peak is all devices'
+        self.flops_per_token = self.model.flops_per_token(t.seq_len)
+        tokens_per_step = t.batch_size * t.seq_len
+        self.log(f"training pe={self.cfg.pe.name} ({self.model.num_params() / 1e6:.2f}M non-embedding parameters) "
+                 f"on {self.device}: {t.steps} steps x {tokens_per_step} tokens, seq_len {t.seq_len} -> {self.run}")
+        window_start, window_tokens = time.perf_counter(), 0
+        bar_cm = progress_bar()
+        bar_cm.disable = not self.dist.is_rank0  # one bar, not one per rank
+        with bar_cm as bar:
+            task = bar.add_task(f"train {self.cfg.pe.name}", total=t.steps, completed=self.step, rate="", info="")
+            while self.step < t.steps and not flag.stop:
+                loss = self.train_step(step_fn)
+                window_tokens += tokens_per_step
+                if self.step % t.log_interval == 0 or self.step == t.steps:
+                    info = self._log_step(loss, window_tokens, time.perf_counter() - window_start)
+                    bar.update(task, rate=f"{self.record['tokens_per_s'] / 1e3:.1f}k tok/s", info=info)
+                    window_start, window_tokens = time.perf_counter(), 0
+                bar.update(task, completed=self.step)
+                if self.dist.enabled:
+                    flag.stop = distributed.any_rank(flag.stop)  # all ranks stop at the same step
+                if self.step % t.ckpt_interval == 0 or flag.stop or self.step == t.steps:
+                    self._save_checkpoint(loss)
+
+    # -- finalize -------------------------------------------------------------------------------------------
+    def finalize(self, wall_s: float, continued: list[str] | None = None) -> dict:
+        import os
+
+        from safetensors.torch import save_model
+
+        # safetensors writes to a path (and drops the tied head's duplicate): write beside, then move into place.
+        tmp = self.run / f".{WEIGHTS}.tmp"
+        save_model(self.model, str(tmp))
+        os.replace(tmp, self.run / WEIGHTS)
+        final = {"status": "finished", "steps": self.step, "train_loss": self.train_loss,
+                 "val_loss": self.record.get("val_loss"), "wall_s": wall_s, "params": self.model.num_params(),
+                 "device": str(self.device), "world_size": self.dist.world_size, "versions": software_versions()}
+        if continued:
+            final["continued"] = continued
+        self.run.write_final(final)
+        return final
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+        distributed.shutdown()
+
+
+def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str] | None = None) -> dict:
+    """Train (or continue) the run in ``run_dir``; returns the final metrics (``status`` says how it ended).
+
+    ``continued`` lists the resumable keys a continuation changed (``key: old → new``): final.json records them,
+    since the run's config.yaml is never rewritten."""
+    validate_config(cfg)
+    run = RunDir(run_dir)
+    if run.is_finished():
+        log(f"[green]already finished[/]: {run}")
+        return {**run.read_final(), "status": "already_finished"}
+    trainer = Trainer(cfg, run.path, log)
+    try:
+        trainer.build()
+        trainer.resume()
+        trainer._open_logger()
+        started = time.perf_counter()
+        with StopFlag() as flag:
+            trainer.loop(flag)
+        if not trainer.dist.is_rank0:
+            return {"status": "interrupted" if flag.stop else "finished", "step": trainer.step}
+        if flag.stop and trainer.step < cfg.train.steps:
+            from ropebench.run.lifecycle import resume_command
+
+            log(f"[yellow]interrupted[/] at step {trainer.step}; checkpoint saved. Continue with: "
+                f"{resume_command(run.path)}")
+            return {"status": "interrupted", "step": trainer.step}
+        final = trainer.finalize(time.perf_counter() - started, continued)
+        if cfg.eval.after_train:
+            _evaluate_after_training(cfg, run, trainer)
+        return final
+    finally:
+        trainer.close()
+
+
+def _evaluate_after_training(cfg, run: RunDir, trainer: Trainer) -> None:
+    if cfg.data.source == "passkey":
+        from ropebench.eval.passkey import passkey_accuracy
+
+        passkey_accuracy(run.path, log=trainer.log)
+    else:
+        from ropebench.eval.perplexity import eval_length
+
+        rows = eval_length(run.path, model=trainer.model, log=trainer.log)
+        trainer.logger.log_eval_curve(rows)
