@@ -1,3 +1,3 @@
-from ropebench.cli import main
+from ropebench.cli.app import main
 
 main()

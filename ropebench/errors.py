@@ -6,7 +6,8 @@ class UserError(Exception):
 
 
 def user_errors(fn):
-    """Decorator for CLI commands: a UserError becomes one line on stderr and exit code 2, no traceback."""
+    """Decorator for CLI commands: a UserError becomes one line on stderr and exit code 2, no traceback; a
+    Ctrl-C that reaches the command (a second press, or one outside training) is one line and exit code 130."""
     import functools
 
     @functools.wraps(fn)
@@ -18,6 +19,11 @@ def user_errors(fn):
 
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            import typer
+
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 

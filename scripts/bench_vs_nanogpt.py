@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from ropebench.config import ModelConfig, TrainConfig
+from ropebench.core.model import GPT
+from ropebench.core.pe import registry
 from ropebench.errors import UserError, choose
-from ropebench.model import GPT
-from ropebench.pe import registry
+from ropebench.run.config import ModelConfig, TrainConfig
 from ropebench.run.trainer import make_optimizer
 
 BYTE_VOCAB = 257  # ropebench's byte vocabulary: 256 bytes + end of document

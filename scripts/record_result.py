@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ropebench.run.rundir import CONFIG, RunDir
+
 SMALL = ("*.png", "*.pdf", "*.md", "*.csv", "*.tex")
 PER_RUN = ("eval_length.csv", "eval_positions.csv", "passkey.csv", "metrics.jsonl", "final.json")
 
@@ -69,9 +71,9 @@ def main(argv=None) -> None:
             if (run / name).is_file():
                 shutil.copy(run / name, dest / name)
         # Kept where a run directory keeps it, so `ropebench table/plot results/NAME/runs` work on the copy.
-        if (run / ".hydra" / "config.yaml").is_file():
-            (dest / ".hydra").mkdir(exist_ok=True)
-            shutil.copy(run / ".hydra" / "config.yaml", dest / ".hydra" / "config.yaml")
+        config = RunDir(run).config_path()
+        if config.is_file():
+            shutil.copy(config, dest / CONFIG)
     readme = target / "README.md"
     body = readme.read_text() if readme.is_file() else f"# {args.name}\n"
     body += (f"\n## Provenance\n\n- command: `{args.command}`\n- commit: {commit()}\n- hardware: {hardware()}\n"

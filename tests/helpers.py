@@ -3,9 +3,9 @@
 import torch
 from omegaconf import OmegaConf
 
-from ropebench.config import ModelConfig
-from ropebench.model import GPT
-from ropebench.pe import registry
+from ropebench.core.model import GPT
+from ropebench.core.pe import registry
+from ropebench.run.config import ModelConfig
 
 
 def pe_config(name: str, **overrides):

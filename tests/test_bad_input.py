@@ -6,7 +6,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from ropebench.cli import app
+from ropebench.cli.app import app
 
 runner = CliRunner()
 
@@ -48,7 +48,9 @@ def test_train_bad_input(tiny_overrides, tmp_path, override, expected):
 
 def test_data_dir_without_text(tiny_overrides, tmp_path):
     (tmp_path / "empty").mkdir()
-    fails_cleanly(["train", *tiny_overrides, f"data.paths=[{tmp_path / 'empty'}]"], "holds no text files")
+    fails_cleanly(["train", *tiny_overrides, f"data.paths=[{tmp_path / 'empty'}]", f"hydra.run.dir={tmp_path / 'r'}"],
+                  "holds no text files")
+    assert not (tmp_path / "r").exists()
 
 
 def test_unknown_sweep():

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from ropebench.bench.cli import bench_app
 from ropebench.bench.rope_bench import bench_rope, parse_shape
 from ropebench.bench.train_bench import bench_train
-from ropebench.config import ModelConfig
+from ropebench.core.model import GPT
 from ropebench.errors import UserError
-from ropebench.model import GPT
+from ropebench.run.config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ropebench.cli import app
+from ropebench.cli.app import app
 
 runner = CliRunner()
 

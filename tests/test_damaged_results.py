@@ -9,8 +9,8 @@ from test_plot_options import passkey_rows, write_passkey
 from test_plot_table import LENGTHS, PPL, make_run
 
 from ropebench.errors import UserError
-from ropebench.results import aggregate, load_results, select
-from ropebench.table import perplexity_table
+from ropebench.report.results import aggregate, load_results, select
+from ropebench.report.table import perplexity_table
 
 # make_run writes a header and two rows per length (non-overlapping and sliding): lines 2-9.
 DAMAGE = [
@@ -50,7 +50,7 @@ def test_bad_rows_skipped_with_one_warning(runs: Path, capsys):
 
 
 def test_table_and_plot_go_on(runs: Path, tmp_path: Path, capsys):
-    from ropebench.plot import plot_length
+    from ropebench.report.plot import plot_length
 
     table = perplexity_table([runs])
     assert "| rope | 20.00 |" in table and "| alibi | 22.00 |" in table and "2048" not in table
@@ -80,7 +80,7 @@ def test_only_damaged_files_is_one_user_error(runs: Path, capsys):
 def test_cli_table_on_damaged_run(runs: Path):
     from typer.testing import CliRunner
 
-    from ropebench.cli import app
+    from ropebench.cli.app import app
 
     result = CliRunner().invoke(app, ["table", str(runs)])
     assert result.exit_code == 0 and "| rope |" in result.stdout and "Traceback" not in result.output
@@ -88,7 +88,7 @@ def test_cli_table_on_damaged_run(runs: Path):
 
 
 def test_damaged_passkey_rows(tmp_path: Path, capsys):
-    from ropebench.plot_passkey import load_passkey
+    from ropebench.report.plot_passkey import load_passkey
 
     run = write_passkey(tmp_path / "pk", passkey_rows(4))
     with open(run / "passkey.csv", "a") as f:

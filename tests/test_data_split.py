@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ropebench import data, dedup
-from ropebench.data_report import data_config, split_overlap
+from ropebench.cli.data_report import data_config
+from ropebench.data import corpus as data
+from ropebench.data import dedup
+from ropebench.data.report import split_overlap
 
 N = dedup.NGRAM
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
@@ -177,7 +179,7 @@ def test_overlap_report_finds_a_planted_near_duplicate():
 
 
 def test_report_on_a_built_corpus_finds_no_leak(tmp_path, capsys, monkeypatch):
-    from ropebench.data_report import data_report
+    from ropebench.cli.data_report import data_report
 
     pairs = write_pairs(tmp_path / "docs", np.random.default_rng(7), 20)
     monkeypatch.setenv("ROPEBENCH_CACHE", str(tmp_path / "cache"))
@@ -194,7 +196,7 @@ def test_report_on_a_built_corpus_finds_no_leak(tmp_path, capsys, monkeypatch):
     ("stdlib", ["notes"], "--paths notes is read only with data=text_files, not data=stdlib"),
 ])
 def test_report_refuses_bad_input_in_one_line(data_name, paths, expected):
-    from ropebench.data_report import data_report
+    from ropebench.cli.data_report import data_report
     from ropebench.errors import UserError
 
     with pytest.raises(UserError) as error:

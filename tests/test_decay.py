@@ -6,11 +6,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ropebench.config import ModelConfig
-from ropebench.decay import measured_attention_by_distance, plot_decay, rope_decay_bound
+from ropebench.core.model import GPT
+from ropebench.core.pe import registry
 from ropebench.errors import UserError
-from ropebench.model import GPT
-from ropebench.pe import registry
+from ropebench.report.decay import measured_attention_by_distance, plot_decay, rope_decay_bound
+from ropebench.run.config import ModelConfig
 
 
 @pytest.mark.parametrize("d", [4, 64, 128])
@@ -104,8 +104,8 @@ def test_plot_writes_png_and_pdf(tmp_path):
 
 
 def test_decay_figure_names_the_run_and_keeps_the_legend_off_the_data():
-    from ropebench.decay import decay_figure
-    from ropebench.plot import FigureOptions
+    from ropebench.report.decay import decay_figure
+    from ropebench.report.plot import FigureOptions
 
     fig = decay_figure(64, 10000.0, 64, measured=torch.linspace(1, 0, 65), run_name="compare/pe=rope,seed=0")
     ax = fig.axes[0]
@@ -123,7 +123,7 @@ def test_decay_figure_names_the_run_and_keeps_the_legend_off_the_data():
 def test_decay_formats_and_one_dpi(tmp_path):
     from PIL import Image
 
-    from ropebench.plot import DPI
+    from ropebench.report.plot import DPI
 
     (svg,) = plot_decay(8, 100.0, 16, tmp_path / "d.svg")
     assert svg.read_text().lstrip().startswith("<?xml")
@@ -135,7 +135,7 @@ def test_decay_formats_and_one_dpi(tmp_path):
 
 
 def test_every_built_in_encoding_has_its_own_colour():
-    from ropebench.plot import PALETTE, colour
+    from ropebench.report.plot import PALETTE, colour
 
     names = sorted(registry())
     assert set(names) <= set(PALETTE)  # ENCODING_ORDER lists every encoding ropebench ships

@@ -6,13 +6,13 @@ import pytest
 import torch
 from helpers import tiny_model
 
+from ropebench.core.pe import registry
+from ropebench.core.pe.alibi import alibi_slopes
+from ropebench.core.pe.sinusoidal import sinusoidal_table
+from ropebench.core.pe.t5 import t5_bucket
+from ropebench.core.rope.freqs import default_inv_freq, rope_tables
+from ropebench.core.rope.reference import apply_rope, rotate
 from ropebench.errors import UserError
-from ropebench.pe import registry
-from ropebench.pe.alibi import alibi_slopes
-from ropebench.pe.sinusoidal import sinusoidal_table
-from ropebench.pe.t5 import t5_bucket
-from ropebench.rope.freqs import default_inv_freq, rope_tables
-from ropebench.rope.reference import apply_rope, rotate
 
 ALL = sorted(registry())
 

@@ -145,7 +145,7 @@ def test_sort_key_puts_a_damaged_cell_last_instead_of_raising():
 def rope_run(tiny_overrides, tmp_path_factory):
     from typer.testing import CliRunner
 
-    from ropebench.cli import app
+    from ropebench.cli.app import app
 
     run_dir = tmp_path_factory.mktemp("runs") / "rope"
     result = CliRunner().invoke(app, ["train", *tiny_overrides, "pe=rope", f"hydra.run.dir={run_dir}"])
@@ -156,7 +156,7 @@ def rope_run(tiny_overrides, tmp_path_factory):
 def eval_cli(run_dir, *args) -> list[dict]:
     from typer.testing import CliRunner
 
-    from ropebench.cli import app
+    from ropebench.cli.app import app
 
     result = CliRunner().invoke(app, ["eval-length", str(run_dir), "--lengths", "16,20,24,25,32,48", *args])
     assert result.exit_code == 0, result.output

@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
-from ropebench import runner as job_runner
-from ropebench.cli import app
-from ropebench.config import conf_dir
+from ropebench.cli import jobs as job_runner
+from ropebench.cli.app import app
+from ropebench.run.config import conf_dir
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install hydra-joblib-launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
@@ -27,9 +27,9 @@ def launcher(name: str) -> str:
 @pytest.fixture(scope="module")
 def warm_corpus(tiny_overrides):
     """Tokenize once up front: parallel jobs that all find an empty cache would each build it at once."""
-    from ropebench.config import register_schemas
+    from ropebench.cli.hydra_app import _compose
     from ropebench.data import load_corpus
-    from ropebench.hydra_app import _compose
+    from ropebench.run.config import register_schemas
 
     register_schemas()
     load_corpus(_compose(tiny_overrides).data, log=lambda *a: None)
@@ -77,7 +77,7 @@ def test_slurm_keys_reach_sbatch(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from ropebench.config import register_schemas
+    from ropebench.run.config import register_schemas
 
     register_schemas()
     keys = ["hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=90",

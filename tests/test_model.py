@@ -9,12 +9,12 @@ import torch
 from helpers import pe_config, tiny_model
 from omegaconf import OmegaConf
 
-import ropebench.pe as pe_registry
-from ropebench.config import ModelConfig
+import ropebench.core.pe as pe_registry
+from ropebench.core.model import GPT
+from ropebench.core.pe import register, registry
+from ropebench.core.pe.base import PEConfig, PositionEncoding
 from ropebench.errors import UserError
-from ropebench.model import GPT
-from ropebench.pe import register, registry
-from ropebench.pe.base import PEConfig, PositionEncoding
+from ropebench.run.config import ModelConfig
 
 ALL = sorted(registry())
 BIAS = ("alibi", "fire", "kerple", "t5")
@@ -169,7 +169,7 @@ def test_whole_model_compiles_without_a_graph_break(name):
 
 
 def test_duplicate_encoding_name_is_refused(scratch_registry):
-    with pytest.raises(UserError, match="encoding name 'rope' is already registered by ropebench.pe.rope.RoPE"):
+    with pytest.raises(UserError, match="encoding name 'rope' is already registered by ropebench.core.pe.rope.RoPE"):
         register("rope", SlopeConfig)(BiasOnly)
     assert registry()["rope"].cls.__name__ == "RoPE"
     entry = registry()["alibi"]

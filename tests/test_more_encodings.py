@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import ropebench.config
-from ropebench.config import ModelConfig
+import ropebench.run.config
+from ropebench.core.model import GPT
+from ropebench.core.pe import registry
 from ropebench.errors import UserError
-from ropebench.model import GPT
-from ropebench.pe import registry
+from ropebench.run.config import ModelConfig
 
 NEW = ("xpos", "kerple", "fire")
 BIAS = ("kerple", "fire")
@@ -270,9 +270,9 @@ def test_yaml_composes_with_hydra(name):
     import hydra
     from hydra.core.global_hydra import GlobalHydra
 
-    ropebench.config.register_schemas()
+    ropebench.run.config.register_schemas()
     GlobalHydra.instance().clear()
-    with hydra.initialize_config_dir(config_dir=str(ropebench.config.conf_dir()), version_base="1.3"):
+    with hydra.initialize_config_dir(config_dir=str(ropebench.run.config.conf_dir()), version_base="1.3"):
         cfg = hydra.compose("config", overrides=[f"pe={name}"])
     assert cfg.pe.name == name
     defaults = OmegaConf.structured(registry()[name].config_cls())

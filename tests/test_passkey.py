@@ -8,11 +8,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from ropebench.cli import app, user_errors
-from ropebench.errors import UserError
-from ropebench.eval.passkey import effective_context, parse_depths, passkey_accuracy
-from ropebench.passkey_cli import passkey
-from ropebench.passkey_task import (
+from ropebench.cli.app import app, user_errors
+from ropebench.cli.passkey import passkey
+from ropebench.data.passkey import (
     IGNORE,
     KEY_PREFIX,
     KEY_SUFFIX,
@@ -23,6 +21,8 @@ from ropebench.passkey_task import (
     key_position,
     make_sequence,
 )
+from ropebench.errors import UserError
+from ropebench.eval.passkey import effective_context, parse_depths, passkey_accuracy
 
 runner = CliRunner()
 # The passkey command on its own app, so these tests do not depend on how cli.py registers it.
@@ -121,7 +121,7 @@ def test_cli_measures_accuracy_by_length_and_depth(passkey_run, tmp_path):
     yarn = next(r for r in rows if r["rope_scaling"] == "yarn")
     assert (yarn["rope_factor"], yarn["rope_scale"]) == ("2", "2")  # automatic: 96 / 48
     assert all(r["rope_factor"] == r["rope_scale"] == "" for r in rows if r["rope_scaling"] == "none")
-    from ropebench.plot_passkey import plot_passkey
+    from ropebench.report.plot_passkey import plot_passkey
 
     written = plot_passkey([passkey_run], tmp_path / "pk.png")
     assert [p.suffix for p in written] == [".png", ".pdf"] and written[0].stat().st_size > 5_000

@@ -10,7 +10,7 @@ from test_bad_input import fails_cleanly
 from test_plot_table import PPL, make_run
 
 from ropebench.errors import UserError
-from ropebench.plot import (
+from ropebench.report.plot import (
     DPI,
     FigureOptions,
     _pyplot,
@@ -109,7 +109,7 @@ def test_parse_figsize_and_style():
 
 
 def test_passkey_heatmap_colour_map_and_trials(tmp_path: Path):
-    from ropebench.plot_passkey import passkey_figure
+    from ropebench.report.plot_passkey import passkey_figure
 
     for seed in (0, 1):  # two seeds of one configuration: trials add up per cell
         write_passkey(tmp_path / f"s{seed}", passkey_rows(4, acc=0.25 * (seed + 1)))
@@ -139,7 +139,7 @@ def test_cli_bad_plot_options_fail_in_one_line(run: Path, tmp_path: Path, args: 
 def test_cli_plot_options(run: Path, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from ropebench.cli import app
+    from ropebench.cli.app import app
 
     out = tmp_path / "f.svg"
     args = ["plot", str(run), "--out", str(out), "--figsize", "5,3", "--title", "T", "--style", "ggplot"]

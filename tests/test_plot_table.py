@@ -13,9 +13,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from ropebench.errors import UserError
-from ropebench.plot import PALETTE, length_figure, plot_length, plot_positions
-from ropebench.results import aggregate, find_runs, load_results, select
-from ropebench.table import perplexity_table, write_table
+from ropebench.report.plot import PALETTE, length_figure, plot_length, plot_positions
+from ropebench.report.results import aggregate, find_runs, load_results, select
+from ropebench.report.table import perplexity_table, write_table
 
 TRAIN = 64
 LENGTHS = [64, 128, 256, 512]
@@ -107,7 +107,7 @@ def make_run(
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
-    from ropebench.plot import _pyplot
+    from ropebench.report.plot import _pyplot
 
     _pyplot().close("all")  # figures built but not saved stay open in pyplot otherwise
 
@@ -266,8 +266,8 @@ def _write_rows(run: Path, rows: list[dict]) -> None:
 
 
 def test_each_scaling_its_own_colour(tmp_path: Path):
-    from ropebench.plot import SCALING_COLOURS, _styles
-    from ropebench.results import Series
+    from ropebench.report.plot import SCALING_COLOURS, _styles
+    from ropebench.report.results import Series
 
     run = make_run(tmp_path / "run", "rope", 0, PPL[("rope", 0)])
     _write_rows(run, [{"eval_len": n, "protocol": "nonoverlapping", "stride": n, "rope_scaling": s, "ppl": 10.0 + i}
@@ -286,8 +286,8 @@ def test_each_scaling_its_own_colour(tmp_path: Path):
 
 
 def test_unknown_encodings_get_colours_and_order_comes_from_one_place(tmp_path: Path):
-    from ropebench.plot import colour
-    from ropebench.results import ENCODING_ORDER
+    from ropebench.report.plot import colour
+    from ropebench.report.results import ENCODING_ORDER
 
     assert list(PALETTE) == list(ENCODING_ORDER)  # the palette is keyed by the one ordering
     for pe in ("myenc", "cope"):
@@ -340,7 +340,7 @@ def test_lone_fixed_stride_is_one_curve(sweep: Path):
 
 
 def test_log_axis_labels_past_ten_and_band_note(sweep: Path):
-    from ropebench.plot import plain_log_ticks
+    from ropebench.report.plot import plain_log_ticks
 
     fig = length_figure([sweep])
     fig.canvas.draw()
@@ -363,7 +363,7 @@ def test_log_axis_labels_past_ten_and_band_note(sweep: Path):
 def test_positions_length_and_smoothing(sweep: Path):
     import numpy as np
 
-    from ropebench.plot import moving_average, positions_figure
+    from ropebench.report.plot import moving_average, positions_figure
 
     lines = {ln.get_label(): ln for ln in positions_figure([sweep], length=128).axes[0].get_lines()}
     assert set(lines) == {"rope @ 128", "alibi @ 128", "train length"}

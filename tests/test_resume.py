@@ -9,7 +9,7 @@ import time
 
 from typer.testing import CliRunner
 
-from ropebench.cli import app
+from ropebench.cli.app import app
 
 runner = CliRunner()
 STEPS = ["train.steps=12", "train.ckpt_interval=4", "train.log_interval=2", "train.eval_interval=4"]

@@ -1,7 +1,7 @@
 """Every RoPE backend against the reference: values, gradients, pairings, partial rotary, strides.
 
 The Triton kernel runs on the CPU under TRITON_INTERPRET=1, which has to be in the environment before
-``ropebench.rope.triton_kernel`` is first imported -- hence the assignment above the ropebench imports.
+``ropebench.core.rope.triton_kernel`` is first imported -- hence the assignment above the ropebench imports.
 """
 
 import os
@@ -16,10 +16,10 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from ropebench.core.rope import backends  # noqa: E402
+from ropebench.core.rope.freqs import rope_inv_freq, rope_tables  # noqa: E402
+from ropebench.core.rope.reference import apply_rope  # noqa: E402
 from ropebench.errors import UserError  # noqa: E402
-from ropebench.rope import backends  # noqa: E402
-from ropebench.rope.freqs import rope_inv_freq, rope_tables  # noqa: E402
-from ropebench.rope.reference import apply_rope  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CUDA = DEVICE.type == "cuda"
@@ -153,7 +153,7 @@ def test_complex_backend_gradcheck_float64():
 @needs_triton
 @pytest.mark.parametrize("pairing", ["half", "interleaved"])
 def test_triton_position_offset(pairing):
-    from ropebench.rope.triton_kernel import rope_qk
+    from ropebench.core.rope.triton_kernel import rope_qk
 
     B, H, T, D, offset = 1, 3, 7, 12, 6
     cos, sin = tables(8, offset + T)
@@ -167,7 +167,7 @@ def test_triton_position_offset(pairing):
 
 @needs_triton
 def test_triton_grouped_kv_heads():
-    from ropebench.rope.triton_kernel import rope_qk
+    from ropebench.core.rope.triton_kernel import rope_qk
 
     cos, sin = tables(16, 5)
     q, k = torch.randn(2, 4, 5, 16, device=DEVICE), torch.randn(2, 1, 5, 16, device=DEVICE)
@@ -177,7 +177,7 @@ def test_triton_grouped_kv_heads():
 
 @needs_triton
 def test_triton_rejects_bad_input():
-    from ropebench.rope.triton_kernel import rope_qk
+    from ropebench.core.rope.triton_kernel import rope_qk
 
     cos, sin = tables(8, 4)
     q = torch.randn(1, 2, 4, 8, device=DEVICE)
@@ -190,7 +190,7 @@ def test_triton_rejects_bad_input():
 
 
 def _fake_liger_rotate(x, cos_full, sin_full):
-    # Liger's contract (facts.md): transpose to (B, T, H, D), .contiguous() (no-op when laid out so already),
+    # Liger's contract (its rotary kernel): transpose to (B, T, H, D), .contiguous() (no-op if laid out so already),
     # rotate that storage in place by the half-split rule using the first half of the full-width tables.
     xt = x.transpose(1, 2).contiguous()
     half = xt.shape[-1] // 2
@@ -260,9 +260,9 @@ def test_duplicate_backend_name_is_refused(monkeypatch):
 
 @needs_triton
 def test_training_matches_between_torch_and_triton():
-    from ropebench.config import ModelConfig
-    from ropebench.model import GPT
-    from ropebench.pe import registry
+    from ropebench.core.model import GPT
+    from ropebench.core.pe import registry
+    from ropebench.run.config import ModelConfig
 
     def losses(backend):
         torch.manual_seed(0)
@@ -293,7 +293,7 @@ def test_compile_backend():
 
 @pytest.mark.skipif(not CUDA or "triton" not in AVAILABLE, reason="needs CUDA and triton")
 def test_triton_op_compiles_without_graph_break():
-    from ropebench.rope.triton_kernel import rope_qk
+    from ropebench.core.rope.triton_kernel import rope_qk
 
     cos, sin = tables(64, 128)
     q, k, leaf = make_qk(2, 4, 128, 64, torch.bfloat16, "qkv")
@@ -303,3 +303,37 @@ def test_triton_op_compiles_without_graph_break():
     want = run(apply_rope, q, k, leaf, cos, sin, "half", grads)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+
+
+def test_auto_falls_back_when_the_fastest_backend_is_wrong_on_the_device(monkeypatch):
+    """pe.backend=auto checks its pick against the reference on first use on a device and falls back with one
+    warning naming the backend -- here a CUDA-ranked backend that returns wrong values, on a pretend GPU."""
+    import warnings
+
+    from ropebench.core.rope import backends as registry
+
+    def wrong(q, k, cos, sin, pairing):
+        return q * 2, k
+
+    bad = registry.Backend("broken_for_test", wrong, lambda device: None, cuda_rank=10**6)
+    monkeypatch.setitem(registry._BACKENDS, bad.name, bad)
+    monkeypatch.setattr(registry, "_CHECKED", {})
+    device = torch.device("cpu")
+    table = {name: b for name, b in registry.backends().items() if name in ("torch", bad.name)}
+    fake_cuda = type("FakeDevice", (), {"type": "cuda", "__str__": lambda self: "cuda:0"})()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chosen = _pick_with_fake_device(registry, table, fake_cuda, device)
+    assert chosen.name == "torch"
+    assert any("broken_for_test" in str(w.message) and "differs from the reference" in str(w.message) for w in caught)
+    assert registry.agrees_with_reference(table["torch"], device) is None
+
+
+def _pick_with_fake_device(registry, table, fake, real):
+    """_auto with a device that says 'cuda' while tensors live on the CPU (no GPU in CI)."""
+    original = registry.agrees_with_reference
+    try:
+        registry.agrees_with_reference = lambda backend, device: original(backend, real)
+        return registry._auto(table, fake)
+    finally:
+        registry.agrees_with_reference = original

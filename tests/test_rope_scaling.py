@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
+from ropebench.core.rope.freqs import rope_inv_freq, rope_tables
 from ropebench.errors import UserError
-from ropebench.rope.freqs import rope_inv_freq, rope_tables
 
 D, BASE, L = 64, 10000.0, 512
 

@@ -11,8 +11,7 @@ import math
 import pytest
 import torch
 
-from ropebench.errors import UserError
-from ropebench.rope.freqs import (
+from ropebench.core.rope.freqs import (
     ROPE_INIT_FUNCTIONS,
     ROPE_VALIDATORS,
     SCALING_NAMES,
@@ -21,6 +20,7 @@ from ropebench.rope.freqs import (
     scaling_from_options,
     scaling_label,
 )
+from ropebench.errors import UserError
 
 BASE, L = 10000.0, 512
 CASES = [(16, 1.0, 2.0), (64, 1.0, 4.0), (128, 1.0, 16.0), (64, 0.5, 4.0), (128, 0.25, 2.0)]

@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from ropebench.cli import app
+from ropebench.cli.app import app
 
 runner = CliRunner()
 

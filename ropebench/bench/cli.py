@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -23,7 +24,15 @@ def _split(text: str) -> list[str] | None:
     return items or None
 
 
-def _finish(result: dict, json_path: Path | None) -> None:
+# Options every benchmark command takes alike.
+_DEVICE = typer.Option("auto", help="auto, cuda or cpu.")
+_JSON = typer.Option(None, "--json", help="Also write the results to this JSON file.")
+_MODEL = typer.Option("auto", help="auto (gpt2 on CUDA, tiny on CPU), gpt2 (124M shape) or tiny.")
+
+
+def _run(bench: Callable[..., dict], json_path: Path | None, **kwargs) -> None:
+    """Run one benchmark with its lines echoed; write its result to ``json_path`` when one is given."""
+    result = bench(echo=typer.echo, **kwargs)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -33,7 +42,7 @@ def _finish(result: dict, json_path: Path | None) -> None:
 @bench_app.command("rope")
 @user_errors
 def rope(
-    shapes: str = typer.Option("auto", help="auto (facts on CUDA, small on CPU), facts, small or none."),
+    shapes: str = typer.Option("auto", help="auto (h100 on CUDA, small on CPU), h100, small or none."),
     shape: str = typer.Option("", help="An extra shape B,S,H,D to time, e.g. 8,4096,32,128."),
     backends: str = typer.Option("", help="Comma-separated backends (default: every one usable here)."),
     dtype: str = typer.Option("bf16", help="bf16, fp16 or fp32."),
@@ -41,25 +50,15 @@ def rope(
     layout: str = typer.Option(
         "qkv", help="qkv (views of a fused projection, as in the model) or contiguous."
     ),
-    device: str = typer.Option("auto", help="auto, cuda or cpu."),
+    device: str = _DEVICE,
     reps: int = typer.Option(20, help="Timed repetitions on the CPU (CUDA uses triton's do_bench)."),
-    json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    json_path: Path = _JSON,
 ) -> None:
     """Time each RoPE backend, forward and forward+backward, against a device-to-device copy."""
     from ropebench.bench.rope_bench import bench_rope, parse_shape
 
-    result = bench_rope(
-        shapes=shapes,
-        extra_shape=parse_shape(shape) if shape else None,
-        names=_split(backends),
-        dtype=dtype,
-        pairing=pairing,
-        layout=layout,
-        device=device,
-        reps=reps,
-        echo=typer.echo,
-    )
-    _finish(result, json_path)
+    _run(bench_rope, json_path, shapes=shapes, extra_shape=parse_shape(shape) if shape else None,
+         names=_split(backends), dtype=dtype, pairing=pairing, layout=layout, device=device, reps=reps)
 
 
 @bench_app.command("train")
@@ -70,7 +69,7 @@ def train(
         help="Comma-separated, e.g. nope,learned,rope:triton,alibi,t5 "
         "(default: those plus rope on every usable backend).",
     ),
-    model: str = typer.Option("auto", help="auto (gpt2 on CUDA, tiny on CPU), gpt2 (124M shape) or tiny."),
+    model: str = _MODEL,
     batch_size: int = typer.Option(0, help="Sequences per step (0: the preset's)."),
     seq_len: int = typer.Option(0, help="Tokens per sequence (0: the preset's)."),
     steps: int = typer.Option(0, help="Timed steps (0: 20 on CUDA, 5 on CPU)."),
@@ -79,58 +78,37 @@ def train(
     peak_tflops: float = typer.Option(
         0.0, help="Peak FLOP/s for MFU, in TFLOP/s (0: the GPU's dense bf16 peak when known, e.g. H100 989)."
     ),
-    device: str = typer.Option("auto", help="auto, cuda or cpu."),
-    json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    device: str = _DEVICE,
+    json_path: Path = _JSON,
 ) -> None:
     """Time training steps per position encoding: ms/step, tokens/s, ratio to NoPE, MFU."""
     from ropebench.bench.train_bench import bench_train
 
-    result = bench_train(
-        encodings=_split(encodings),
-        model=model,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        steps=steps,
-        warmup=warmup,
-        compile_model=compile,
-        peak_flops=peak_tflops * 1e12,
-        device=device,
-        echo=typer.echo,
-    )
-    _finish(result, json_path)
+    _run(bench_train, json_path, encodings=_split(encodings), model=model, batch_size=batch_size, seq_len=seq_len,
+         steps=steps, warmup=warmup, compile_model=compile, peak_flops=peak_tflops * 1e12, device=device)
 
 
 @bench_app.command("eval")
 @user_errors
 def eval_cost(
     encodings: str = typer.Option("rope,alibi", help="Comma-separated encodings, e.g. rope,alibi,t5."),
-    model: str = typer.Option("auto", help="auto (gpt2 on CUDA, tiny on CPU), gpt2 (124M shape) or tiny."),
+    model: str = _MODEL,
     train_len: int = typer.Option(0, help="Training length the multiples refer to (0: the preset's)."),
     lengths: str = typer.Option("", help="Comma-separated evaluation lengths (default: 1x, 4x, 16x training)."),
     tokens: int = typer.Option(0, help="Scored tokens per length (0: 2x the longest length, at least one batch)."),
     batch_tokens: int = typer.Option(8192, help="Tokens per evaluation batch (ropebench eval uses 8192)."),
     reps: int = typer.Option(3, help="Timed repetitions (medians)."),
     attention: str = typer.Option("auto", help="model.attention: auto, sdpa or flex."),
-    device: str = typer.Option("auto", help="auto, cuda or cpu."),
-    json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    device: str = _DEVICE,
+    json_path: Path = _JSON,
 ) -> None:
     """Evaluation tokens/s per encoding and length through ropebench's evaluation path; peak memory on CUDA."""
     from ropebench.bench.eval_bench import bench_eval
     from ropebench.eval.lengths import parse_lengths
 
-    result = bench_eval(
-        encodings=_split(encodings),
-        model=model,
-        train_len=train_len,
-        lengths=parse_lengths(lengths, 1) if lengths else None,
-        n_tokens=tokens,
-        batch_tokens=batch_tokens,
-        reps=reps,
-        attention=attention,
-        device=device,
-        echo=typer.echo,
-    )
-    _finish(result, json_path)
+    _run(bench_eval, json_path, encodings=_split(encodings), model=model, train_len=train_len,
+         lengths=parse_lengths(lengths, 1) if lengths else None, n_tokens=tokens, batch_tokens=batch_tokens, reps=reps,
+         attention=attention, device=device)
 
 
 @bench_app.command("all")

@@ -27,10 +27,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ropebench.bench.rope_bench import device_name, pick_device
-from ropebench.bench.train_bench import PRESETS, pe_config
-from ropebench.config import ModelConfig
+from ropebench.bench.train_bench import PRESETS, pe_config, pick_preset
 from ropebench.errors import UserError, choose
 from ropebench.eval.perplexity import make_windows, score_windows
+from ropebench.run.config import ModelConfig
 
 DEFAULT_MULTIPLES = (1, 4, 16)
 
@@ -144,9 +144,7 @@ def bench_eval(encodings: list[str] | None = None, model: str = "auto", train_le
                echo: Callable[[str], object] = print) -> dict:
     """Evaluation tokens/s per encoding and length (default: rope and alibi at 1x, 4x, 16x the training length)."""
     dev = pick_device(device)
-    preset = choose("model preset", model, ("auto", *PRESETS))
-    if preset == "auto":
-        preset = "gpt2" if dev.type == "cuda" else "tiny"
+    preset = pick_preset(model, dev)
     choose("attention", attention, ("auto", "sdpa", "flex"))
     arch, _, default_len, vocab = PRESETS[preset]
     train_len = train_len or default_len
@@ -160,7 +158,7 @@ def bench_eval(encodings: list[str] | None = None, model: str = "auto", train_le
          f"heads; training length {train_len}; {n_tokens} scored tokens per length, {batch_tokens} tokens per "
          f"batch; attention={attention}; median of {reps}")
     echo(f"  {'encoding':<12}{'length':>8}{'tokens/s':>12}{'bookkeeping':>13}{'bias/fwd':>10}{'peak MB':>9}")
-    from ropebench.model import GPT
+    from ropebench.core.model import GPT
 
     models = {}
     for spec, pe_cfg in specs.items():

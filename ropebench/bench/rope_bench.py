@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 import torch
 
+from ropebench.core.rope import backends
+from ropebench.core.rope.freqs import rope_inv_freq, rope_tables
+from ropebench.core.rope.reference import PAIRINGS
 from ropebench.errors import UserError, choose
-from ropebench.rope import backends
-from ropebench.rope.freqs import rope_inv_freq, rope_tables
-from ropebench.rope.reference import PAIRINGS
 
-# (B, S, H, D): the three shapes of the H100 peer measurements (facts.md section 4), and CPU-sized ones.
-FACT_SHAPES = [(8, 4096, 32, 128), (32, 1024, 12, 64), (4, 16384, 8, 64)]
+# (B, S, H, D): the three shapes of the H100 reference measurements (results/kernels/NOTES.md), and CPU-sized ones.
+H100_SHAPES = [(8, 4096, 32, 128), (32, 1024, 12, 64), (4, 16384, 8, 64)]
 SMALL_SHAPES = [(2, 128, 4, 32), (1, 256, 4, 64)]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CPU_NOTE = (
@@ -113,6 +113,66 @@ def _inputs(shape, dtype, device, layout, requires_grad):
     return q.detach().requires_grad_(requires_grad), k.detach().requires_grad_(requires_grad)
 
 
+def _shape_list(shapes: str, extra_shape: tuple[int, int, int, int] | None, dev: torch.device) -> list[tuple]:
+    shape_set = choose("shape set", shapes, ("auto", "h100", "small", "none"))
+    if shape_set == "auto":
+        shape_set = "h100" if dev.type == "cuda" else "small"
+    todo = {"h100": H100_SHAPES, "small": SMALL_SHAPES, "none": []}[shape_set] + (
+        [extra_shape] if extra_shape else []
+    )
+    if not todo:
+        raise UserError("no shapes to time: --shapes none needs --shape B,S,H,D")
+    return todo
+
+
+def _backend_names(names: list[str] | None, dev: torch.device) -> list[str]:
+    usable = backends.available(dev)
+    names = names or default_backends(dev)
+    for name in names:
+        if name not in usable:
+            backends.resolve(name, dev)  # raises the UserError that says why and how to get it
+    return names
+
+
+def _timed_call(apply, q, k, cos, sin, pairing: str, backward: bool) -> Callable[[], object]:
+    """The forward pass, or the forward pass and the gradients of q and k for fixed random output gradients."""
+    if not backward:
+        return lambda: apply(q, k, cos, sin, pairing)
+    grads = (torch.randn_like(q), torch.randn_like(k))
+    return lambda: torch.autograd.grad(apply(q, k, cos, sin, pairing), (q, k), grads)
+
+
+def _format(row: dict) -> str:
+    return (f"  {row['backend']:<10}{row['pass']:<9}{row['us']:>10.1f}{row['gb_per_s']:>9.1f}"
+            f"{row['frac_of_copy']:>9.2f}")
+
+
+def _time_shape(shape: tuple, names: list[str], torch_dtype: torch.dtype, dev: torch.device, layout: str,
+                pairing: str, bandwidth: float, reps: int, echo: Callable[[str], object]) -> list[dict]:
+    """Rows of every backend at one shape, forward then forward+backward, each echoed once measured."""
+    B, S, H, D = shape
+    inv_freq, _ = rope_inv_freq(D, 10000.0)
+    cos, sin = rope_tables(inv_freq, torch.arange(S, device=dev))
+    pass_bytes = 4 * B * S * H * D * torch_dtype.itemsize
+    floor_us = pass_bytes / bandwidth * 1e6
+    echo(f"\nB={B} S={S} H={H} D={D}: floor {floor_us:.0f} us fwd, {2 * floor_us:.0f} us fwd+bwd")
+    echo(f"  {'backend':<10}{'pass':<9}{'us':>10}{'GB/s':>9}{'of copy':>9}")
+    rows = []
+    for name in names:
+        if name == "liger" and pairing != "half":
+            continue
+        apply = backends.backends()[name].apply
+        for kind, passes in (("fwd", 1), ("fwd+bwd", 2)):  # the backward is one more pass over q and k
+            q, k = _inputs(shape, torch_dtype, dev, layout, requires_grad=kind != "fwd")
+            ms = time_ms(_timed_call(apply, q, k, cos, sin, pairing, backward=kind != "fwd"), dev, reps=reps)
+            rate = passes * pass_bytes / (ms * 1e-3)
+            rows.append({"B": B, "S": S, "H": H, "D": D, "backend": name, "pass": kind, "us": ms * 1e3,
+                         "floor_us": floor_us * passes, "gb_per_s": rate / 1e9, "frac_of_copy": rate / bandwidth})
+            echo(_format(rows[-1]))
+            del q, k  # free this pass's inputs before the next ones are allocated
+    return rows
+
+
 def bench_rope(
     shapes: str = "auto",
     extra_shape: tuple[int, int, int, int] | None = None,
@@ -129,19 +189,8 @@ def bench_rope(
     choose("rope pairing", pairing, PAIRINGS)
     choose("layout", layout, ("qkv", "contiguous"))
     torch_dtype = DTYPES[choose("dtype", dtype, DTYPES)]
-    shape_set = choose("shape set", shapes, ("auto", "facts", "small", "none"))
-    if shape_set == "auto":
-        shape_set = "facts" if dev.type == "cuda" else "small"
-    todo = {"facts": FACT_SHAPES, "small": SMALL_SHAPES, "none": []}[shape_set] + (
-        [extra_shape] if extra_shape else []
-    )
-    if not todo:
-        raise UserError("no shapes to time: --shapes none needs --shape B,S,H,D")
-    usable = backends.available(dev)
-    names = names or default_backends(dev)
-    for name in names:
-        if name not in usable:
-            backends.resolve(name, dev)  # raises the UserError that says why and how to get it
+    todo = _shape_list(shapes, extra_shape, dev)
+    names = _backend_names(names, dev)
     if dev.type == "cpu":
         echo(CPU_NOTE)
     bandwidth = copy_bandwidth(dev)
@@ -151,50 +200,7 @@ def bench_rope(
     )
     rows = []
     for shape in todo:
-        B, S, H, D = shape
-        inv_freq, _ = rope_inv_freq(D, 10000.0)
-        cos, sin = rope_tables(inv_freq, torch.arange(S, device=dev))
-        pass_bytes = 4 * B * S * H * D * torch_dtype.itemsize
-        floor_us = pass_bytes / bandwidth * 1e6
-        echo(f"\nB={B} S={S} H={H} D={D}: floor {floor_us:.0f} us fwd, {2 * floor_us:.0f} us fwd+bwd")
-        echo(f"  {'backend':<10}{'pass':<9}{'us':>10}{'GB/s':>9}{'of copy':>9}")
-        for name in names:
-            apply = backends.backends()[name].apply
-            if name == "liger" and pairing != "half":
-                continue
-            for kind in ("fwd", "fwd+bwd"):
-                q, k = _inputs(shape, torch_dtype, dev, layout, requires_grad=kind != "fwd")
-                if kind == "fwd":
-
-                    def fn(q=q, k=k, apply=apply, cos=cos, sin=sin):
-                        return apply(q, k, cos, sin, pairing)
-
-                    nbytes = pass_bytes
-                else:
-                    grads = (torch.randn_like(q), torch.randn_like(k))
-
-                    def fn(q=q, k=k, apply=apply, grads=grads, cos=cos, sin=sin):
-                        return torch.autograd.grad(apply(q, k, cos, sin, pairing), (q, k), grads)
-
-                    nbytes = 2 * pass_bytes
-                ms = time_ms(fn, dev, reps=reps)
-                rate = nbytes / (ms * 1e-3)
-                rows.append(
-                    {
-                        "B": B,
-                        "S": S,
-                        "H": H,
-                        "D": D,
-                        "backend": name,
-                        "pass": kind,
-                        "us": ms * 1e3,
-                        "floor_us": floor_us * (1 if kind == "fwd" else 2),
-                        "gb_per_s": rate / 1e9,
-                        "frac_of_copy": rate / bandwidth,
-                    }
-                )
-                echo(f"  {name:<10}{kind:<9}{ms * 1e3:>10.1f}{rate / 1e9:>9.1f}{rate / bandwidth:>9.2f}")
-                del q, k, fn
+        rows += _time_shape(shape, names, torch_dtype, dev, layout, pairing, bandwidth, reps, echo)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return {

@@ -2,7 +2,7 @@
 and the effective context as PI (Chen et al., arXiv 2306.15595: >= 20%) and YaRN (Peng et al.,
 arXiv 2309.00071: >= 80%) define it.
 
-The sequences come from ``ropebench.passkey_task``; the loop around one length (config, model, scaling,
+The sequences come from ``ropebench.data.passkey``; the loop around one length (config, model, scaling,
 statuses, the merge after every length) is ``ropebench.eval.runner``'s.
 """
 
@@ -13,9 +13,9 @@ import zlib
 
 import torch
 
+from ropebench.data.passkey import N_DIGITS, check_depth, check_length, sample_batch
 from ropebench.errors import UserError
 from ropebench.eval.runner import Probe, Session, Table, missing_cells, run_probe
-from ropebench.passkey_task import N_DIGITS, check_depth, check_length, sample_batch
 from ropebench.progress import console
 from ropebench.run.rundir import PASSKEY_CSV, RunDir
 

@@ -19,16 +19,16 @@ A *probe* (perplexity, passkey retrieval) measures one evaluation length. The ru
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from rich.markup import escape
 
+from ropebench.core.rope.freqs import scaling_for_length
 from ropebench.errors import UserError
+from ropebench.eval.cells import finite_float
 from ropebench.progress import console, progress_bar
-from ropebench.rope.freqs import scaling_for_length
-from ropebench.run.rundir import FINAL, WEIGHTS, RunDir
+from ropebench.run.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -44,23 +44,16 @@ class Table:
         return tuple(_sortable(row.get(column, "")) for column in self.order)
 
 
-def _number(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _sortable(value) -> tuple:
     # Numbers by value, then text: a damaged cell sorts last instead of raising in the middle of a merge.
-    number = _number(value)
+    number = finite_float(value)
     return (0, number, "") if number is not None else (1, 0.0, str(value))
 
 
 def _identity(row: dict, key: Iterable[str]) -> tuple:
     # "64" read back from a CSV and 64 about to be written are one key; so are "0.0" and 0.
-    return tuple(_number(row.get(k)) if _number(row.get(k)) is not None else str(row.get(k, "")) for k in key)
+    return tuple(finite_float(row.get(k)) if finite_float(row.get(k)) is not None else str(row.get(k, ""))
+                 for k in key)
 
 
 class Session:
@@ -85,31 +78,11 @@ class Session:
         """The run's trained weights on ``device`` (default: the run's train.device); or a model already in
         memory (right after training), evaluated where it is."""
         if model is None:
-            from ropebench.rundir import resolve_device
+            from ropebench.run.artifacts import load_model, resolve_device
 
-            model = load_trained_model(self.run, self.cfg, resolve_device(device or self.cfg.train.device))
+            model = load_model(self.run, self.cfg, resolve_device(device or self.cfg.train.device))
         self.model = model.eval()
         self.device = next(model.parameters()).device
-
-
-def load_trained_model(run: RunDir, cfg, device):
-    """The model of a finished run with its final weights, in eval mode; damaged weights are one clear line."""
-    from safetensors.torch import load_model as load_weights
-
-    from ropebench.data import VOCAB_SIZE
-    from ropebench.model import GPT
-    from ropebench.run.lifecycle import resume_command
-
-    if not run.is_finished():
-        raise UserError(f"run '{run}' is unfinished (no {FINAL} / {WEIGHTS}); finish it with "
-                        f"`{resume_command(run.path)}`")
-    model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=int(cfg.train.seq_len))
-    try:
-        load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
-    except Exception as exc:
-        raise UserError(f"weights '{run / WEIGHTS}' are corrupt or do not match the config "
-                        f"({type(exc).__name__})") from None
-    return model.to(device).eval()
 
 
 class Meter:

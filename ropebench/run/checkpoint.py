@@ -80,6 +80,25 @@ def _unchanged(cfg, key: str, value) -> bool:
     return current == value
 
 
+def _same_type(key: str, current, value):
+    """``value`` as the type the saved config holds at ``key`` (the saved config is untyped YAML, so nothing else
+    would stop ``train.steps=abc``): an integer stays an integer, a number a number, a flag a flag."""
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        value = int(value) if ok else value
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        return value
+    if not ok:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[type(current)]
+        raise UserError(f"{key}={value} must be {kind}, like the run's saved value {current}")
+    return value
+
+
 def continued_config(saved, overrides: list[tuple[str, object]]):
     """The config a continued run uses: the run's own saved config with only resumable keys changed.
 
@@ -91,10 +110,12 @@ def continued_config(saved, overrides: list[tuple[str, object]]):
     for key, value in overrides:
         if key == "launcher" or key.startswith("hydra.") or _unchanged(cfg, key, value):
             continue
+        current = OmegaConf.select(cfg, key, default="<unset>")
         if not _is_resumable(key):
-            refused.append(f"{key}: {OmegaConf.select(cfg, key, default='<unset>')} → {value}")
+            # A config group (pe=alibi) is named by its choice, not printed whole.
+            refused.append(f"{key}: {current.get('name', '…') if OmegaConf.is_dict(current) else current} → {value}")
             continue
-        OmegaConf.update(cfg, key, value, merge=True)
+        OmegaConf.update(cfg, key, _same_type(key, current, value), merge=True)
     if refused:
         allowed = ", ".join(k for k in RESUMABLE if k not in ("resume", "sweep_name"))
         raise UserError(f"a continued run keeps its experiment; cannot change {'; '.join(refused)} "

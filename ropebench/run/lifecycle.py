@@ -13,9 +13,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ropebench.config import validate_config
 from ropebench.errors import UserError
 from ropebench.run import checkpoint
+from ropebench.run.config import validate_config
 from ropebench.run.rundir import RunDir
 
 
@@ -43,7 +43,7 @@ def check_same_experiment(run: RunDir, cfg: DictConfig) -> None:
                         "directory (hydra.run.dir / hydra.sweep.dir) or continue it with `ropebench resume`")
 
 
-def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None) -> dict:
+def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None, after_training=None) -> dict:
     """Train a new run in ``run_dir`` (or continue the same experiment found there); ``before_training`` runs
     once the directory is known to be this experiment's (a sweep job clears its last error there)."""
     from ropebench.run.trainer import train
@@ -52,12 +52,20 @@ def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None
     validate_config(cfg)
     run = RunDir(run_dir)
     check_same_experiment(run, cfg)
+    new = not run.has_config()
     before_training()
     run.write_config_once(OmegaConf.to_container(cfg))
-    return train(cfg, run.path, **({"log": log} if log else {}))
+    try:
+        return train(cfg, run.path, after_training=after_training, **({"log": log} if log else {}))
+    except UserError:
+        # A setting only the model, the device or the data can check (pe.base=-1, device=tpu, a validation
+        # split shorter than seq_len) is a config that fails validation: it leaves no run directory behind.
+        if new:
+            run.discard_unstarted()
+        raise
 
 
-def resume(run_dir: Path, overrides: list[tuple[str, object]], log=None) -> dict:
+def resume(run_dir: Path, overrides: list[tuple[str, object]], log=None, after_training=None) -> dict:
     """Continue the run in ``run_dir`` with its own config; ``overrides`` may change only resumable keys."""
     from ropebench.run.trainer import train
 
@@ -68,7 +76,7 @@ def resume(run_dir: Path, overrides: list[tuple[str, object]], log=None) -> dict
     cfg = checkpoint.continued_config(saved, overrides)
     validate_config(cfg)
     changes = checkpoint.config_changes(saved, cfg, ignore_resumable=False)
-    return train(cfg, run.path, continued=changes, **({"log": log} if log else {}))
+    return train(cfg, run.path, continued=changes, after_training=after_training, **({"log": log} if log else {}))
 
 
 def resume_command(run_dir: Path) -> str:

@@ -48,6 +48,11 @@ def _umask() -> int:
     return mask
 
 
+def make_readable(path: Path) -> None:
+    """Mode 0666 less the umask, as for any file the user creates (mkstemp and safetensors leave 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(path: Path, write: Callable) -> None:
     """Call ``write(binary_file)`` on a temporary file beside ``path``, then move it into place (mode 0644 less
     the umask, like any file the user creates -- mkstemp alone would leave 0600)."""
@@ -59,7 +64,7 @@ def atomic_write(path: Path, write: Callable) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -77,18 +82,22 @@ def read_csv_rows(path: Path, required: Sequence[str] = (), warn: Callable[[str]
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            _warn(warn, f"warning: {path}: no column {', '.join(missing)}; its rows are skipped")
-            return []
-        rows, bad = [], []
-        for row in reader:
-            if None in row or any(row.get(c) in (None, "") and c != "stride" for c in required):
-                bad.append(reader.line_num)
-            else:
-                rows.append(row)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                _warn(warn, f"warning: {path}: no column {', '.join(missing)}; its rows are skipped")
+                return []
+            rows, bad = [], []
+            for row in reader:
+                if None in row or any(row.get(c) in (None, "") and c != "stride" for c in required):
+                    bad.append(reader.line_num)
+                else:
+                    rows.append(row)
+    except (UnicodeDecodeError, csv.Error) as exc:  # not text, or not CSV: nothing in it can be trusted
+        _warn(warn, f"warning: {path}: unreadable ({type(exc).__name__}); its rows are skipped")
+        return []
     if bad:
         lines = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
         _warn(warn, f"warning: {path}: skipped {len(bad)} malformed row(s) at line {lines}")
@@ -151,6 +160,19 @@ class RunDir:
         if self.has_config():
             return
         atomic_write_text(self.path / CONFIG, yaml.safe_dump(container, sort_keys=False))
+
+    def discard_unstarted(self) -> None:
+        """Undo a start that failed before training did anything (no checkpoint, no logged step): remove the
+        config it recorded and the files it opened, and the directory itself once empty -- a refused start
+        leaves nothing behind. Files that are not a run's are never touched."""
+        if (self.path / CHECKPOINT).exists() or self.read_metrics():
+            return
+        for name in (CONFIG, METRICS, ERROR, _LOCK):
+            (self.path / name).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:  # something else lives there: keep it
+            pass
 
     # -- completion ---------------------------------------------------------------------------------------
     def is_finished(self) -> bool:

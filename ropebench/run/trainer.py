@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ropebench import distributed
-from ropebench.config import validate_config
-from ropebench.data import VOCAB_SIZE, Corpus, load_corpus
+from ropebench.core.model import GPT
+from ropebench.data import VOCAB_SIZE, Corpus, TokenSplit, load_corpus
 from ropebench.errors import UserError
-from ropebench.model import GPT
 from ropebench.progress import console, progress_bar
-from ropebench.run import checkpoint
-from ropebench.run.rundir import WEIGHTS, RunDir
+from ropebench.run import checkpoint, distributed
+from ropebench.run.artifacts import resolve_device
+from ropebench.run.config import validate_config
+from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, make_readable
 from ropebench.run.stop import StopFlag
-from ropebench.tracking import RunLogger
+from ropebench.run.tracking import RunLogger
 
 # Dense bf16 peaks (FLOP/s) of GPUs ropebench is run on, for the MFU column; others get none.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
@@ -90,6 +90,16 @@ def estimate_val_loss(model, corpus: Corpus, cfg, device, amp, dist=distributed.
     return distributed.all_reduce_mean(sum(losses) / len(losses))
 
 
+def check_splits(corpus: Corpus, seq_len: int) -> None:
+    """Both splits must hold a window of seq_len + 1 tokens -- checked before the first step, not found at the
+    first validation (after steps were spent) nor blamed on the other split."""
+    for split, name in ((corpus.train, "training"), (corpus.val, "validation")):
+        if isinstance(split, TokenSplit) and split.n_tokens <= seq_len + 1:
+            more = "raise data.val_fraction" if name == "validation" else "give more data"
+            raise UserError(f"train.seq_len={seq_len} is longer than the {name} data ({split.n_tokens} tokens); "
+                            f"lower train.seq_len or {more}")
+
+
 class Trainer:
     """One training run in clear steps: ``build`` -> ``resume`` -> ``loop`` -> ``finalize``; ``close`` always."""
 
@@ -104,8 +114,6 @@ class Trainer:
     # -- build ----------------------------------------------------------------------------------------------
     def build(self) -> None:
         cfg, t = self.cfg, self.cfg.train
-        from ropebench.rundir import resolve_device
-
         device = resolve_device(t.device)
         # torchrun: join the process group (a no-op for one process); only rank 0 writes or prints.
         self.dist, self.device = distributed.setup(t.batch_size, device)
@@ -122,6 +130,7 @@ class Trainer:
         self.model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=t.seq_len).to(self.device)
         with distributed.rank0_first(self.dist):  # rank 0 builds the token cache, the others then read it
             self.corpus = load_corpus(cfg.data, log=self.log)
+        check_splits(self.corpus, t.seq_len)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.amp = autocast_for(self.device, t.dtype)
@@ -177,19 +186,23 @@ class Trainer:
         if self.peak:
             record["mfu"] = self.flops_per_token * record["tokens_per_s"] / self.peak
         if not math.isfinite(self.train_loss):
-            raise UserError(f"training diverged at step {self.step} (loss {self.train_loss}); lower train.lr "
-                            "(the last good checkpoint is kept)")
+            self._diverged(self.train_loss)
         if self.step % t.eval_interval == 0 or self.step == t.steps:
             record["val_loss"] = estimate_val_loss(self.model, self.corpus, self.cfg, self.device, self.amp, self.dist)
         self.logger.log(record)
         self.record = record
         return f"loss {self.train_loss:.3f}" + (f" val {record['val_loss']:.3f}" if "val_loss" in record else "")
 
+    def _diverged(self, loss: float) -> None:
+        kept = ("the last good checkpoint is kept" if (self.run / CHECKPOINT).is_file()
+                else "no checkpoint was saved before it")
+        raise UserError(f"training diverged at step {self.step} (loss {loss}); lower train.lr ({kept})")
+
     def _save_checkpoint(self, loss) -> None:
         # Never replace the last good state with a diverged one (the loss is synced only here and when logging).
-        if not math.isfinite(distributed.all_reduce_mean(loss)):
-            raise UserError(f"training diverged at step {self.step}; lower train.lr (the last good checkpoint "
-                            "is kept)")
+        synced = distributed.all_reduce_mean(loss)
+        if not math.isfinite(synced):
+            self._diverged(synced)
         if self.dist.is_rank0:
             state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                      "data_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -234,6 +247,7 @@ class Trainer:
         # safetensors writes to a path (and drops the tied head's duplicate): write beside, then move into place.
         tmp = self.run / f".{WEIGHTS}.tmp"
         save_model(self.model, str(tmp))
+        make_readable(tmp)
         os.replace(tmp, self.run / WEIGHTS)
         final = {"status": "finished", "steps": self.step, "train_loss": self.train_loss,
                  "val_loss": self.record.get("val_loss"), "wall_s": wall_s, "params": self.model.num_params(),
@@ -249,16 +263,19 @@ class Trainer:
         distributed.shutdown()
 
 
-def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str] | None = None) -> dict:
+def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str] | None = None,
+          after_training=None) -> dict:
     """Train (or continue) the run in ``run_dir``; returns the final metrics (``status`` says how it ended).
 
     ``continued`` lists the resumable keys a continuation changed (``key: old → new``): final.json records them,
-    since the run's config.yaml is never rewritten."""
+    since the run's config.yaml is never rewritten. ``after_training(run_dir, model, logger, log)`` runs once the
+    weights are saved when ``eval.after_train`` is set (the evaluation layer above supplies it)."""
     validate_config(cfg)
     run = RunDir(run_dir)
     if run.is_finished():
+        final = run.read_final()  # a damaged final.json is one error line, not "finished" and then an error
         log(f"[green]already finished[/]: {run}")
-        return {**run.read_final(), "status": "already_finished"}
+        return {**final, "status": "already_finished"}
     trainer = Trainer(cfg, run.path, log)
     try:
         trainer.build()
@@ -270,26 +287,17 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str
         if not trainer.dist.is_rank0:
             return {"status": "interrupted" if flag.stop else "finished", "step": trainer.step}
         if flag.stop and trainer.step < cfg.train.steps:
+            from rich.markup import escape
+
             from ropebench.run.lifecycle import resume_command
 
+            # escape: a '[' in a directory name is text, not markup, so the printed command pastes as shown.
             log(f"[yellow]interrupted[/] at step {trainer.step}; checkpoint saved. Continue with: "
-                f"{resume_command(run.path)}")
+                f"{escape(resume_command(run.path))}")
             return {"status": "interrupted", "step": trainer.step}
         final = trainer.finalize(time.perf_counter() - started, continued)
-        if cfg.eval.after_train:
-            _evaluate_after_training(cfg, run, trainer)
+        if cfg.eval.after_train and after_training is not None:
+            after_training(run.path, trainer.model, trainer.logger, trainer.log)
         return final
     finally:
         trainer.close()
-
-
-def _evaluate_after_training(cfg, run: RunDir, trainer: Trainer) -> None:
-    if cfg.data.source == "passkey":
-        from ropebench.eval.passkey import passkey_accuracy
-
-        passkey_accuracy(run.path, log=trainer.log)
-    else:
-        from ropebench.eval.perplexity import eval_length
-
-        rows = eval_length(run.path, model=trainer.model, log=trainer.log)
-        trainer.logger.log_eval_curve(rows)

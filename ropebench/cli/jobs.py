@@ -1,0 +1,69 @@
+"""Hydra task functions: what one job does, with failures recorded in its run directory instead of raised,
+so one failed job never stops a sweep (Hydra's default launcher runs all jobs in one process)."""
+
+from __future__ import annotations
+
+import gc
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from ropebench.cli.hydra_app import output_dir
+from ropebench.errors import UserError
+from ropebench.run.rundir import RunDir
+from ropebench.run.stop import stop_requested
+
+#: (run_dir, status, message) of every job this process ran; status "refused" is a user error (bad input, a
+#: directory holding another experiment), "failed" a crash
+outcomes: list[tuple[Path, str, str]] = []
+
+
+def evaluate_after_training(run_dir: Path, model, logger, log) -> None:
+    """`eval.after_train`: perplexity at the default lengths (passkey accuracy for data=passkey), with the model
+    still in memory; the curve is mirrored to wandb."""
+    if RunDir(run_dir).read_config().data.source == "passkey":
+        from ropebench.eval.passkey import passkey_accuracy
+
+        passkey_accuracy(run_dir, model=model, log=log)
+    else:
+        from ropebench.eval.perplexity import eval_length
+
+        logger.log_eval_curve(eval_length(run_dir, model=model, log=log))
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def train_job(cfg: DictConfig) -> None:
+    from ropebench.run.lifecycle import OtherExperiment, start
+
+    run = RunDir(output_dir())
+    if stop_requested():  # one Ctrl-C stops the whole sweep, not just the job that was running
+        outcomes.append((run.path, "skipped", "not started: the sweep was stopped"))
+        return
+    try:
+        result = start(cfg, run.path, before_training=run.clear_error, after_training=evaluate_after_training)
+        outcomes.append((run.path, result.get("status", "finished"), ""))
+    except OtherExperiment as exc:  # not this job's directory to write in
+        outcomes.append((run.path, "refused", str(exc)))
+    except UserError as exc:
+        if _in_sweep():  # the sweep's record of why this job failed; a single run prints it and keeps no copy
+            run.write_error(str(exc))
+        outcomes.append((run.path, "refused", str(exc)))
+    except Exception as exc:  # a bug or a crash: keep the traceback beside the run, report one line
+        run.write_error(traceback.format_exc())
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        outcomes.append((run.path, "failed", f"{type(exc).__name__}: {message} (traceback in {run / 'error.txt'})"))
+    finally:
+        # Jobs of a sweep share this process: release what the last one held before the next starts.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if hasattr(torch, "_dynamo"):
+            torch._dynamo.reset()

@@ -1,0 +1,90 @@
+"""`ropebench passkey RUN_DIR`: passkey retrieval accuracy by length and depth, and the effective context.
+
+Registered in ropebench/cli.py; kept in its own module so the task's code lives in one place. The RoPE-scaling
+options are declared here once (``scaling_options``) and shared with `eval-length`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+
+import typer
+
+from ropebench.core.rope.freqs import SCALING_NAMES, scaling_from_options
+from ropebench.errors import UserError
+
+_TYPES = ", ".join(SCALING_NAMES)  # the registry's names: the help never lists a type that does not exist
+# name: (type, option). Every default is None ("not given"): the defaults named in the help are applied by
+# ropebench.core.rope.freqs, the one place that knows them.
+_SCALING_OPTIONS = {
+    "rope_scaling": (str, typer.Option("none", help=f"RoPE runs: {_TYPES} (Hugging Face's rope_type names; ntk "
+                                                    "is ropebench's static NTK-aware base change b*s^(d/(d-2)), "
+                                                    "not an HF type).")),
+    "factor": (float, typer.Option(None, help="Scaling factor s >= 1 (default: eval_len / train_len at each length; "
+                                              "dynamic: 1, since it grows with the length by itself).")),
+    "attention_factor": (float, typer.Option(None, help="yarn, longrope: factor on cos and sin (default: yarn "
+                                                        "0.1 ln(s) + 1, longrope sqrt(1 + ln(s) / ln(train_len))).")),
+    "beta_fast": (float, typer.Option(None, help="yarn: rotations within the training length where the ramp "
+                                                 "starts (default 32).")),
+    "beta_slow": (float, typer.Option(None, help="yarn: rotations where it ends (default 1).")),
+    "mscale": (float, typer.Option(None, help="yarn, with --mscale-all-dim: attention factor = "
+                                              "(0.1 mscale ln s + 1) / (0.1 mscale_all_dim ln s + 1).")),
+    "mscale_all_dim": (float, typer.Option(None, help="yarn: see --mscale.")),
+    "low_freq_factor": (float, typer.Option(None, help="llama3: pairs turning fewer times than this within the "
+                                                       "training length are divided by s (default 1).")),
+    "high_freq_factor": (float, typer.Option(None, help="llama3: pairs turning more times than this are kept "
+                                                        "(default 4).")),
+    "short_factor": (str, typer.Option(None, help="longrope: comma-separated divisor per rotary pair, up to the "
+                                                  "training length.")),
+    "long_factor": (str, typer.Option(None, help="longrope: comma-separated divisor per rotary pair, beyond it.")),
+}
+
+
+def scaling_options(command):
+    """Give a Typer command the RoPE-scaling options. The command takes one ``rope_scaling`` parameter and
+    receives the validated spec (None without scaling) that ``freqs.scaling_from_options`` builds from them."""
+    signature = inspect.signature(command)
+    kept = [p for name, p in signature.parameters.items() if name != "rope_scaling"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (kind, option) in _SCALING_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        options = {name: kwargs.pop(name) for name in _SCALING_OPTIONS}
+        kwargs["rope_scaling"] = scaling_from_options(options.pop("rope_scaling"), **options)
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
+    wrapper.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "rope_scaling"},
+                               **{name: kind for name, (kind, _) in _SCALING_OPTIONS.items()}}
+    return wrapper
+
+
+@scaling_options
+def passkey(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    lengths: str = typer.Option(None, help="Comma-separated lengths; default 1x,2x,4x,8x of training."),
+    depths: str = typer.Option("0,0.25,0.5,0.75,1", help="Comma-separated key depths in [0, 1] (0: first)."),
+    trials: int = typer.Option(32, help="Sequences (random keys) per length and depth."),
+    device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
+    rope_scaling: dict | None = None,
+):
+    """Passkey retrieval: exact-match accuracy of the 5 greedy digits, merged into RUN_DIR/passkey.csv."""
+    from ropebench.eval import passkey as pk
+    from ropebench.eval.lengths import parse_lengths
+
+    # Every argument is checked before the model is loaded (passkey_accuracy checks the lengths against the
+    # task), so a typo costs nothing and writes nothing. No lengths: the default multiples of the run's length.
+    wanted = parse_lengths(lengths, 1) if lengths else None
+    wanted_depths = pk.parse_depths(depths)
+    if trials <= 0:
+        raise UserError(f"--trials must be a positive integer, got {trials}")
+    rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device)
+    for label, found in pk.effective_contexts(rows).items():
+        text = ", ".join(f"{name.upper()} (>= {pk.THRESHOLDS[name]:.0%}): {found[name] or 'none'}" for name in found)
+        typer.echo(f"effective context [{label}] {text}", err=True)
+    typer.echo(str(Path(run_dir) / pk.CSV_NAME))
+    if any(r["status"].startswith("error") for r in rows):
+        raise typer.Exit(1)

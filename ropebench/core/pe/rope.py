@@ -1,0 +1,91 @@
+"""RoPE (Su et al., RoFormer): rotate each query/key channel pair by position * theta_i.
+
+Only q and k are rotated (``rotate_values`` is an ablation, off by default). Angle tables are float32 and
+computed with autocast off; the rotation itself runs on the backend named by ``backend``
+(see :mod:`ropebench.core.rope.backends`). Evaluation can stretch the frequencies with a Hugging Face-style
+``rope_scaling`` dict through :meth:`RoPE.set_scaling`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from ropebench.core.pe import register
+from ropebench.core.pe.base import PEConfig, PositionEncoding
+from ropebench.core.rope import backends
+from ropebench.core.rope.freqs import normalize_scaling, rope_inv_freq, rope_tables
+from ropebench.core.rope.reference import PAIRINGS
+from ropebench.errors import UserError, choose
+
+
+@dataclass
+class RopeConfig(PEConfig):
+    name: str = "rope"
+    base: float = 10000.0
+    # half: channel i with i + d/2 (NeoX, HF Llama); interleaved: 2i with 2i+1 (RoFormer, GPT-J, Meta Llama).
+    pairing: str = "half"
+    # Channels rotated per head; 0 means all of them (partial rotary below head_dim).
+    rotary_dim: int = 0
+    backend: str = "auto"
+    # Ablation: also rotate the values by their position (not RoPE as published).
+    rotate_values: bool = False
+
+
+@register("rope", RopeConfig)
+class RoPE(PositionEncoding):
+    kind = "qk"
+    supports_rope_scaling = True
+
+    def __init__(self, cfg, **dims):
+        super().__init__(cfg, **dims)
+        choose("rope pairing", cfg.pairing, PAIRINGS)
+        self.rotary_dim = cfg.rotary_dim or self.head_dim
+        if self.head_dim % 2:
+            raise UserError(f"RoPE needs an even head dimension, got n_embd/n_head = {self.head_dim}")
+        if self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.head_dim:
+            raise UserError(f"pe.rotary_dim must be even and in (0, head_dim={self.head_dim}], got {self.rotary_dim}")
+        if not cfg.base > 0:
+            raise UserError(f"pe.base must be positive, got {cfg.base}")
+        self.scaling: dict | None = None
+        self._tables: dict = {}
+        self._backend = None
+        # Plain attributes for the per-layer hot path: torch.compile cannot trace an OmegaConf lookup.
+        self.pairing = str(cfg.pairing)
+        self.rotate_values = bool(cfg.rotate_values)
+
+    def decay_params(self):
+        return self.rotary_dim, float(self.cfg.base)
+
+    def uses_value_hooks(self):
+        return self.rotate_values
+
+    def set_scaling(self, rope_scaling: dict | None) -> None:
+        """Stretch the frequencies (evaluation-time context extension); None restores plain RoPE."""
+        self.scaling = normalize_scaling(rope_scaling)
+        self._tables.clear()
+
+    def tables(self, T: int, device: torch.device):
+        key = (T, device)  # dynamic scaling depends on T, so the length is part of the key
+        if key not in self._tables:
+            inv_freq, attention_factor = rope_inv_freq(self.rotary_dim, self.cfg.base, self.scaling, seq_len=T)
+            positions = torch.arange(T, device=device)
+            self._tables = {key: rope_tables(inv_freq, positions, attention_factor)}
+        return self._tables[key]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._tables = {}  # tables follow the module's device
+        return super()._apply(fn, *args, **kwargs)
+
+    def qk(self, q, k, pos):
+        if self._backend is None:
+            self._backend = backends.resolve(self.cfg.backend, q.device)
+        cos, sin = self.tables(pos.shape[0], q.device)
+        return self._backend.apply(q, k, cos, sin, self.pairing)
+
+    def value(self, v, pos):
+        if not self.rotate_values:
+            return v
+        from ropebench.core.rope.reference import rotate
+
+        cos, sin = self.tables(pos.shape[0], v.device)
+        return rotate(v, cos, sin, self.pairing)

@@ -1,0 +1,1 @@
+"""The report layer: reading finished runs' results, tables, figures, and finishing sweeps."""

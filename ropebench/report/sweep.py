@@ -1,0 +1,115 @@
+"""Sweeps: Hydra multirun over a config in conf/sweep/, then evaluate, tabulate and plot every run.
+
+Relaunching a sweep into the same directory (``hydra.sweep.dir=DIR``) skips finished runs and resumes
+unfinished ones from their checkpoints; a failed job never stops the others, and the summary at the end
+lists what finished and what failed (non-zero exit if anything failed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ropebench.errors import UserError
+from ropebench.progress import console
+from ropebench.run.rundir import CONFIG, ERROR, EVAL_CSV, LEGACY_CONFIG, RunDir
+
+
+@dataclass
+class SweepReport:
+    sweep_dir: Path
+    finished: list[Path]
+    failed: list[tuple[Path, str]]
+    unfinished: list[Path]
+    figure: list[Path]
+    table: Path | None
+
+
+def sweep_names() -> list[str]:
+    from ropebench.run.config import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
+
+
+def default_sweep_dir(name: str) -> str:
+    return f"sweeps/{name}/{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    """The run directories of a sweep: one level down, each holding a run's config -- or only the error of a job
+    whose settings were refused before it started (a launcher running jobs elsewhere reports nothing else)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return []
+    marks = (CONFIG, LEGACY_CONFIG, ERROR)
+    return sorted(p for p in sweep_dir.iterdir() if any((p / name).is_file() for name in marks))
+
+
+def first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
+    finished, failed, unfinished = [], [], []
+    for run in run_dirs(sweep_dir):
+        error = RunDir(run).read_error()
+        if RunDir(run).is_finished():
+            finished.append(run)
+        elif error is not None:
+            failed.append((run, first_line(error)))
+        else:
+            unfinished.append(run)
+    return finished, failed, unfinished
+
+
+def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> SweepReport:
+    """Complete every run's evaluation (a job killed mid-evaluation is finished here: only the missing lengths
+    are evaluated), then write the figure and the table into the sweep directory."""
+    from ropebench.eval.passkey import passkey_accuracy
+    from ropebench.eval.perplexity import eval_length
+    from ropebench.report.plot import plot_length
+    from ropebench.report.table import write_table
+    from ropebench.run.rundir import PASSKEY_CSV
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"sweep directory '{sweep_dir}' does not exist")
+    finished, failed, unfinished = collect(sweep_dir)
+    # Jobs refused without writing anything (their directory holds another experiment) are failures too.
+    failed += [(Path(run), why) for run, why in refused if Path(run) not in {f for f, _ in failed}]
+    passkey_runs = [r for r in finished if RunDir(r).read_config().data.source == "passkey"]
+    for run in finished:
+        try:
+            if run in passkey_runs:
+                passkey_accuracy(run, log=log, only_missing=True)
+            else:
+                eval_length(run, log=log, only_missing=True)
+        except UserError as exc:
+            failed.append((run, f"evaluation: {exc}"))
+    evaluated = [r for r in finished if (r / EVAL_CSV).is_file()]
+    figure, table = [], None
+    if evaluated:
+        figure = plot_length(evaluated, sweep_dir / f"{name}.png")
+        table = write_table(evaluated, sweep_dir / "table.md", fmt="md")
+    probed = [r for r in passkey_runs if (r / PASSKEY_CSV).is_file()]
+    if probed:
+        from ropebench.report.plot_passkey import plot_passkey
+
+        figure += plot_passkey(probed, sweep_dir / f"{name}_passkey.png")
+    return SweepReport(sweep_dir, finished, failed, unfinished, figure, table)
+
+
+def print_report(report: SweepReport, log=console.print) -> None:
+    log(f"\n[bold]sweep:[/] {len(report.finished)} finished, {len(report.failed)} failed, "
+        f"{len(report.unfinished)} unfinished in {report.sweep_dir}")
+    for run, why in report.failed:
+        log(f"  [red]failed[/] {run.name}: {why}")
+    for run in report.unfinished:
+        log(f"  [yellow]unfinished[/] {run.name} (relaunch the sweep with hydra.sweep.dir={report.sweep_dir})")
+    if report.table is not None:
+        log("\n" + report.table.read_text())
+        log(f"table:  {report.table}")
+    for path in report.figure:
+        log(f"figure: {path}")

@@ -1,6 +1,0 @@
-"""RoPE: frequencies (with context-extension scaling), the reference rotation and the kernel backends."""
-
-from ropebench.rope.freqs import rope_inv_freq, rope_tables
-from ropebench.rope.reference import apply_rope
-
-__all__ = ["rope_inv_freq", "rope_tables", "apply_rope"]

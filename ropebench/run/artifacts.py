@@ -1,0 +1,40 @@
+"""What a run directory holds that needs torch to read: the device to use and the trained model."""
+
+from __future__ import annotations
+
+import torch
+
+from ropebench.errors import UserError
+from ropebench.run.rundir import FINAL, WEIGHTS, RunDir
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for, but CUDA is not available here; use device=cpu or auto")
+    return device
+
+
+def load_model(run: RunDir, cfg, device: torch.device | str = "cpu"):
+    """The model of a finished run with its final weights, in eval mode; damaged weights are one clear line."""
+    from safetensors.torch import load_model as load_weights
+
+    from ropebench.core.model import GPT
+    from ropebench.data import VOCAB_SIZE
+    from ropebench.run.lifecycle import resume_command
+
+    if not run.is_finished():
+        raise UserError(f"run '{run}' is unfinished (no {FINAL} / {WEIGHTS}); finish it with "
+                        f"`{resume_command(run.path)}`")
+    model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=int(cfg.train.seq_len))
+    try:
+        load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
+    except Exception as exc:
+        raise UserError(f"weights '{run / WEIGHTS}' are corrupt or do not match the config "
+                        f"({type(exc).__name__})") from None
+    return model.to(device).eval()
