@@ -68,8 +68,6 @@ class TokenSplit:
 class Corpus:
     train: TokenSplit
     val: TokenSplit
-    vocab_size: int
-    info: dict
     names: dict[str, list[str]] | None = None  # each split's document names, in the order of its documents
 
 
@@ -290,7 +288,6 @@ def load_corpus(cfg, log=print) -> Corpus:
     directory = cache_root / f"{cfg.name}-{key}"
     if not (directory / "info.json").is_file():
         _build(cfg, directory, key, names, files, log)
-    info = json.loads((directory / "info.json").read_text())
-    corpus = Corpus(_read_split(directory, "train"), _read_split(directory, "val"), VOCAB_SIZE, info)
+    corpus = Corpus(_read_split(directory, "train"), _read_split(directory, "val"))
     corpus.names = _read_names(directory, corpus)
     return corpus

@@ -103,9 +103,6 @@ class PasskeySplit:
 
 def load_passkey_corpus(cfg):
     """The ``data=passkey`` corpus: nothing to read or cache, sequences are generated from the torch generator."""
-    from ropebench.data import VOCAB_SIZE, Corpus  # data imports this module: the corpus type only on use
+    from ropebench.data import Corpus  # data imports this module: the corpus type only on use
 
-    info = {"name": cfg.name, "source": "passkey", "min_len": MIN_LEN, "digits": N_DIGITS,
-            "filler": FILLER.decode(), "key": (KEY_PREFIX + b"NNNNN" + KEY_SUFFIX).decode(),
-            "question": QUESTION.decode()}
-    return Corpus(PasskeySplit("train"), PasskeySplit("val"), VOCAB_SIZE, info)
+    return Corpus(PasskeySplit("train"), PasskeySplit("val"))
