@@ -10,6 +10,21 @@ from check_results import RESULTS, claim, means, per_seed, ranking, rows, runs, 
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 
 
+def _table_claim(folder: str):
+    """Each folder's table.md is what `ropebench table` prints for its runs, and its README quotes it whole."""
+    def check():
+        quoted = (RESULTS / folder / "table.md").read_text().strip() in (RESULTS / folder / "README.md").read_text()
+        return f"`table.md` is exactly what `ropebench table results/{folder}/runs` prints.", \
+            table_matches(folder) and quoted
+
+    check.__name__ = f"{folder}_table"
+    return check
+
+
+for _folder in ("compare", "rope_scaling", "rotate_values", "lr"):
+    claim(_folder)(_table_claim(_folder))
+
+
 def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
@@ -19,11 +34,6 @@ def _compare(folder: str = "compare") -> dict[str, dict[int, float]]:
     return means(folder)
 
 
-@claim("compare")
-def compare_table():
-    quoted = (RESULTS / "compare" / "table.md").read_text().strip() in (RESULTS / "compare" / "README.md").read_text()
-    return "`table.md` is exactly what `ropebench table results/compare/runs` prints.", table_matches("compare") \
-        and quoted
 
 
 @claim("compare")
@@ -141,12 +151,6 @@ def _scaled() -> dict[str, dict[int, float]]:
     return means("rope_scaling")
 
 
-@claim("rope_scaling")
-def scaling_table():
-    quoted = (RESULTS / "rope_scaling" / "table.md").read_text().strip() in \
-        (RESULTS / "rope_scaling" / "README.md").read_text()
-    return "`table.md` is exactly what `ropebench table results/rope_scaling/runs` prints.", \
-        table_matches("rope_scaling") and quoted
 
 
 @claim("rope_scaling")
@@ -197,12 +201,6 @@ def _rotated_vs_plain() -> dict[int, dict[str, dict[int, float]]]:
     return out
 
 
-@claim("rotate_values")
-def rotv_table():
-    quoted = (RESULTS / "rotate_values" / "table.md").read_text().strip() in \
-        (RESULTS / "rotate_values" / "README.md").read_text()
-    return "`table.md` is exactly what `ropebench table results/rotate_values/runs` prints.", \
-        table_matches("rotate_values") and quoted
 
 
 @claim("rotate_values")
@@ -238,10 +236,6 @@ def _best_lr() -> dict[str, float]:
     return {pe: min(by, key=lambda lr: by[lr][64]) for pe, by in _by_lr().items()}
 
 
-@claim("lr")
-def lr_table():
-    quoted = (RESULTS / "lr" / "table.md").read_text().strip() in (RESULTS / "lr" / "README.md").read_text()
-    return "`table.md` is exactly what `ropebench table results/lr/runs` prints.", table_matches("lr") and quoted
 
 
 @claim("lr")
@@ -267,3 +261,20 @@ def lr_order_holds():
         lines.append(f"at {length // 64}× the order at each encoding's best rate is {', '.join(a)} "
                      f"({'the same as' if a == b else 'unlike'} at 2e-3: {', '.join(b)})")
     return "Past the training length, " + "; ".join(lines) + ".", True
+
+
+@claim("lr")
+def lr_edge():
+    by, best = _by_lr(), _best_lr()
+    at_edge = all(best[pe] == max(by[pe]) for pe in best)
+    word = "the largest rate tried, 4e-3, for every encoding" if at_edge else "inside the searched range"
+    return f"The best rate is {word}: the search does not bracket every optimum.", at_edge
+
+
+@claim("lr")
+def lr_ends_hold():
+    by = _by_lr()
+    rates = sorted({lr for v in by.values() for lr in v})
+    ok = all(_order({pe: by[pe][lr] for pe in by}, L)[0] == "alibi"
+             and _order({pe: by[pe][lr] for pe in by}, L)[-1] == "sinusoidal" for lr in rates for L in (256, 1024))
+    return "At every rate tried, ALiBi is best and sinusoidal worst at 4× and at 16×.", ok
