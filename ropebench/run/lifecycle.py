@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ropebench.errors import UserError
 from ropebench.run import checkpoint
 from ropebench.run.config import validate_config
-from ropebench.run.rundir import RunDir
+from ropebench.run.rundir import CHECKPOINT, RunDir
 
 
 def resolved(cfg: DictConfig) -> DictConfig:
@@ -71,7 +71,7 @@ def resume(run_dir: Path, overrides: list[tuple[str, object]], log=None, after_t
 
     run = RunDir(run_dir)
     saved = run.read_config()
-    if not run.is_finished() and checkpoint.load(run.path) is None:
+    if not run.is_finished() and not (run / CHECKPOINT).is_file():  # the trainer loads it; only its presence here
         raise UserError(f"'{run}' has no checkpoint to continue from; start it again with `ropebench train`")
     cfg = checkpoint.continued_config(saved, overrides)
     validate_config(cfg)
