@@ -122,7 +122,7 @@ def sweep_job(tiny_overrides, tmp_path_factory) -> Path:
     (["train.steps=abc"], ("train.steps=abc must be an integer",)),
     (["train.steps=7.5"], ("train.steps=7.5 must be an integer",)),
     (["train.compile=3"], ("train.compile=3 must be true or false",)),
-    (["train.steps=0"], ("train.steps must be a positive integer, got 0",)),
+    (["train.steps=0"], ("train.steps must be a positive integer (0 only with init_from=RUN), got 0",)),
     (["logger.wandb.mode=bogus"], ("unknown logger.wandb.mode 'bogus'",)),
     (["--cfg", "job"], ("'--cfg' does not apply to a continued run",)),
     (["-m"], ("'-m'", "ropebench sweep")),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from ropebench.cli.hf_eval import hf_options
 from ropebench.cli.passkey import scaling_options
 from ropebench.errors import UserError, user_errors
 
@@ -142,8 +143,10 @@ def _resume(run_dir: Path, overrides) -> None:
 @app.command("eval-length")
 @user_errors
 @scaling_options
+@hf_options("eval")
 def eval_length(
-    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    run_dir: Path = typer.Argument(..., help="A finished run directory, or a Hugging Face model (directory or "
+                                   "Hub id; needs --out)."),
     lengths: str = typer.Option(None, help="Comma-separated lengths; default 1x,1.25x,1.5x,2x,4x,8x,16x of training."),
     protocol: str = typer.Option("nonoverlapping", help="nonoverlapping (ALiBi paper) or sliding."),
     stride: int = typer.Option(None, help="Sliding-window stride (default: half the evaluation length)."),
@@ -284,10 +287,10 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
     Extra arguments are Hydra overrides, sweeps included: `ropebench sweep compare seed=0,1 train.steps=500`.
     `hydra.sweep.dir=DIR` chooses where it lives; relaunching into the same DIR skips finished runs.
     """
-    from ropebench.cli import jobs as runner
-    from ropebench.cli.hydra_app import check_output_dir, key_of, parse, run_hydra, split_flags
+    from ropebench.cli.hydra_app import check_output_dir, key_of, parse, split_flags
+    from ropebench.cli.sweep_base import build_base_runs
     from ropebench.errors import choose
-    from ropebench.report.sweep import default_sweep_dir, finish_sweep, print_report, sweep_names
+    from ropebench.report.sweep import default_sweep_dir, sweep_names
     from ropebench.run.stop import clear_stop_request, stop_requested
 
     choose("sweep", name, sweep_names())
@@ -306,21 +309,36 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
     shared = [key_of(o) for o in parsed if key_of(o) not in swept and not key_of(o).startswith("hydra")]
     if shared:
         overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep', *shared])}]")
-    runner.outcomes.clear()
     clear_stop_request()
-    run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
-    if stop_requested():
+    build_base_runs(name, overrides, sweep_dir, _run_sweep)
+    report = None if stop_requested() else _run_sweep(name, overrides)
+    if report is None:
         import shlex
 
         again = " ".join(shlex.quote(a) for a in ["ropebench", "sweep", name, *ctx.args] if "hydra.sweep.dir=" not in a)
         typer.echo(f"stopped; finished jobs are kept. Continue with: {again} "
                    f"{shlex.quote('hydra.sweep.dir=' + sweep_dir)}", err=True)
         raise typer.Exit(130)
+    if report.failed or report.unfinished:
+        raise typer.Exit(1)
+
+
+def _run_sweep(name: str, overrides: list[str]):
+    """One Hydra multirun of conf/sweep/NAME.yaml, then its evaluation, table and figure; None when stopped."""
+    from ropebench.cli import jobs as runner
+    from ropebench.cli.hydra_app import key_of, parse, run_hydra
+    from ropebench.report.sweep import finish_sweep, print_report
+    from ropebench.run.stop import stop_requested
+
+    runner.outcomes.clear()
+    run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
+    if stop_requested():
+        return None
+    sweep_dir = next(o.get_value_element_as_str() for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")
     refused = [(run, why) for run, status, why in runner.outcomes if status in ("failed", "refused")]
     report = finish_sweep(Path(sweep_dir), name, refused=refused)
     print_report(report)
-    if report.failed or report.unfinished:
-        raise typer.Exit(1)
+    return report
 
 
 def _register_data_report() -> None:
@@ -339,6 +357,15 @@ def _register_passkey() -> None:
 
 
 _register_passkey()
+
+
+def _register_export_hf() -> None:
+    from ropebench.cli.export_hf import export_hf  # imports only typer
+
+    app.command("export-hf")(user_errors(export_hf))
+
+
+_register_export_hf()
 
 
 def _mount_optional() -> None:

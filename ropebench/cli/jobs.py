@@ -23,14 +23,15 @@ outcomes: list[tuple[Path, str, str]] = []
 def evaluate_after_training(run_dir: Path, model, logger, log) -> None:
     """`eval.after_train`: perplexity at the default lengths (passkey accuracy for data=passkey), with the model
     still in memory; the curve is mirrored to wandb."""
-    if RunDir(run_dir).read_config().data.source == "passkey":
-        from ropebench.eval.passkey import passkey_accuracy
+    from ropebench.eval.passkey import passkey_accuracy, passkey_cells
 
-        passkey_accuracy(run_dir, model=model, log=log)
-    else:
+    cfg = RunDir(run_dir).read_config()
+    if cfg.data.source != "passkey":
         from ropebench.eval.perplexity import eval_length
 
         logger.log_eval_curve(eval_length(run_dir, model=model, log=log))
+    if cfg.data.source == "passkey" or cfg.eval.get("passkey"):
+        passkey_accuracy(run_dir, model=model, log=log, **passkey_cells(cfg))
 
 
 def _in_sweep() -> bool:

@@ -12,16 +12,19 @@ from pathlib import Path
 
 import typer
 
+from ropebench.cli.hf_eval import hf_options
 from ropebench.core.rope.freqs import SCALING_NAMES, scaling_from_options
 from ropebench.errors import UserError
+from ropebench.eval.runner import AS_TRAINED
 
 _TYPES = ", ".join(SCALING_NAMES)  # the registry's names: the help never lists a type that does not exist
 # name: (type, option). Every default is None ("not given"): the defaults named in the help are applied by
 # ropebench.core.rope.freqs, the one place that knows them.
 _SCALING_OPTIONS = {
-    "rope_scaling": (str, typer.Option("none", help=f"RoPE runs: {_TYPES} (Hugging Face's rope_type names; ntk "
-                                                    "is ropebench's static NTK-aware base change b*s^(d/(d-2)), "
-                                                    "not an HF type).")),
+    "rope_scaling": (str, typer.Option(None, help=f"RoPE runs: {_TYPES} (Hugging Face's rope_type names; ntk "
+                                                  "is ropebench's static NTK-aware base change b*s^(d/(d-2)), "
+                                                  "not an HF type). Default: as the run was trained (its "
+                                                  "pe.scaling, none for most runs); none: the raw model.")),
     "factor": (float, typer.Option(None, help="Scaling factor s >= 1 (default: eval_len / train_len at each length; "
                                               "dynamic: 1, since it grows with the length by itself).")),
     "attention_factor": (float, typer.Option(None, help="yarn, longrope: factor on cos and sin (default: yarn "
@@ -44,7 +47,8 @@ _SCALING_OPTIONS = {
 
 def scaling_options(command):
     """Give a Typer command the RoPE-scaling options. The command takes one ``rope_scaling`` parameter and
-    receives the validated spec (None without scaling) that ``freqs.scaling_from_options`` builds from them."""
+    receives the validated spec (None: `--rope-scaling none`) that ``freqs.scaling_from_options`` builds from
+    them, or ``AS_TRAINED`` when no scaling option was given (the run's own trained scaling)."""
     signature = inspect.signature(command)
     kept = [p for name, p in signature.parameters.items() if name != "rope_scaling"]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
@@ -53,7 +57,11 @@ def scaling_options(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         options = {name: kwargs.pop(name) for name in _SCALING_OPTIONS}
-        kwargs["rope_scaling"] = scaling_from_options(options.pop("rope_scaling"), **options)
+        rope_type = options.pop("rope_scaling")
+        if rope_type is None and all(value is None for value in options.values()):
+            kwargs["rope_scaling"] = AS_TRAINED
+        else:
+            kwargs["rope_scaling"] = scaling_from_options(rope_type or "none", **options)
         return command(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
@@ -63,8 +71,10 @@ def scaling_options(command):
 
 
 @scaling_options
+@hf_options("passkey")
 def passkey(
-    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    run_dir: Path = typer.Argument(..., help="A finished run directory, or a Hugging Face model (directory or Hub "
+                                   "id; needs --out)."),
     lengths: str = typer.Option(None, help="Comma-separated lengths; default 1x,2x,4x,8x of training."),
     depths: str = typer.Option("0,0.25,0.5,0.75,1", help="Comma-separated key depths in [0, 1] (0: first)."),
     trials: int = typer.Option(32, help="Sequences (random keys) per length and depth."),

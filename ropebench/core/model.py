@@ -164,13 +164,19 @@ class GPT(nn.Module):
 
         return sdpa_with_bias
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None, reduction: str = "mean"):
-        """idx: (B, T) token ids. Returns (logits, loss); loss is per token when reduction='none'."""
+    def forward(self, idx: Tensor, targets: Tensor | None = None, reduction: str = "mean", pos: Tensor | None = None):
+        """idx: (B, T) token ids. Returns (logits, loss); loss is per token when reduction='none'.
+
+        ``pos``: per-example position ids (B, T), increasing along each row (PoSE's skipped positions); only for
+        encodings that declare ``supports_position_ids``. Default: 0 .. T-1 for every example."""
         B, T = idx.shape
         limit = self.pe.max_len()
         if limit is not None and T > limit:
             raise UserError(f"sequence length {T} exceeds what pe={self.pe.cfg.name} can encode ({limit})")
-        pos = torch.arange(T, device=idx.device)
+        if pos is None:
+            pos = torch.arange(T, device=idx.device)
+        elif not self.pe.supports_position_ids:
+            raise UserError(f"pe={self.pe.cfg.name} takes no position ids (PoSE needs an encoding that does: rope)")
         x = self.drop(self.pe.embed(self.wte(idx), pos))
         attn = self._attention_fn(T, pos, idx.device)
         for block in self.blocks:

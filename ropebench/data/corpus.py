@@ -1,11 +1,14 @@
 """Corpora: collect documents, split them by document, tokenize once into memory-mapped caches, serve batches.
 
-Tokens are bytes (0-255) plus one end-of-document token (256): nothing to download, any text works.
-Documents go through Hugging Face ``datasets`` (offline mode is forced before it is imported, so a local
-load never touches the network). The train/validation split is by document: near-duplicate documents are
-grouped first (``ropebench.data.dedup``) and each group goes to one side, drawn from a hash of its smallest member's
-name -- a name relative to the directory it was found in, so the split is the same on every machine, for every
-run and however the path is spelled.
+Tokens are bytes (0-255) plus one end-of-document token (256) by default: nothing to download, any text works;
+``data.tokenizer`` names a Hugging Face tokenizer instead (``ropebench.data.tokenizer``), whose end-of-text token
+ends each document. Documents come from the standard library, the user's files, or any ``datasets`` source
+(``data=hf``, ``ropebench.data.hf_source``), always through Hugging Face ``datasets`` (offline unless the config
+names something on the Hub, so a local load never touches the network). The train/validation split is by
+document, drawn on the text (the same for every tokenizer): near-duplicate documents are grouped first
+(``ropebench.data.dedup``) and each group goes to one side, drawn from a hash of its smallest member's name -- a
+name relative to the directory it was found in, so the split is the same on every machine, for every run and
+however the path is spelled.
 """
 
 from __future__ import annotations
@@ -23,19 +26,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ropebench.data import dedup
+from ropebench.data import dedup, hf_env, hf_source
+from ropebench.data.tokenizer import BYTES, ByteTokenizer, Tokenizer, load_tokenizer
 from ropebench.errors import UserError, choose
 
-EOD = 256
-VOCAB_SIZE = 257
+# The byte tokenizer's (data.tokenizer=bytes); a run's own vocabulary is vocab_size_for(cfg.data).
+EOD = ByteTokenizer.eod_id
+VOCAB_SIZE = ByteTokenizer.vocab_size
 CACHE_VERSION = 2  # 2: near-duplicate groups split together, names relative to their root, names.json
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".tex", ".json", ".csv", ".html", ".c", ".h")
-SOURCES = ("stdlib", "text_files", "hub", "passkey")
+SOURCES = ("stdlib", "text_files", "hf", "hub", "passkey")  # hub: configs written before hf (WikiText)
 
 
 @dataclass
 class TokenSplit:
-    """One split: a flat uint16 token stream (documents separated by EOD) and each document's span."""
+    """One split: a flat token stream (uint16, or uint32 for large vocabularies; documents separated by the
+    tokenizer's end-of-document token) and each document's span."""
 
     tokens: np.ndarray
     starts: np.ndarray  # first token of each document
@@ -113,23 +119,9 @@ def user_files(paths) -> tuple[list[str], list[Path]]:
     return names, files
 
 
-# What the user set before ropebench touched these variables: their explicit offline mode is never overridden.
-_USER_OFFLINE = os.environ.get("HF_HUB_OFFLINE", os.environ.get("HF_DATASETS_OFFLINE"))
-
-
-def _import_datasets():
-    # Offline before the first import: otherwise even a local load makes a network call with a timeout.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    import datasets
-
-    datasets.disable_progress_bars()
-    return datasets
-
-
 def _load_local_documents(files: list[Path], cache: Path):
     """One text per file, through datasets' text builder (undecodable bytes replaced, never fatal)."""
-    datasets = _import_datasets()
+    datasets = hf_env.import_datasets()
     ds = datasets.load_dataset(
         "text", data_files=[str(f) for f in files], sample_by="document", encoding_errors="replace",
         split="train", cache_dir=str(cache / "hf"),
@@ -140,56 +132,53 @@ def _load_local_documents(files: list[Path], cache: Path):
     return texts
 
 
-def _load_hub_documents(cfg, cache: Path):
-    if _USER_OFFLINE is None and "datasets" not in sys.modules:
-        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "0"  # the config asks for the Hub
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(cfg.hub_path, cfg.hub_name or None, cache_dir=str(cache / "hf"))
-    except Exception as exc:  # network or name problems: one clear line
-        raise UserError(f"could not load '{cfg.hub_path}' from the Hugging Face Hub: {exc}") from None
-    return {split: _articles(ds[split][cfg.text_column]) for split in ("train", "validation") if split in ds}
-
-
-def _articles(lines: list[str]) -> list[str]:
-    """WikiText stores one line per row; rebuild articles at top-level ' = Title = ' headings."""
-    docs, current = [], []
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= ="):
-            if current:
-                docs.append("".join(current))
-            current = []
-        current.append(line)
-    if current:
-        docs.append("".join(current))
-    return [d for d in docs if d.strip()]
-
-
-def _fingerprint(cfg, names: list[str], files: list[Path]) -> str:
-    """Key of a cache: the names (they decide the split) and each file's resolved path, size and mtime."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}:{cfg.source}:{cfg.val_fraction}:{cfg.hub_path}:{cfg.hub_name}".encode())
+def _fingerprint(cfg, names: list[str], files: list[Path], tokenizer: Tokenizer) -> str:
+    """Key of a cache: the names (they decide the split), each file's resolved path, size and mtime, and what
+    tokenizes them. The two empty fields once held hub settings (always empty for these sources): kept, with no
+    tokenizer or length filter added for bytes, so that every byte-level cache built before stays valid."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}:{cfg.source}:{cfg.val_fraction}::{_tokens_key(cfg, tokenizer)}".encode())
     for name, f in zip(names, files):
         st = f.stat()
         h.update(f"{name}:{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
-def _write_split(directory: Path, name: str, encoded: list[bytes]) -> dict:
-    lengths = np.array([len(b) for b in encoded], dtype=np.int64)
+def _tokens_key(cfg, tokenizer: Tokenizer) -> str:
+    """The part of a cache key that the tokenizer and the length filter add ("" for bytes and no filter)."""
+    key = "" if tokenizer.name == BYTES else f":tokenizer={tokenizer.fingerprint}"
+    return key + (f":min_doc_tokens={_min_doc_tokens(cfg)}" if _min_doc_tokens(cfg) else "")
+
+
+def _min_doc_tokens(cfg) -> int:
+    return int(cfg.get("min_doc_tokens", 0) or 0)
+
+
+def _hf_key(cfg, tokenizer: Tokenizer) -> str:
+    opts = hf_source.options(cfg)
+    if str(cfg.source) == "hub" and tokenizer.name == BYTES and not _min_doc_tokens(cfg):
+        # A run config from before data=hf: the Hub's own split, unchanged since v1, so its (large) caches stay
+        # valid.
+        return hashlib.sha1(f"v1:hub:{opts.path}:{opts.subset}".encode()).hexdigest()[:16]
+    fraction = "" if opts.val_split else cfg.val_fraction
+    text = f"v{CACHE_VERSION}:hf:{hf_source.source_key(opts)}:{fraction}{_tokens_key(cfg, tokenizer)}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _write_split(directory: Path, name: str, encoded: list[np.ndarray], tokenizer: Tokenizer) -> dict:
+    lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
-    tokens = np.memmap(directory / f"{name}.bin", dtype=np.uint16, mode="w+", shape=(int((lengths + 1).sum()),))
-    for start, blob in zip(starts.tolist(), encoded):
-        tokens[start : start + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-        tokens[start + len(blob)] = EOD
+    total = int((lengths + 1).sum())
+    tokens = np.memmap(directory / f"{name}.bin", dtype=tokenizer.dtype, mode="w+", shape=(total,))
+    for start, ids in zip(starts.tolist(), encoded):
+        tokens[start : start + len(ids)] = ids
+        tokens[start + len(ids)] = tokenizer.eod_id
     tokens.flush()
     np.save(directory / f"{name}_docs.npy", np.stack([starts, starts + lengths]))
     return {"documents": len(encoded), "tokens": int(lengths.sum())}
 
 
-def _read_split(directory: Path, name: str) -> TokenSplit:
-    tokens = np.memmap(directory / f"{name}.bin", dtype=np.uint16, mode="r")
+def _read_split(directory: Path, name: str, dtype: str = "uint16") -> TokenSplit:
+    tokens = np.memmap(directory / f"{name}.bin", dtype=np.dtype(dtype), mode="r")
     starts, ends = np.load(directory / f"{name}_docs.npy")
     return TokenSplit(tokens, starts, ends)
 
@@ -227,12 +216,15 @@ def _split_documents(names: list[str], blobs: list[bytes], val_fraction: float):
 
 def _documents(cfg, names: list[str], files: list[Path], cache_root: Path, log):
     """Each split's documents (UTF-8 bytes) and names, and what the build adds to info.json."""
-    if cfg.source == "hub":
-        splits = _load_hub_documents(cfg, cache_root)
-        texts = {"train": splits["train"], "val": splits.get("validation", [])}
-        named = {split: [f"{split}:{i}" for i in range(len(part))] for split, part in texts.items()}
-        return {split: [t.encode("utf-8") for t in part] for split, part in texts.items()}, named, {}
-    blobs = [t.encode("utf-8") for t in _load_local_documents(files, cache_root)]
+    if str(cfg.source) in ("hf", "hub"):
+        loaded = hf_source.load_documents(hf_source.options(cfg), cache_root)
+        if "val" in loaded:  # the data set's own validation split, used unchanged
+            named = {side: part[0] for side, part in loaded.items()}
+            return {side: [t.encode("utf-8") for t in part[1]] for side, part in loaded.items()}, named, {}
+        names, texts = loaded["train"]
+        blobs = [t.encode("utf-8") for t in texts]
+    else:
+        blobs = [t.encode("utf-8") for t in _load_local_documents(files, cache_root)]
     train, val, found = _split_documents(names, blobs, cfg.val_fraction)
     log(f"near-duplicates: {found['grouped_documents']} documents in {found['groups']} groups, each kept on one "
         f"side; {found['moved_to_train']} contained in training documents moved there ({found['seconds']} s)")
@@ -240,20 +232,40 @@ def _documents(cfg, names: list[str], files: list[Path], cache_root: Path, log):
     return docs, {"train": [names[i] for i in train], "val": [names[i] for i in val]}, {"near_duplicates": found}
 
 
-def _build(cfg, directory: Path, key: str, names: list[str], files: list[Path], log) -> None:
+def _tokenized(cfg, docs: dict[str, list[bytes]], names: dict[str, list[str]], tokenizer: Tokenizer):
+    """Each split's token ids and names, documents shorter than ``data.min_doc_tokens`` dropped. The split was
+    drawn on the text, so every tokenizer sees the same training and validation documents."""
+    ids = {side: tokenizer.encode_batch([b.decode("utf-8") for b in part]) for side, part in docs.items()}
+    shortest = _min_doc_tokens(cfg)
+    if shortest:
+        keep = {side: [i for i, doc in enumerate(part) if len(doc) >= shortest] for side, part in ids.items()}
+        ids = {side: [ids[side][i] for i in keep[side]] for side in ids}
+        names = {side: [names[side][i] for i in keep[side]] for side in names}
+    return ids, names
+
+
+def _build(cfg, directory: Path, key: str, names: list[str], files: list[Path], tokenizer: Tokenizer, log) -> None:
     """Tokenize into a private directory, then move it into place atomically (parallel jobs may race)."""
     cache_root = directory.parent
     log(f"tokenizing {cfg.name} into {directory} (once) ...")
-    tmp = cache_root / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     docs, split_names, extra = _documents(cfg, names, files, cache_root, log)
     if not any(d.strip() for d in docs["train"]):
         raise UserError(f"data '{cfg.name}' holds no text")
-    if not docs["val"]:
-        raise UserError(f"data '{cfg.name}' has no validation documents; add files or raise data.val_fraction")
-    info = {"name": cfg.name, "source": cfg.source, "python": sys.version.split()[0],
-            "train": _write_split(tmp, "train", docs["train"]), "val": _write_split(tmp, "val", docs["val"]), **extra}
+    ids, split_names = _tokenized(cfg, docs, split_names, tokenizer)
+    shortest = f" of at least data.min_doc_tokens={_min_doc_tokens(cfg)} tokens" if _min_doc_tokens(cfg) else ""
+    if not ids["train"]:
+        raise UserError(f"data '{cfg.name}' has no training documents{shortest}")
+    if not ids["val"]:
+        own = str(cfg.source) in ("hf", "hub") and hf_source.options(cfg).val_split
+        hint = f"data.val_split '{own}' holds none" if own else "add documents or raise data.val_fraction"
+        raise UserError(f"data '{cfg.name}' has no validation documents{shortest}; {hint}")
+    tmp = cache_root / f".tmp-{key}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    info = {"name": cfg.name, "source": str(cfg.source), "python": sys.version.split()[0],
+            "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
+            "dtype": np.dtype(tokenizer.dtype).name, "train": _write_split(tmp, "train", ids["train"], tokenizer),
+            "val": _write_split(tmp, "val", ids["val"], tokenizer), **extra}
     (tmp / "names.json").write_text(json.dumps(split_names))
     (tmp / "info.json").write_text(json.dumps(info, indent=2))  # last: its presence marks a complete cache
     if (directory / "info.json").is_file():  # a parallel job built it meanwhile: keep theirs
@@ -266,28 +278,49 @@ def _build(cfg, directory: Path, key: str, names: list[str], files: list[Path], 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _tokenizer_for(cfg) -> Tokenizer:
+    """The data config's tokenizer, with the network allowed first if the config names anything on the Hub."""
+    hf_env.prepare(network=hf_source.needs_network(cfg))
+    return load_tokenizer(str(cfg.get("tokenizer", BYTES) or BYTES))
+
+
+def vocab_size_for(data_cfg) -> int:
+    """Rows of a model's embedding for this data: 257 for bytes (and for run configs that predate tokenizers),
+    else the tokenizer's largest id + 1."""
+    if data_cfg is None or str(data_cfg.get("tokenizer", BYTES) or BYTES) == BYTES:
+        return VOCAB_SIZE
+    if str(data_cfg.get("source", "")) == "passkey":
+        raise UserError("data=passkey is byte-level; it takes no data.tokenizer (use data.tokenizer=bytes)")
+    return _tokenizer_for(data_cfg).vocab_size
+
+
 def load_corpus(cfg, log=print) -> Corpus:
     """Build (once) and open the tokenized corpus described by a ``data`` config node."""
-    choose("data source", cfg.source, SOURCES)
+    choose("data source", str(cfg.source), SOURCES)
     if cfg.source == "passkey":  # synthetic, generated on the fly: nothing to read, split or cache
         from ropebench.data.passkey import load_passkey_corpus
 
+        vocab_size_for(cfg)  # refuses a tokenizer
         return load_passkey_corpus(cfg)
-    if not 0 < cfg.val_fraction < 1 and cfg.source != "hub":
+    hub_split = cfg.source == "hub" or (cfg.source == "hf" and hf_source.options(cfg).val_split)
+    if not hub_split and not 0 < cfg.val_fraction < 1:
         raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.val_fraction}")
     cache_root = Path(os.path.expanduser(str(cfg.cache_dir)))
-    if cfg.source == "hub":
-        names, files = [], []
-        # The Hub's own split is used unchanged since v1, so its (large) caches stay valid: v1 in the key.
-        key = hashlib.sha1(f"v1:hub:{cfg.hub_path}:{cfg.hub_name}".encode()).hexdigest()[:16]
+    tokenizer = _tokenizer_for(cfg)
+    if cfg.source in ("hf", "hub"):
+        if not hf_source.options(cfg).path:
+            raise UserError("data=hf needs data.path=HUB_NAME_OR_LOCAL_PATH (a Hub data set, a directory, or "
+                            "parquet/json/arrow/csv/txt files)")
+        names, files, key = [], [], _hf_key(cfg, tokenizer)
     else:
         names, files = _stdlib_named() if cfg.source == "stdlib" else user_files(cfg.paths)
         if not files:
             raise UserError(f"data source '{cfg.source}' found no files")
-        key = _fingerprint(cfg, names, files)
+        key = _fingerprint(cfg, names, files, tokenizer)
     directory = cache_root / f"{cfg.name}-{key}"
     if not (directory / "info.json").is_file():
-        _build(cfg, directory, key, names, files, log)
-    corpus = Corpus(_read_split(directory, "train"), _read_split(directory, "val"))
+        _build(cfg, directory, key, names, files, tokenizer, log)
+    dtype = json.loads((directory / "info.json").read_text()).get("dtype", "uint16")
+    corpus = Corpus(_read_split(directory, "train", dtype), _read_split(directory, "val", dtype))
     corpus.names = _read_names(directory, corpus)
     return corpus

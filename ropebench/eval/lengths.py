@@ -18,6 +18,13 @@ def default_lengths(train_seq_len: int, multiples=DEFAULT_MULTIPLES) -> list[int
     return sorted({max(1, int(round(m * train_seq_len))) for m in multiples})
 
 
+def run_lengths(cfg) -> list[int]:
+    """A run's evaluation lengths: ``eval.lengths`` when given, else ``eval.multiples`` x its training length."""
+    if cfg.eval.get("lengths"):
+        return sorted({int(x) for x in cfg.eval.lengths})
+    return default_lengths(int(cfg.train.seq_len), cfg.eval.multiples)
+
+
 def parse_lengths(text: str | None, train_seq_len: int) -> list[int]:
     """``--lengths 64,128,256`` as sorted distinct positive integers; empty: the default lengths."""
     if not text:

@@ -15,7 +15,7 @@ import torch
 
 from ropebench.data.passkey import N_DIGITS, check_depth, check_length, sample_batch
 from ropebench.errors import UserError
-from ropebench.eval.runner import Probe, Session, Table, missing_cells, run_probe
+from ropebench.eval.runner import AS_TRAINED, Probe, Session, Table, missing_cells, run_probe
 from ropebench.progress import console
 from ropebench.run.rundir import PASSKEY_CSV, RunDir
 
@@ -95,7 +95,7 @@ class PasskeyProbe(Probe):
 def _checked(cfg, lengths, depths, trials: int) -> tuple[list[int], list[float]]:
     """Every argument checked before any work, so a bad value never leaves half a result."""
     train_len = int(cfg.train.seq_len)
-    lengths = sorted(set(lengths or [m * train_len for m in DEFAULT_MULTIPLES]))
+    lengths = sorted(set(lengths or cfg.eval.get("lengths") or [m * train_len for m in DEFAULT_MULTIPLES]))
     for length in lengths:
         check_length(length)
     depths = sorted({check_depth(d) for d in (DEFAULT_DEPTHS if depths is None else depths)})
@@ -106,12 +106,21 @@ def _checked(cfg, lengths, depths, trials: int) -> tuple[list[int], list[float]]
     return lengths, depths
 
 
+def passkey_cells(cfg) -> dict:
+    """The depths and trials a run's after-training passkey measurement uses: the task's defaults for data=passkey
+    runs, ``eval.passkey_depths`` / ``eval.passkey_trials`` for a text run measured with ``eval.passkey``."""
+    if cfg.data.source == "passkey" or not cfg.eval.get("passkey"):
+        return {}
+    return {"depths": [float(d) for d in cfg.eval.passkey_depths], "trials": int(cfg.eval.passkey_trials)}
+
+
 def passkey_accuracy(run_dir, lengths: list[int] | None = None, depths: list[float] | None = None,
-                     trials: int = 32, rope_scaling: dict | None = None, device: str | None = None,
+                     trials: int = 32, rope_scaling: dict | str | None = AS_TRAINED, device: str | None = None,
                      batch_tokens: int = 16384, log=None, model=None, only_missing: bool = False) -> list[dict]:
     """Exact-match passkey accuracy of a finished run at each (length, depth), default 1x, 2x, 4x, 8x the
-    training length at 5 depths; merged into RUN/passkey.csv. RoPE scaling is resolved per length as in
-    eval-length. ``only_missing``: only the cells that have no result yet for this scaling."""
+    training length (or ``eval.lengths``) at 5 depths; merged into RUN/passkey.csv. RoPE scaling is resolved per
+    length as in eval-length (default: as the run was trained). ``only_missing``: only the cells that have no
+    result yet for this scaling."""
     session = Session(run_dir, log or console.print)
     lengths, depths = _checked(session.cfg, lengths, depths, trials)
     probe = PasskeyProbe(depths, trials, batch_tokens)
@@ -120,8 +129,8 @@ def passkey_accuracy(run_dir, lengths: list[int] | None = None, depths: list[flo
 
 def missing_passkey_cells(run_dir, lengths: list[int] | None = None,
                           depths: list[float] | None = None) -> list[tuple[int, float]]:
-    """The wanted (length, depth) cells (default as ``passkey_accuracy``) that have no unscaled row in
-    RUN/passkey.csv; a row that records an error counts as missing."""
+    """The wanted (length, depth) cells (default as ``passkey_accuracy``) that have no row in RUN/passkey.csv
+    under the run's own (trained) scaling; a row that records an error counts as missing."""
     run = RunDir(run_dir)
     lengths, depths = _checked(run.read_config(), lengths, depths, 1)
     missing = missing_cells(run, PasskeyProbe(depths), lengths)

@@ -14,7 +14,8 @@ at least L + 1 tokens (L inputs plus the target of the last one); when none has 
 
 So that every length scores the same text, each document contributes the same region: its first
 R = max(L, eval.region_multiple x training length) tokens (R = 16 x L_train by default, the longest default
-length). Both protocols score every target of every region exactly once, so all lengths up to R score exactly
+length; ``eval.region_len`` sets it in tokens, so runs trained at different lengths score the same text).
+Both protocols score every target of every region exactly once, so all lengths up to R score exactly
 the same targets of the same documents (the same n_tokens), chunked differently; the token budget
 (``eval.max_tokens``) is spent on whole regions: the first ceil(max_tokens / R) documents in a fixed
 pseudo-random order, so every length up to R sees exactly the same documents.
@@ -31,14 +32,14 @@ from dataclasses import dataclass
 import torch
 
 from ropebench.errors import UserError, choose
-from ropebench.eval.lengths import default_lengths
-from ropebench.eval.runner import Probe, Session, Table, missing_cells, run_probe
+from ropebench.eval.lengths import run_lengths
+from ropebench.eval.runner import AS_TRAINED, Probe, Session, Table, missing_cells, run_probe
 from ropebench.progress import console
 from ropebench.run.rundir import EVAL_CSV, POSITIONS_CSV, RunDir
 
 PROTOCOLS = ("nonoverlapping", "sliding")
 COLUMNS = ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling", "rope_factor", "rope_scale",
-           "ppl", "nll", "n_tokens", "n_windows", "n_documents", "status")
+           "ppl", "nll", "n_tokens", "n_windows", "n_documents", "status", "tokenizer", "model")
 POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling", "position_start",
                     "position_end", "mean_nll", "n_tokens")
 KEY = ("eval_len", "protocol", "stride", "rope_scaling")
@@ -108,17 +109,19 @@ class PerplexityProbe(Probe):
     label = "eval"
 
     def __init__(self, protocol: str = "nonoverlapping", stride: int | None = None, max_tokens: int = 0,
-                 batch_tokens: int = 8192, buckets: int = 32, region_multiple: float = 16):
+                 batch_tokens: int = 8192, buckets: int = 32, region_multiple: float = 16, region_len: int = 0):
         self.protocol, self.stride, self.max_tokens = protocol, stride, max_tokens
         self.batch_tokens, self.buckets, self.region_multiple = batch_tokens, buckets, region_multiple
+        self.region_len = region_len
         self.corpus = None
+        self.tokenizer = "bytes"  # what ppl is per: a byte, or a token of this tokenizer (data.tokenizer)
 
     def step(self, length: int) -> int:
         return length if self.protocol == "nonoverlapping" else (self.stride or max(1, length // 2))
 
     def cells(self, length: int) -> list[dict]:
         return [{"protocol": self.protocol, "stride": self.step(length), "ppl": "", "nll": "", "n_tokens": 0,
-                 "n_windows": 0, "n_documents": 0}]
+                 "n_windows": 0, "n_documents": 0, "tokenizer": self.tokenizer}]
 
     def prepare(self, session: Session) -> None:
         from ropebench.data import load_corpus
@@ -127,7 +130,7 @@ class PerplexityProbe(Probe):
 
     def documents(self, session: Session, length: int) -> list[tuple[int, int]]:
         """The spans scored at ``length``: whole regions of the first documents long enough for them."""
-        region = max(length, int(self.region_multiple * session.train_len))
+        region = max(length, self.region_len or int(self.region_multiple * session.train_len))
         val = self.corpus.val
         docs = val.documents(min_len=region + 1) or val.documents(min_len=length + 1)
         if self.max_tokens:  # whole regions: the same documents at every length up to the region
@@ -179,29 +182,30 @@ def _checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, m
     if batch_tokens <= 0:
         raise UserError(f"batch_tokens must be a positive integer, got {batch_tokens}")
     return PerplexityProbe(protocol, stride, max_tokens, batch_tokens, buckets,
-                           float(cfg.eval.get("region_multiple", 16)))
+                           float(cfg.eval.get("region_multiple", 16)), int(cfg.eval.get("region_len", 0)))
 
 
 def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
-                stride: int | None = None, rope_scaling: dict | None = None, max_tokens: int | None = None,
+                stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED, max_tokens: int | None = None,
                 batch_tokens: int = 8192, device: str | None = None, model=None, buckets: int = 32,
                 log=console.print, only_missing: bool = False) -> list[dict]:
     """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length); merge the
     rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them. ``only_missing``: only the lengths
     that have no result yet for this protocol and scaling (a relaunch completes an interrupted evaluation)."""
     session = Session(run_dir, log)
-    lengths = lengths or default_lengths(session.train_len, session.cfg.eval.multiples)
+    lengths = lengths or run_lengths(session.cfg)
     probe = _checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets)
+    probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
     return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
 
 
 def missing_lengths(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                     stride: int | None = None) -> list[int]:
-    """The wanted lengths (default: ``eval.multiples`` x the training length) that have no unscaled row for
-    ``protocol`` in RUN/eval_length.csv; a row that records an error counts as missing."""
+    """The wanted lengths (default: the run's evaluation lengths) that have no row for ``protocol`` under the
+    run's own (trained) scaling in RUN/eval_length.csv; a row that records an error counts as missing."""
     run = RunDir(run_dir)
     cfg = run.read_config()
     choose("protocol", protocol, PROTOCOLS)
-    lengths = lengths or default_lengths(int(cfg.train.seq_len), cfg.eval.multiples)
+    lengths = lengths or run_lengths(cfg)
     probe = PerplexityProbe(protocol, stride)
     return [length for length, cells in missing_cells(run, probe, lengths).items() if cells]

@@ -3,7 +3,9 @@
 A *probe* (perplexity, passkey retrieval) measures one evaluation length. The runner does the rest, once:
 
 * reads the run's config (``RunDir.read_config``) and loads its model, each once;
-* refuses ``--rope-scaling`` unless the encoding declares it (``supports_rope_scaling``);
+* refuses ``--rope-scaling`` unless the encoding declares it (``supports_rope_scaling``); with no scaling asked
+  for (``AS_TRAINED``) a run is evaluated as it was trained -- with the RoPE scaling it was fine-tuned with, if
+  any -- and an explicit ``None`` shows the raw model;
 * per length, resolves the RoPE scaling (``freqs.scaling_for_length``) and records it in every row;
 * records a length it cannot measure instead of failing: ``not_applicable`` (past the encoding's ``max_len``),
   the probe's own reason (e.g. ``no_document``), or ``error: Type: message`` for a ``RuntimeError`` or
@@ -29,6 +31,18 @@ from ropebench.errors import UserError
 from ropebench.eval.cells import finite_float
 from ropebench.progress import console, progress_bar
 from ropebench.run.rundir import RunDir
+
+#: rope_scaling not given: the scaling the run was trained with (``pe.scaling``; none for most runs)
+AS_TRAINED = "as_trained"
+
+
+def resolve_scaling(cfg, rope_scaling):
+    """The rope_scaling dict to evaluate a run with: ``AS_TRAINED`` becomes the run's own trained scaling."""
+    if isinstance(rope_scaling, str) and rope_scaling == AS_TRAINED:
+        from ropebench.core.pe.rope import scaling_spec
+
+        return scaling_spec(cfg.pe)
+    return rope_scaling
 
 
 @dataclass(frozen=True)
@@ -138,9 +152,13 @@ def scaling_label(rope_scaling: dict | None, train_len: int) -> str:
     return scaling_for_length(rope_scaling, train_len, train_len)[1]["rope_scaling"]
 
 
-def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str = "none") -> dict[int, list[dict]]:
-    """For each length, the cells that have no result yet under the scaling ``label``. A row that records an
-    error counts as missing, so that a relaunch retries it; not_applicable and no_document rows are results."""
+def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str | None = None) -> dict[int, list[dict]]:
+    """For each length, the cells that have no result yet under the scaling ``label`` (default: the run's own,
+    as trained). A row that records an error counts as missing, so that a relaunch retries it; not_applicable
+    and no_document rows are results."""
+    if label is None:
+        cfg = run.read_config()
+        label = scaling_label(resolve_scaling(cfg, AS_TRAINED), int(cfg.train.seq_len))
     key = probe.table.key
     done = {_identity(row, key) for row in run.read_rows(probe.table.name, required=key)
             if not str(row.get("status", "")).startswith("error")}
@@ -149,12 +167,13 @@ def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str 
             for length in lengths}
 
 
-def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scaling: dict | None = None,
+def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scaling: dict | str | None = AS_TRAINED,
               only_missing: bool = False, device: str | None = None, model=None) -> list[dict]:
     """Measure ``probe`` at each length (only the cells the run lacks, with ``only_missing``); every length's
     rows are merged into the run directory as soon as they exist. Returns the rows written. The model is
     loaded here (``Session.load_model``) unless the session holds one -- and not at all when nothing is missing."""
     lengths = list(lengths)
+    rope_scaling = resolve_scaling(session.cfg, rope_scaling)
     if only_missing:
         todo = missing_cells(session.run, probe, lengths, scaling_label(rope_scaling, session.train_len))
     else:
@@ -170,13 +189,16 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
                         f"{session.run} uses pe={session.pe_name}")
     probe.prepare(session)
     rows: list[dict] = []
+    trained = getattr(pe, "trained_scaling", None)  # what the model computes as loaded
+    if rope_scaling is None and trained:
+        pe.set_scaling(None)  # `--rope-scaling none` on a run trained with scaling: the raw model
     try:
         with progress_bar() as bar:
             for length, cells in todo.items():
                 rows += _one_length(probe, session, length, cells, rope_scaling, bar)
     finally:
-        if rope_scaling:
-            pe.set_scaling(None)
+        if rope_scaling or trained:
+            pe.set_scaling(trained)
     return rows
 
 

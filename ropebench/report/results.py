@@ -30,6 +30,7 @@ ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerpl
 _IGNORED = (
     "seed",
     "resume",
+    "init_from",  # where the weights came from: a path per seed; the method is in the other keys
     "sweep_name",
     "logger",
     "eval",

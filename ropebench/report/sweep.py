@@ -67,7 +67,7 @@ def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[P
 def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> SweepReport:
     """Complete every run's evaluation (a job killed mid-evaluation is finished here: only the missing lengths
     are evaluated), then write the figure and the table into the sweep directory."""
-    from ropebench.eval.passkey import passkey_accuracy
+    from ropebench.eval.passkey import passkey_accuracy, passkey_cells
     from ropebench.eval.perplexity import eval_length
     from ropebench.report.plot import plot_length
     from ropebench.report.table import write_table
@@ -79,13 +79,14 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> S
     finished, failed, unfinished = collect(sweep_dir)
     # Jobs refused without writing anything (their directory holds another experiment) are failures too.
     failed += [(Path(run), why) for run, why in refused if Path(run) not in {f for f, _ in failed}]
-    passkey_runs = [r for r in finished if RunDir(r).read_config().data.source == "passkey"]
+    configs = {r: RunDir(r).read_config() for r in finished}
+    passkey_runs = [r for r in finished if configs[r].data.source == "passkey" or configs[r].eval.get("passkey")]
     for run in finished:
         try:
-            if run in passkey_runs:
-                passkey_accuracy(run, log=log, only_missing=True)
-            else:
+            if configs[run].data.source != "passkey":
                 eval_length(run, log=log, only_missing=True)
+            if run in passkey_runs:
+                passkey_accuracy(run, log=log, only_missing=True, **passkey_cells(configs[run]))
         except UserError as exc:
             failed.append((run, f"evaluation: {exc}"))
     evaluated = [r for r in finished if (r / EVAL_CSV).is_file()]
@@ -93,6 +94,10 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> S
     if evaluated:
         figure = plot_length(evaluated, sweep_dir / f"{name}.png")
         table = write_table(evaluated, sweep_dir / "table.md", fmt="md")
+    if any(configs[r].get("init_from") for r in finished):  # an extension sweep: its own table and figure
+        from ropebench.report.extend import write_extend_report
+
+        figure += write_extend_report(sweep_dir)[2:]
     probed = [r for r in passkey_runs if (r / PASSKEY_CSV).is_file()]
     if probed:
         from ropebench.report.plot_passkey import plot_passkey

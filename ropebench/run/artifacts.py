@@ -25,13 +25,13 @@ def load_model(run: RunDir, cfg, device: torch.device | str = "cpu"):
     from safetensors.torch import load_model as load_weights
 
     from ropebench.core.model import GPT
-    from ropebench.data import VOCAB_SIZE
+    from ropebench.data import vocab_size_for
     from ropebench.run.lifecycle import resume_command
 
     if not run.is_finished():
         raise UserError(f"run '{run}' is unfinished (no {FINAL} / {WEIGHTS}); finish it with "
                         f"`{resume_command(run.path)}`")
-    model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=int(cfg.train.seq_len))
+    model = GPT(cfg.model, cfg.pe, vocab_size=vocab_size_for(cfg.data), train_seq_len=int(cfg.train.seq_len))
     try:
         load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
     except Exception as exc:

@@ -26,6 +26,22 @@ RESUMABLE = ("train.steps", "train.log_interval", "train.eval_interval", "train.
              "sweep_name", "data.cache_dir")
 
 
+# Keys added after runs were recorded, with the value that means "as before": a saved config without the key
+# and a new config holding that value describe the same experiment (an old sweep directory can be relaunched).
+# Keys since removed are listed the same way: an old config holding the value that meant "not used" is the same.
+ADDED_DEFAULTS = {"init_from": "", "init_from_seq_len": 0, "train.pose_target_len": 0, "train.pose_chunks": 2,
+                  "pe.extend": "none", "pe.scaling.type": "none", "data.tokenizer": "bytes", "data.path": "",
+                  "data.subset": "", "data.split": "train", "data.val_split": "", "data.text_field": "text",
+                  "data.documents": "rows", "data.min_doc_tokens": 0,
+                  "data.hub_path": "", "data.hub_name": "", "data.text_column": "text"}
+
+
+def _added_default(key: str, value) -> bool:
+    if key in ADDED_DEFAULTS:
+        return value == ADDED_DEFAULTS[key]
+    return key.startswith("pe.scaling.") and value is None  # the scaling's parameters, unset
+
+
 def _flatten(node, prefix: str = "") -> dict[str, object]:
     if isinstance(node, dict):
         out: dict[str, object] = {}
@@ -48,6 +64,8 @@ def config_changes(saved, current, ignore_resumable: bool = True) -> list[str]:
     changes = []
     for key in sorted(set(old) | set(new)):
         if ignore_resumable and _is_resumable(key):
+            continue
+        if key not in old and _added_default(key, new[key]) or key not in new and _added_default(key, old[key]):
             continue
         if old.get(key, "<unset>") != new.get(key, "<unset>"):
             changes.append(f"{key}: {old.get(key, '<unset>')} → {new.get(key, '<unset>')}")

@@ -25,7 +25,9 @@ class Choice(str, Enum):
 
 Attention = Choice("Attention", {n: n for n in ("auto", "sdpa", "flex")})
 Dtype = Choice("Dtype", {n: n for n in ("auto", "float32", "bfloat16", "float16")})
-DataSource = Choice("DataSource", {n: n for n in ("stdlib", "text_files", "hub", "passkey")})
+# hub: run configs written before data=hf (WikiText from the Hub); read as data=hf with WikiText articles.
+DataSource = Choice("DataSource", {n: n for n in ("stdlib", "text_files", "hf", "hub", "passkey")})
+Documents = Choice("Documents", {n: n for n in ("rows", "wikitext_articles")})
 WandbMode = Choice("WandbMode", {n: n for n in ("disabled", "offline", "online")})
 
 
@@ -45,12 +47,23 @@ class ModelConfig:
 class DataConfig:
     name: str = "stdlib"
     # stdlib: the Python standard library's own source files; text_files: the user's files (paths);
-    # hub: a Hugging Face Hub data set (needs network once); passkey: the synthetic retrieval task.
+    # hf: any Hugging Face `datasets` source (path); passkey: the synthetic retrieval task.
     source: DataSource = DataSource.stdlib
     paths: list[str] = field(default_factory=list)
-    hub_path: str = ""
-    hub_name: str = ""
-    text_column: str = "text"
+    # data=hf: a Hub data set name (needs network), a directory, or parquet/json/jsonl/arrow/csv/txt files (a glob).
+    path: str = ""
+    # The data set's configuration (load_dataset's `name`; `data.name` is the preset's own name, as in every group).
+    subset: str = ""
+    split: str = "train"
+    # A split used whole for validation (e.g. `validation`); empty: `split` is divided by document (val_fraction).
+    val_split: str = ""
+    text_field: str = "text"
+    # rows: one row is one document; wikitext_articles: rows are lines, articles rebuilt at WikiText headings.
+    documents: Documents = Documents.rows
+    # Documents with fewer tokens are dropped (0 keeps all).
+    min_doc_tokens: int = 0
+    # bytes (UTF-8 bytes + an end-of-document token), or a tokenizer directory / Hub name (the [hf] extra).
+    tokenizer: str = "bytes"
     val_fraction: float = 0.1
     # Where tokenized, memory-mapped copies are cached (keyed by a fingerprint of the inputs).
     cache_dir: str = "${oc.env:ROPEBENCH_CACHE,'~/.cache/ropebench'}"
@@ -79,6 +92,10 @@ class TrainConfig:
     threads: int = 0
     # Peak FLOP/s (in TFLOP/s) for the MFU column; 0 = known GPUs' dense bf16 peak, none elsewhere.
     peak_tflops: float = 0.0
+    # PoSE (Zhu et al. 2023, arXiv 2309.10400): train on seq_len tokens whose position ids skip so that relative
+    # distances cover this target length (0: off); the window is cut into pose_chunks contiguous chunks.
+    pose_target_len: int = 0
+    pose_chunks: int = 2
 
 
 @dataclass
@@ -91,6 +108,15 @@ class EvalConfig:
     # Each document contributes its first region_multiple x train.seq_len tokens at every length up to that,
     # so those lengths score the same text (see ropebench/eval/perplexity.py).
     region_multiple: float = 16
+    # Absolute alternatives: evaluate at these lengths instead of the multiples, and score regions of this many
+    # tokens instead of region_multiple x train.seq_len (0) -- so runs trained at different lengths (a base run
+    # and its extensions) are scored on the same tokens at the same lengths.
+    lengths: list[int] = field(default_factory=list)
+    region_len: int = 0
+    # Also measure passkey retrieval after training (data=passkey runs always do), with these cells.
+    passkey: bool = False
+    passkey_trials: int = 16
+    passkey_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
 
 
 @dataclass
@@ -118,6 +144,10 @@ class Config:
     seed: int = 0
     # A run directory to continue from (its checkpoint and config).
     resume: str = ""
+    # A finished run whose weights a new run starts from (fine-tuned context extension), and that run's training
+    # length (filled in when the run starts: the record says where the weights came from).
+    init_from: str = ""
+    init_from_seq_len: int = 0
     # Set by sweep configs; names the sweep in the run's metadata.
     sweep_name: str = ""
 
@@ -167,6 +197,54 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _unresolved(cfg, key: str):
+    """A top-level value without resolving it: a sweep's ``${hydra:sweep.dir}`` cannot resolve outside a job."""
+    node = cfg._get_node(key) if OmegaConf.is_config(cfg) else None
+    return node._value() if node is not None else None
+
+
+def _check_scaling(cfg) -> None:
+    """pe.scaling (RoPE scaling while training) is checked before the run starts, in one line."""
+    scaling = OmegaConf.select(cfg, "pe.scaling", default=None)
+    if scaling is None or str(scaling.get("type", "none")) in ("none", "default"):
+        return
+    from ropebench.core.pe.rope import trained_scaling
+
+    _check(scaling.get("factor") is not None or str(scaling.type) == "dynamic",
+           f"pe.scaling.type={scaling.type} needs pe.scaling.factor (new length / trained length, e.g. 4.0)")
+    try:
+        trained_scaling(cfg.pe)
+    except UserError as exc:
+        raise UserError(f"pe.scaling: {exc}") from None
+
+
+def _check_pose(t) -> None:
+    target, chunks = t.get("pose_target_len", 0), t.get("pose_chunks", 2)
+    if not target:
+        return
+    _check(target >= t.seq_len, f"train.pose_target_len={target} must be >= train.seq_len={t.seq_len} "
+                                "(PoSE stretches the positions of a short window to a longer target; 0: off)")
+    _check(1 <= chunks <= t.seq_len, f"train.pose_chunks must be in [1, train.seq_len={t.seq_len}], got {chunks}")
+
+
+def _check_data(d) -> None:
+    """The data node's checks. A run config saved before data=hf lacks its keys: they read as their defaults."""
+    own_split = d.source == "hub" or (d.source == "hf" and d.get("val_split", ""))
+    if not own_split:
+        _check(0 < d.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    _check(d.source != "text_files" or len(d.paths) > 0, "data=text_files needs data.paths=[DIR_OR_FILE,...]")
+    _check(d.source != "hf" or bool(d.get("path", "")),
+           "data=hf needs data.path=HUB_NAME_OR_LOCAL_PATH (a Hub data set, a directory, or parquet/json/arrow/csv/txt "
+           "files)")
+    _check(d.get("min_doc_tokens", 0) >= 0, f"data.min_doc_tokens must be >= 0, got {d.get('min_doc_tokens')}")
+    tokenizer = str(d.get("tokenizer", "bytes")).strip()
+    _check(bool(tokenizer), "data.tokenizer is empty; use bytes, a tokenizer directory or a Hugging Face Hub name")
+    _check(d.source != "passkey" or tokenizer == "bytes",
+           f"data=passkey is byte-level; it takes no data.tokenizer (got {tokenizer}; use data.tokenizer=bytes)")
+    if d.get("documents") is not None:
+        choose("data.documents", str(d.documents), [c.value for c in Documents])
+
+
 def validate_config(cfg) -> None:
     """Range checks Hydra's types cannot express, run before anything is created or computed."""
     m, t, e, d = cfg.model, cfg.train, cfg.eval, cfg.data
@@ -174,8 +252,13 @@ def validate_config(cfg) -> None:
         _check(m[key] > 0, f"model.{key} must be a positive integer, got {m[key]}")
     _check(m.n_embd % m.n_head == 0, f"model.n_head={m.n_head} must divide model.n_embd={m.n_embd}")
     _check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
-    for key in ("seq_len", "steps", "batch_size", "log_interval", "eval_interval", "ckpt_interval", "eval_batches"):
+    for key in ("seq_len", "batch_size", "log_interval", "eval_interval", "ckpt_interval", "eval_batches"):
         _check(t[key] > 0, f"train.{key} must be a positive integer, got {t[key]}")
+    # 0 steps is the step-0 point of a fine-tuning curve: the source run's weights, saved as a run of its own.
+    _check(t.steps > 0 or (t.steps == 0 and _unresolved(cfg, "init_from")),
+           f"train.steps must be a positive integer (0 only with init_from=RUN), got {t.steps}")
+    _check_pose(t)
+    _check_scaling(cfg)
     _check(t.lr > 0, f"train.lr must be positive, got {t.lr}")
     _check(0 <= t.min_lr <= t.lr, f"train.min_lr must be in [0, train.lr={t.lr}], got {t.min_lr}")
     _check(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
@@ -185,11 +268,12 @@ def validate_config(cfg) -> None:
     _check(t.threads >= 0, f"train.threads must be >= 0 (0: torch's default), got {t.threads}")
     _check(e.max_tokens >= 0, f"eval.max_tokens must be >= 0 (0: every token), got {e.max_tokens}")
     _check(e.region_multiple >= 1, f"eval.region_multiple must be >= 1, got {e.region_multiple}")
+    _check(e.get("region_len", 0) >= 0, f"eval.region_len must be >= 0 (0: region_multiple), got {e.get('region_len')}")
+    _check(all(int(x) > 0 for x in e.get("lengths", [])),
+           f"eval.lengths must be positive integers, got {list(e.get('lengths', []))}")
     _check(len(e.multiples) > 0 and all(x > 0 for x in e.multiples),
            f"eval.multiples must be positive numbers, got {list(e.multiples)}")
-    if d.source != "hub":
-        _check(0 < d.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
-    _check(d.source != "text_files" or len(d.paths) > 0, "data=text_files needs data.paths=[DIR_OR_FILE,...]")
+    _check_data(d)
     # Hydra checks these at composition; a continued run's saved config (plain YAML) is checked here.
     for key, kind in (("model.attention", Attention), ("train.dtype", Dtype), ("data.source", DataSource),
                       ("logger.wandb.mode", WandbMode)):

@@ -26,6 +26,11 @@ def resolved(cfg: DictConfig) -> DictConfig:
     data = plain.get("data", {})
     if data.get("paths"):
         data["paths"] = [str(Path(p).expanduser().resolve()) for p in data["paths"]]
+    from ropebench.data.hf_env import is_local
+
+    for key in ("path", "tokenizer"):  # a local data set or tokenizer directory; a Hub name stays a name
+        if data.get(key) and data[key] != "bytes" and is_local(str(data[key])):
+            data[key] = str(Path(data[key]).expanduser().resolve())
     return OmegaConf.create(plain)
 
 
@@ -46,13 +51,19 @@ def check_same_experiment(run: RunDir, cfg: DictConfig) -> None:
 def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None, after_training=None) -> dict:
     """Train a new run in ``run_dir`` (or continue the same experiment found there); ``before_training`` runs
     once the directory is known to be this experiment's (a sweep job clears its last error there)."""
+    from ropebench.run.init_from import prepare
     from ropebench.run.trainer import train
 
-    cfg = resolved(cfg)
-    validate_config(cfg)
     run = RunDir(run_dir)
-    check_same_experiment(run, cfg)
     new = not run.has_config()
+    try:
+        cfg = prepare(resolved(cfg))  # checks init_from: a refused source leaves no directory behind either
+    except UserError:
+        if new:
+            run.discard_unstarted()
+        raise
+    validate_config(cfg)
+    check_same_experiment(run, cfg)
     before_training()
     run.write_config_once(OmegaConf.to_container(cfg))
     try:

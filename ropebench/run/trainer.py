@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ropebench.core.model import GPT
-from ropebench.data import VOCAB_SIZE, Corpus, TokenSplit, load_corpus
+from ropebench.data import Corpus, TokenSplit, load_corpus, vocab_size_for
+from ropebench.data.pose import pose_batch
 from ropebench.errors import UserError
 from ropebench.progress import console, progress_bar
 from ropebench.run import checkpoint, distributed
@@ -110,6 +111,7 @@ class Trainer:
         self.step = 0
         self.train_loss = float("nan")
         self.record: dict = {}
+        self.source: dict | None = None  # the run whose weights this one started from (init_from)
 
     # -- build ----------------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -127,10 +129,16 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.seed)
         # The model first: a bad model or encoding setting fails before any data is tokenized.
-        self.model = GPT(cfg.model, cfg.pe, vocab_size=VOCAB_SIZE, train_seq_len=t.seq_len).to(self.device)
+        vocab = vocab_size_for(cfg.data)  # 257 for bytes, else the tokenizer's
+        self.model = GPT(cfg.model, cfg.pe, vocab_size=vocab, train_seq_len=t.seq_len).to(self.device)
         with distributed.rank0_first(self.dist):  # rank 0 builds the token cache, the others then read it
             self.corpus = load_corpus(cfg.data, log=self.log)
         check_splits(self.corpus, t.seq_len)
+        if t.get("pose_target_len") and not self.model.pe.supports_position_ids:
+            raise UserError(f"train.pose_target_len needs an encoding that takes position ids (rope); "
+                            f"pe={cfg.pe.name} does not")
+        if t.get("pose_target_len") and not isinstance(self.corpus.train, TokenSplit):
+            raise UserError(f"train.pose_target_len needs a text corpus; data={cfg.data.name} is generated")
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.amp = autocast_for(self.device, t.dtype)
@@ -138,6 +146,10 @@ class Trainer:
     def resume(self) -> None:
         state = checkpoint.load(self.run.path)
         if state is None:
+            if self.cfg.get("init_from"):  # a new run continuing another's training: its weights, nothing else
+                from ropebench.run.init_from import load_source_weights
+
+                self.source = load_source_weights(self.model, self.cfg, self.log)
             return
         changes = checkpoint.config_changes(state["config"], self.cfg)
         if changes:
@@ -148,6 +160,7 @@ class Trainer:
         self.generator.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
+        self.source = state.get("source")
         self.log(f"resuming {self.run} from step {self.step}")
 
     def _open_logger(self) -> None:
@@ -162,13 +175,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, t)
         # Every rank draws the global batch from the same generator and keeps its rows of it.
-        x, y = self.dist.shard(*self.corpus.train.batch(t.batch_size, t.seq_len, self.generator))
+        batch = self.dist.shard(*self._batch())
         pin = self.device.type == "cuda"
-        if pin:
-            x, y = x.pin_memory(), y.pin_memory()
-        x, y = x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)
+        x, y, *pos = ((b.pin_memory() if pin else b).to(self.device, non_blocking=pin) for b in batch)
         with self.amp:
-            _, loss = step_fn(x, y)
+            _, loss = step_fn(x, y, pos=pos[0]) if pos else step_fn(x, y)
         loss.backward()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -176,6 +187,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return loss
+
+    def _batch(self) -> tuple[torch.Tensor, ...]:
+        """The global batch: (inputs, targets), plus position ids under PoSE."""
+        t = self.cfg.train
+        if t.get("pose_target_len"):
+            return pose_batch(self.corpus.train.tokens, t.batch_size, t.seq_len, t.pose_target_len,
+                              t.get("pose_chunks", 2), self.generator)
+        return self.corpus.train.batch(t.batch_size, t.seq_len, self.generator)
 
     def _log_step(self, loss, window_tokens: int, elapsed: float) -> str:
         """The metrics record at a logging step; returns the progress bar's info text."""
@@ -206,7 +225,8 @@ class Trainer:
         if self.dist.is_rank0:
             state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                      "data_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                     "config": OmegaConf.to_container(self.cfg, resolve=True)}
+                     "config": OmegaConf.to_container(self.cfg, resolve=True),
+                     **({"source": self.source} if self.source else {})}
             checkpoint.save(self.run.path, state)
 
     def loop(self, flag: StopFlag) -> None:
@@ -254,6 +274,8 @@ class Trainer:
                  "device": str(self.device), "world_size": self.dist.world_size, "versions": software_versions()}
         if continued:
             final["continued"] = continued
+        if self.source:
+            final["init_from"] = self.source
         self.run.write_final(final)
         return final
 

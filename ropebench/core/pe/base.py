@@ -10,7 +10,9 @@ Position enters a decoder at one of three points, and an encoding overrides only
 The defaults are the identity, so NoPE is the base class itself. What an encoding can do is declared here, on
 the class, never guessed from its name: ``has_bias()`` (it overrides ``bias``), ``uses_value_hooks()`` (the model
 calls ``value`` / ``output`` only then), ``supports_rope_scaling`` (``set_scaling`` takes a Hugging Face-style
-``rope_scaling`` dict), and ``decay_params()`` (the rotary width and base for RoFormer's long-term-decay bound).
+``rope_scaling`` dict; ``trained_scaling`` is the one it was trained with), ``supports_position_ids`` (position
+ids may be (B, T) and skip, as PoSE trains), and ``decay_params()`` (the rotary width and base for RoFormer's
+long-term-decay bound).
 
 An encoding initialises its own parameters in its constructor; the model never re-initialises them.
 """
@@ -35,6 +37,10 @@ class PositionEncoding(nn.Module):
     kind: str = "none"
     #: True when the encoding has ``set_scaling(rope_scaling: dict | None)`` (evaluation-time RoPE extension)
     supports_rope_scaling: bool = False
+    #: the rope_scaling the encoding was trained with (``pe.scaling``); evaluation applies it by default
+    trained_scaling: dict | None = None
+    #: True when ``qk``/``embed`` honour per-example position ids (B, T) -- what PoSE training needs
+    supports_position_ids: bool = False
 
     def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int):
         super().__init__()

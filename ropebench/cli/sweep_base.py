@@ -1,0 +1,47 @@
+"""Sweeps that start from base runs (`ropebench sweep extend`): the base runs are built first, by a sweep of
+their own into SWEEP_DIR/base, unless they are there already (a relaunch skips finished ones) or the command
+names its own ``init_from``.
+
+The base sweep gets the settings that define the base models too -- seed, data, model, the machine and the
+launcher -- and none of the extension's (steps, length, method).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ropebench.errors import UserError
+
+#: sweep -> the sweep that builds its base runs
+BASE_SWEEPS = {"extend": "extend_base"}
+_SHARED = ("seed", "launcher", "data", "model", "logger", "hydra.launcher", "train.threads", "train.device",
+           "train.dtype", "train.compile")
+
+
+def _shared(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in _SHARED)
+
+
+def base_overrides(overrides: list[str], sweep_dir: str) -> list[str]:
+    """The overrides of the base sweep: the shared ones, and its own directory SWEEP_DIR/base."""
+    from ropebench.cli.hydra_app import key_of, parse
+
+    kept = [text for text, parsed in zip(overrides, parse(overrides)) if _shared(key_of(parsed))]
+    # Named by encoding and seed whatever is swept: the extension's init_from finds them by that name.
+    return [*kept, f"hydra.sweep.dir={Path(sweep_dir) / 'base'}", "hydra.sweep.subdir='pe=${pe.name},seed=${seed}'"]
+
+
+def build_base_runs(name: str, overrides: list[str], sweep_dir: str, run_sweep) -> None:
+    """Run the base sweep of ``name`` (if it has one and no ``init_from`` is given); ``run_sweep(base_name,
+    overrides)`` runs a sweep and returns its report. A failed base run stops here, naming it."""
+    from ropebench.cli.hydra_app import key_of, parse
+
+    base = BASE_SWEEPS.get(name)
+    if base is None or any(key_of(o) == "init_from" for o in parse(overrides)):
+        return
+    report = run_sweep(base, base_overrides(overrides, sweep_dir))
+    if report is None:  # stopped
+        return
+    if report.failed or report.unfinished:
+        names = ", ".join(p.name for p, _ in report.failed) or ", ".join(p.name for p in report.unfinished)
+        raise UserError(f"the base runs of sweep '{name}' did not all finish ({names}); see {report.sweep_dir}")

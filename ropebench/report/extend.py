@@ -1,0 +1,158 @@
+"""The context-extension report (`ropebench sweep extend`): perplexity by method, fine-tuning budget and length,
+and passkey effective context, aggregated over seeds.
+
+Everything is read back from the run directories' own records: the method from each run's config (its RoPE
+scaling, PoSE target, learned-table extension and encoding), the budget from ``train.steps``, the numbers from
+``eval_length.csv`` / ``passkey.csv`` rows evaluated *as trained* (the run's own scaling). Base runs (no
+``init_from``) are the reference rows. Writes ``extend.csv`` (one row per method, steps and length: mean,
+std, min, max, n over seeds), ``extend.md`` (the table) and ``extend.png``/``.pdf`` (one panel per budget).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ropebench.report.rows import read_rows
+from ropebench.run.rundir import EVAL_CSV, PASSKEY_CSV, RunDir, atomic_write_text
+
+SCALING_NAMES = {"linear": "PI", "ntk": "NTK", "dynamic": "dynamic NTK", "yarn": "YaRN"}
+COLUMNS = ("method", "steps", "eval_len", "n", "ppl_mean", "ppl_std", "ppl_min", "ppl_max", "passkey_mean")
+BASE = "base"
+
+
+def method_of(cfg) -> str:
+    """A run's extension method, named from its config: 'PI', 'YaRN', 'PoSE+YaRN', 'direct', 'alibi direct',
+    'learned interpolate', or '<pe> base' for a run that starts from nothing."""
+    pe = str(cfg.pe.name)
+    if not cfg.get("init_from"):
+        return f"{pe} {BASE}"
+    scaling = str(OmegaConf.select(cfg, "pe.scaling.type", default="none") or "none")
+    parts = ["PoSE"] if cfg.train.get("pose_target_len") else []
+    if scaling not in ("none", "default"):
+        parts.append(SCALING_NAMES.get(scaling, scaling))
+    if str(cfg.pe.get("extend", "none")) != "none":
+        parts.append(str(cfg.pe.extend))
+    name = "+".join(parts) or "direct"
+    return name if pe == "rope" else f"{pe} {name}"
+
+
+def _as_trained_label(cfg) -> str:
+    from ropebench.core.rope.freqs import scaling_for_length
+    from ropebench.eval.runner import AS_TRAINED, resolve_scaling
+
+    train_len = int(cfg.train.seq_len)
+    return scaling_for_length(resolve_scaling(cfg, AS_TRAINED), train_len, train_len)[1]["rope_scaling"]
+
+
+def extension_runs(sweep_dir: Path) -> list[Path]:
+    """The finished runs of an extension sweep and of its base sweep (SWEEP_DIR/base)."""
+    from ropebench.report.sweep import run_dirs
+
+    found = [*run_dirs(sweep_dir), *run_dirs(Path(sweep_dir) / "base")]
+    return [p for p in found if RunDir(p).is_finished()]
+
+
+def _run_values(run: Path) -> tuple[str, str, dict[int, float], dict[int, float]]:
+    """(method, steps, ppl by length, passkey accuracy by length) of one run, as trained."""
+    cfg = RunDir(run).read_config()
+    label = _as_trained_label(cfg)
+    method = method_of(cfg)
+    steps = "" if method.endswith(BASE) else str(int(cfg.train.steps))
+    ppl = {int(r["eval_len"]): float(r["ppl"]) for r in read_rows(run / EVAL_CSV, ("eval_len", "ppl"))
+           if r.get("status") == "ok" and r.get("rope_scaling") == label and r.get("protocol") == "nonoverlapping"}
+    passkey: dict[int, list[float]] = defaultdict(list)
+    for r in read_rows(run / PASSKEY_CSV, ("eval_len", "accuracy")):
+        if r.get("status") == "ok" and r.get("rope_scaling") == label:
+            passkey[int(r["eval_len"])].append(float(r["accuracy"]))
+    return method, steps, ppl, {length: statistics.fmean(v) for length, v in passkey.items()}
+
+
+def summary_rows(runs: list[Path]) -> list[dict]:
+    """One row per (method, steps, length), aggregated over the runs (seeds) that have it."""
+    ppl, passkey = defaultdict(list), defaultdict(list)
+    for run in runs:
+        method, steps, by_len, pk = _run_values(run)
+        for length, value in by_len.items():
+            ppl[(method, steps, length)].append(value)
+        for length, value in pk.items():
+            passkey[(method, steps, length)].append(value)
+    rows = []
+    for (method, steps, length), values in sorted(ppl.items(), key=lambda kv: _order(*kv[0])):
+        pk = passkey.get((method, steps, length))
+        rows.append({"method": method, "steps": steps, "eval_len": length, "n": len(values),
+                     "ppl_mean": statistics.fmean(values),
+                     "ppl_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                     "ppl_min": min(values), "ppl_max": max(values),
+                     "passkey_mean": statistics.fmean(pk) if pk else ""})
+    return rows
+
+
+def _order(method: str, steps: str, length: int) -> tuple:
+    return (not method.endswith(BASE), method, int(steps or -1), length)
+
+
+def _csv_text(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Methods x budgets down, lengths across: mean ± std perplexity (n seeds)."""
+    lengths = sorted({r["eval_len"] for r in rows})
+    cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
+    for r in rows:
+        spread = f" ± {r['ppl_std']:.2f}" if r["n"] > 1 else ""
+        cells[(r["method"], r["steps"])][r["eval_len"]] = f"{r['ppl_mean']:.2f}{spread}"
+    lines = ["| method | steps | " + " | ".join(map(str, lengths)) + " |", "|---|---:|" + "---:|" * len(lengths)]
+    for (method, steps), by_len in sorted(cells.items(), key=lambda kv: _order(*kv[0], 0)):
+        lines.append(f"| {method} | {steps or '–'} | " + " | ".join(by_len.get(n, "n/a") for n in lengths) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(rows: list[dict]):
+    from ropebench.report.plot import _pyplot
+
+    plt = _pyplot()
+    budgets = sorted({r["steps"] for r in rows if r["steps"]}, key=int)
+    fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(4.2 * max(1, len(budgets)), 3.6), sharey=True,
+                             squeeze=False)
+    for ax, steps in zip(axes[0], budgets):
+        for method in sorted({r["method"] for r in rows}):
+            pts = [r for r in rows if r["method"] == method and (r["steps"] == steps or method.endswith(BASE))]
+            if not pts or (method.endswith(BASE) and not method.startswith("rope")):
+                continue
+            style = "k--" if method.endswith(BASE) else "-o"
+            ax.plot([r["eval_len"] for r in pts], [r["ppl_mean"] for r in pts], style, label=method, markersize=3)
+            ax.fill_between([r["eval_len"] for r in pts], [r["ppl_min"] for r in pts], [r["ppl_max"] for r in pts],
+                            alpha=0.12)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{steps} fine-tuning steps")
+        ax.set_xlabel("evaluation length (tokens)")
+    axes[0][0].set_ylabel("perplexity (mean, min–max over seeds)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_extend_report(sweep_dir: Path) -> list[Path]:
+    """extend.csv, extend.md and the figure in ``sweep_dir``; returns what was written."""
+    from ropebench.report.plot import FigureOptions, render
+
+    rows = summary_rows(extension_runs(Path(sweep_dir)))
+    if not rows:
+        return []
+    atomic_write_text(Path(sweep_dir) / "extend.csv", _csv_text(rows))
+    atomic_write_text(Path(sweep_dir) / "extend.md", markdown_table(rows))
+    figure = render(lambda: _figure(rows), Path(sweep_dir) / "extend.png", "extend", FigureOptions())
+    return [Path(sweep_dir) / "extend.csv", Path(sweep_dir) / "extend.md", *figure]

@@ -1,0 +1,316 @@
+"""`ropebench export-hf RUN OUT`: the export loads in transformers alone and computes ropebench's logits.
+
+One real tiny run is trained through the CLI; the variants (pairings, partial rotary, biases, NoPE, learned
+positions, training-time RoPE scaling) are run directories written from that run's config with random weights
+-- every LayerNorm and bias randomised too, so that a zero bias or a unit scale cannot hide a mapping bug.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import pe_config
+from omegaconf import OmegaConf
+from typer.testing import CliRunner
+
+from ropebench.cli.app import app
+from ropebench.core.model import GPT
+from ropebench.run.artifacts import load_model
+from ropebench.run.rundir import RunDir
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+transformers.utils.logging.disable_progress_bar()
+
+runner = CliRunner()
+TOL = 1e-4  # fp32
+TRAIN_LEN = 16  # tiny_overrides' train.seq_len
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def fails_cleanly(args, *expected):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_overrides, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("export") / "rope"
+    result = invoke("train", *tiny_overrides, "pe=rope", "train.steps=2", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def make_run(source: RunDir, path, pe: str, bias: bool = False, weights: bool = True, **pe_overrides):
+    """A finished run directory with the trained run's config, another encoding and random weights."""
+    cfg = source.read_config()
+    scaling = pe_overrides.pop("scaling", {})
+    cfg.pe = pe_config(pe, **pe_overrides)
+    for key, value in scaling.items():  # pe.scaling: RoPE scaling applied while training
+        cfg.pe.scaling[key] = value
+    cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.bias = 2, 4, 32, bias  # head_dim 8
+    path.mkdir(parents=True)
+    OmegaConf.save(cfg, path / "config.yaml")
+    if weights:
+        torch.manual_seed(0)
+        model = GPT(cfg.model, cfg.pe, vocab_size=257, train_seq_len=int(cfg.train.seq_len))
+        with torch.no_grad():  # weights far from init, logits O(1): a mapping bug cannot hide under 1e-4
+            for name, p in model.named_parameters():
+                if p.dim() == 1:  # LayerNorm scales (around 1) and shifts, linear biases
+                    p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.5 * torch.randn_like(p))
+                else:
+                    p.copy_(0.3 * torch.randn_like(p))
+        from safetensors.torch import save_model
+
+        save_model(model, str(path / "model.safetensors"))
+        (path / "final.json").write_text(json.dumps({"status": "finished"}))
+    return path
+
+
+def export(run, out):
+    result = invoke("export-hf", run, out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(out)
+    return out
+
+
+def max_logit_diff(run, out, lengths, attn="sdpa"):
+    """max |ropebench logits - exported model's logits| over random tokens at each length."""
+    run = RunDir(run)
+    ours = load_model(run, run.read_config())
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation=attn).eval()
+    assert theirs.dtype == torch.float32
+    gen = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for T in lengths:
+        ids = torch.randint(0, 257, (2, T), generator=gen)
+        with torch.no_grad():
+            worst = max(worst, (ours(ids)[0] - theirs(ids).logits).abs().max().item())
+    return worst
+
+
+CASES = {  # name: (pe, overrides, lengths): RoPE and NoPE also at 2x the training length (past it)
+    "rope-half": ("rope", {}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "rope-interleaved": ("rope", {"pairing": "interleaved"}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "rope-half-partial": ("rope", {"rotary_dim": 4}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "rope-interleaved-partial": ("rope", {"pairing": "interleaved", "rotary_dim": 4}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "rope-base500": ("rope", {"base": 500.0, "rotary_dim": 6}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "nope": ("nope", {}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "learned": ("learned", {}, (TRAIN_LEN,)),
+}
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_exported_logits_equal_ropebench(trained_run, tmp_path, case, bias):
+    pe, overrides, lengths = CASES[case]
+    run = make_run(RunDir(trained_run), tmp_path / "run", pe, bias=bias, **overrides)
+    out = export(run, tmp_path / "hf")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == (["GPT2LMHeadModel"] if pe == "learned" else ["GPTNeoXForCausalLM"])
+    assert config.get("max_position_embeddings", config.get("n_positions")) == TRAIN_LEN
+    assert config["vocab_size"] == 257 and config["eos_token_id"] == 256 and config["tie_word_embeddings"]
+    for attn in ("sdpa", "eager"):
+        diff = max_logit_diff(run, out, lengths, attn)
+        print(f"{case} bias={bias} {attn}: max |dlogit| = {diff:.3g}")
+        assert diff < TOL, (case, attn, diff)
+
+
+def test_interleaved_pairing_matters_so_the_test_above_can_fail(trained_run, tmp_path):
+    """Reading an interleaved run as half-split changes the logits: the permutation is not a no-op here."""
+    run = RunDir(make_run(RunDir(trained_run), tmp_path / "run", "rope", pairing="interleaved"))
+    cfg = run.read_config()
+    ours = load_model(run, cfg)
+    cfg.pe.pairing = "half"
+    wrong = load_model(run, cfg)
+    ids = torch.randint(0, 257, (1, TRAIN_LEN))
+    with torch.no_grad():
+        assert (ours(ids)[0] - wrong(ids)[0]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("scaling", [
+    {"type": "linear", "factor": 2.0},
+    {"type": "dynamic", "factor": 2.0, "original_max_position_embeddings": TRAIN_LEN},
+    {"type": "yarn", "factor": 2.0, "original_max_position_embeddings": TRAIN_LEN // 2},
+    {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": TRAIN_LEN // 2, "beta_fast": 16.0,
+     "attention_factor": 1.2},
+], ids=lambda s: s["type"])
+def test_training_time_rope_scaling_is_exported(trained_run, tmp_path, scaling):
+    run = make_run(RunDir(trained_run), tmp_path / "run", "rope", pairing="interleaved", rotary_dim=6,
+                   scaling=scaling)
+    out = export(run, tmp_path / "hf")
+    params = json.loads((out / "config.json").read_text())["rope_parameters"]
+    assert params["rope_type"] == scaling["type"] and params["factor"] == scaling["factor"]
+    # increasing lengths: transformers' dynamic NTK keeps the frequencies of the longest length seen so far
+    diff = max_logit_diff(run, out, (TRAIN_LEN // 2, TRAIN_LEN, 2 * TRAIN_LEN, 4 * TRAIN_LEN))
+    print(f"rope+{scaling['type']}: max |dlogit| = {diff:.3g}")
+    assert diff < TOL
+
+
+def test_the_trained_run_exports_and_generates(trained_run, tmp_path):
+    out = export(trained_run, tmp_path / "hf")
+    assert max_logit_diff(trained_run, out, (TRAIN_LEN, 2 * TRAIN_LEN)) < TOL
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    prompt = tok("def f(x):", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=2 * TRAIN_LEN, do_sample=False, pad_token_id=256)
+    assert generated.shape == (1, 9 + 2 * TRAIN_LEN)  # past the training length: RoPE has no table to run out of
+    pipe = transformers.pipeline("text-generation", model=model, tokenizer=tok)
+    assert pipe("import ", max_new_tokens=4, do_sample=False)[0]["generated_text"].startswith("import ")
+    manifest = json.loads((out / "ropebench_export.json").read_text())
+    assert manifest["source_run"] == str(trained_run.resolve()) and manifest["train_seq_len"] == TRAIN_LEN
+    assert manifest["pe"]["name"] == "rope" and manifest["ropebench_version"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
+
+
+def test_learned_export_generates_within_its_table(trained_run, tmp_path):
+    out = export(make_run(RunDir(trained_run), tmp_path / "run", "learned"), tmp_path / "hf")
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    prompt = torch.tensor([list(b"x = ")])
+    assert model.generate(prompt, max_new_tokens=TRAIN_LEN - 4, do_sample=False, pad_token_id=256).shape[1] == TRAIN_LEN
+
+
+def test_eval_length_of_the_export_equals_the_runs(trained_run, corpus_dir, tmp_path):
+    """`eval-length OUT` (transformers' model, the export's tokenizer) gives the rows `eval-length RUN` gives:
+    at the training length and past it, plain and with --rope-scaling yarn (factor = eval_len / train_len)."""
+    run = make_run(RunDir(trained_run), tmp_path / "run", "rope", pairing="interleaved", rotary_dim=6)
+    out = export(run, tmp_path / "hf")
+    lengths = ("--lengths", f"{TRAIN_LEN},{TRAIN_LEN * 3 // 2},{4 * TRAIN_LEN}", "--max-tokens", 512)
+    for scaling in ((), ("--rope-scaling", "yarn")):
+        native = invoke("eval-length", run, *lengths, *scaling)
+        assert native.exit_code == 0, native.output
+        hf = invoke("eval-length", out, "--out", tmp_path / "results", "--data", corpus_dir, *lengths, *scaling)
+        assert hf.exit_code == 0, hf.output
+    key = ("eval_len", "rope_scaling")
+    ours = {tuple(r[k] for k in key): r for r in RunDir(run).read_rows("eval_length.csv")}
+    theirs = {tuple(r[k] for k in key): r for r in RunDir(tmp_path / "results").read_rows("eval_length.csv")}
+    assert sorted(ours) == sorted(theirs) and len(ours) == 6
+    for cell, row in ours.items():
+        other = theirs[cell]
+        assert row["status"] == other["status"] == "ok", (row, other)
+        for column in ("n_tokens", "n_windows", "n_documents", "rope_factor", "rope_scale"):
+            assert row[column] == other[column], (cell, column)
+        print(f"eval {cell}: nll {float(row['nll']):.6f}, |dnll| = {abs(float(row['nll']) - float(other['nll'])):.2g}")
+        assert float(row["nll"]) == pytest.approx(float(other["nll"]), abs=1e-5)
+    assert ours[(str(4 * TRAIN_LEN), "yarn")]["nll"] != ours[(str(4 * TRAIN_LEN), "none")]["nll"]
+
+
+def test_export_loads_without_ropebench(trained_run, tmp_path):
+    """A fresh interpreter, outside the repository: transformers alone loads model and tokenizer, same logits."""
+    out = export(trained_run, tmp_path / "hf")
+    ids = torch.randint(0, 257, (1, 2 * TRAIN_LEN))
+    run = RunDir(trained_run)
+    with torch.no_grad():
+        expected = load_model(run, run.read_config())(ids)[0]
+    torch.save({"ids": ids, "logits": expected}, tmp_path / "expected.pt")
+    code = (
+        "import sys, torch\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"out = {str(out)!r}\n"
+        "model, tok = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)\n"
+        f"ref = torch.load({str(tmp_path / 'expected.pt')!r})\n"
+        "with torch.no_grad():\n"
+        "    diff = (model(ref['ids']).logits - ref['logits']).abs().max().item()\n"
+        "assert diff < 1e-4, diff\n"
+        "assert tok('héllo', add_special_tokens=False).input_ids == list('héllo'.encode())\n"
+        "assert not [m for m in sys.modules if m.startswith('ropebench')], 'ropebench was imported'\n"
+        "print('ok', type(model).__name__, type(tok).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok GPTNeoXForCausalLM")
+
+
+@pytest.mark.parametrize("text", ["hello world", "héllo ✓ 日本", "\tindented\n  two spaces\r\nend\n", " leading",
+                                  "a <|endoftext|> b", "", "\x00\x7f"])
+def test_tokenizer_ids_are_the_utf8_bytes(trained_run, tmp_path_factory, text):
+    out = tmp_path_factory.getbasetemp() / "tokenizer-export"
+    if not out.exists():
+        export(trained_run, out)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    ids = tok(text, add_special_tokens=False).input_ids
+    assert ids == list(text.encode("utf-8"))
+    assert tok.decode(ids) == text
+    assert tok(text).input_ids == ids  # no BOS or EOS added: ropebench scores raw documents
+    assert tok.eos_token_id == 256 and tok.decode([256]) == "<|endoftext|>" and len(tok) == 257
+
+
+def test_a_subword_tokenizer_is_copied(tmp_path):
+    """A run trained with data.tokenizer=DIR exports that tokenizer (ids and eos unchanged)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from ropebench.run.hf_tokenizer import load_run_tokenizer, save_tokenizer
+
+    vocab = {"<unk>": 0, "</s>": 1, "hello": 2, "world": 3, "!": 4}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    source = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>")
+    source.save_pretrained(tmp_path / "tok")
+    tok = load_run_tokenizer(OmegaConf.create({"tokenizer": str(tmp_path / "tok")}), None)
+    assert tok.eos_token_id == 1
+    save_tokenizer(tok, tmp_path / "out")
+    copied = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert copied("hello world !", add_special_tokens=False).input_ids == [2, 3, 4] and copied.eos_token_id == 1
+
+
+# ---- bad input: one line, exit 2, nothing written ----
+
+@pytest.mark.parametrize("pe,overrides", [("alibi", {}), ("sinusoidal", {}), ("t5", {}), ("xpos", {}),
+                                          ("kerple", {}), ("fire", {}), ("rope", {"rotate_values": True})])
+def test_other_encodings_are_refused(trained_run, tmp_path, pe, overrides):
+    run = make_run(RunDir(trained_run), tmp_path / "run", pe, weights=False, **overrides)
+    line = fails_cleanly(["export-hf", run, tmp_path / "hf"], "export-hf supports pe=rope", "nope", "learned")
+    assert f"pe={pe}" in line
+    assert not (tmp_path / "hf").exists()
+
+
+def test_unexportable_training_scaling_is_refused(trained_run, tmp_path):
+    run = make_run(RunDir(trained_run), tmp_path / "run", "rope",
+                   scaling={"type": "ntk", "factor": 2.0, "original_max_position_embeddings": 8})
+    fails_cleanly(["export-hf", run, tmp_path / "hf"], "rope scaling 'ntk'", "linear, dynamic, yarn")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_missing_and_unfinished_runs_are_refused(trained_run, tmp_path):
+    fails_cleanly(["export-hf", tmp_path / "nope", tmp_path / "hf"], "does not exist")
+    unfinished = make_run(RunDir(trained_run), tmp_path / "unfinished", "rope", weights=False)
+    fails_cleanly(["export-hf", unfinished, tmp_path / "hf"], "unfinished")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unfinished"]
+
+
+def test_existing_output_is_refused_unless_forced(trained_run, tmp_path):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    fails_cleanly(["export-hf", trained_run, out], "exists and is not empty", "--force")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (tmp_path / "file").write_text("x")
+    fails_cleanly(["export-hf", trained_run, tmp_path / "file"], "not a directory")
+    fails_cleanly(["export-hf", trained_run, trained_run, "--force"], "holds the run")
+    fails_cleanly(["export-hf", trained_run, trained_run.parent, "--force"], "holds the run")
+    assert RunDir(trained_run).is_finished()
+    export_forced = invoke("export-hf", trained_run, out, "--force")
+    assert export_forced.exit_code == 0, export_forced.output
+    assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "hf"]  # no temporary directory left
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export(trained_run, empty)  # an empty directory is fine without --force
+
+
+def test_without_transformers_says_how_to_install(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
+    fails_cleanly(["export-hf", trained_run, tmp_path / "hf"], "pip install -e '.[hf]'")
+    assert not (tmp_path / "hf").exists()

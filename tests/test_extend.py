@@ -1,0 +1,218 @@
+"""Fine-tuned context extension: init_from, RoPE scaling while training, PoSE, learned-table interpolation."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ropebench.cli.app import app
+from ropebench.core.pe.learned import interpolate_rows
+from ropebench.data.pose import pose_batch, pose_positions
+from tests.helpers import tiny_model
+
+runner = CliRunner()
+# Runs trained at 16 and 32 tokens scored on the same 64-token regions (by default a region is 16 x the length).
+SAME_TEXT = ["eval.region_len=64"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def nll_by_length(run_dir, label=None):
+    with open(run_dir / "eval_length.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "ok" and (label is None or r["rope_scaling"] == label)]
+    return {int(r["eval_len"]): float(r["nll"]) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def base(tiny_overrides, tmp_path_factory):
+    """A finished RoPE run at 16 tokens (the source of every extension here)."""
+    root = tmp_path_factory.mktemp("extend")
+    run = root / "base"
+    result = invoke("train", *tiny_overrides, "pe=rope", *SAME_TEXT, f"hydra.run.dir={run}")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def extend(tiny_overrides, base, run, *extra):
+    return invoke("train", *tiny_overrides, "pe=rope", f"init_from={base}", "train.seq_len=32", *SAME_TEXT, *extra,
+                  f"hydra.run.dir={run}")
+
+
+def test_step_zero_extension_evaluates_exactly_like_the_source_with_that_scaling(tiny_overrides, base, tmp_path):
+    run = tmp_path / "yarn0"
+    result = extend(tiny_overrides, base, run, "train.steps=0", "pe.scaling.type=yarn", "pe.scaling.factor=2")
+    assert result.exit_code == 0, result.output
+    config = (run / "config.yaml").read_text()
+    assert f"init_from: {base.resolve()}" in config and "init_from_seq_len: 16" in config
+    assert "original_max_position_embeddings: 16" in config  # defaulted to the source's length
+    final = json.loads((run / "final.json").read_text())
+    assert final["init_from"]["seq_len"] == 16 and final["init_from"]["steps"] == 6
+    lengths = "16,32,64"
+    # The extension evaluated as trained (its own scaling), and the source with the same scaling at eval time.
+    assert invoke("eval-length", run, "--lengths", lengths, "--max-tokens", "256").exit_code == 0
+    assert invoke("eval-length", base, "--lengths", lengths, "--max-tokens", "256", "--rope-scaling", "yarn",
+                  "--factor", "2").exit_code == 0
+    extended = nll_by_length(run, "yarn(factor=2,original_max_position_embeddings=16)")
+    source = nll_by_length(base, "yarn(factor=2)")
+    assert set(extended) == {16, 32, 64} and extended == source
+    # `--rope-scaling none` shows the raw model: the source's unscaled numbers.
+    raw = invoke("eval-length", run, "--lengths", lengths, "--max-tokens", "256", "--rope-scaling", "none")
+    assert raw.exit_code == 0, raw.output
+    assert invoke("eval-length", base, "--lengths", lengths, "--max-tokens", "256").exit_code == 0
+    assert nll_by_length(run, "none") == nll_by_length(base, "none")
+
+
+def test_a_step_at_a_negligible_learning_rate_changes_nothing_measurable(tiny_overrides, base, tmp_path):
+    run = tmp_path / "tiny_lr"
+    result = extend(tiny_overrides, base, run, "train.steps=1", "train.lr=1e-12", "train.min_lr=0",
+                    "train.warmup_steps=0", "train.weight_decay=0", "pe.scaling.type=linear", "pe.scaling.factor=2")
+    assert result.exit_code == 0, result.output
+    assert invoke("eval-length", run, "--lengths", "32", "--max-tokens", "256").exit_code == 0
+    assert invoke("eval-length", base, "--lengths", "32", "--max-tokens", "256", "--rope-scaling", "linear",
+                  "--factor", "2").exit_code == 0
+    got = nll_by_length(run, "linear(factor=2,original_max_position_embeddings=16)")[32]
+    assert got == pytest.approx(nll_by_length(base, "linear(factor=2)")[32], rel=1e-6)
+
+
+def test_extended_runs_train_and_resume_like_any_run(tiny_overrides, base, tmp_path):
+    common = ["train.steps=6", "pe.scaling.type=ntk", "pe.scaling.factor=2", "train.ckpt_interval=3"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert extend(tiny_overrides, base, whole, *common).exit_code == 0
+    assert extend(tiny_overrides, base, split, *common[1:], "train.steps=3").exit_code == 0
+    result = invoke("resume", split, "train.steps=6")
+    assert "already finished" in result.output  # a finished run is a record: not stretched afterwards
+    # A run stopped at its checkpoint continues from it (not from the source again) to the same weights.
+    (split / "final.json").unlink()
+    (split / "model.safetensors").unlink()
+    result = invoke("resume", split, "train.steps=6")
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    a, b = load_file(whole / "model.safetensors"), load_file(split / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learned_tables_grow_by_interpolation_only_when_asked(tiny_overrides, tmp_path):
+    source = tmp_path / "learned"
+    assert invoke("train", *tiny_overrides, "pe=learned", f"hydra.run.dir={source}").exit_code == 0
+    refused = tmp_path / "refused"
+    result = invoke("train", *tiny_overrides, "pe=learned", f"init_from={source}", "train.seq_len=32",
+                    "train.steps=0", f"hydra.run.dir={refused}")
+    assert result.exit_code == 2 and "pe.extend=interpolate" in result.output
+    assert "Traceback" not in result.output and not refused.exists()
+    grown = tmp_path / "grown"
+    result = invoke("train", *tiny_overrides, "pe=learned", "pe.extend=interpolate", f"init_from={source}",
+                    "train.seq_len=32", "train.steps=0", f"hydra.run.dir={grown}")
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    old = load_file(source / "model.safetensors")["pe.wpe.weight"]
+    new = load_file(grown / "model.safetensors")["pe.wpe.weight"]
+    assert new.shape == (32, old.shape[1])
+    assert torch.allclose(new, interpolate_rows(old, 32))
+    assert torch.equal(new[0], old[0]) and torch.equal(new[-1], old[-1])
+    assert invoke("eval-length", grown, "--lengths", "32", "--max-tokens", "256").exit_code == 0
+    assert 32 in nll_by_length(grown)
+
+
+def test_interpolate_rows_matches_numpy_interp():
+    table = torch.randn(5, 3, dtype=torch.float64)
+    got = interpolate_rows(table, 13)
+    x = np.linspace(0, 4, 13)
+    want = np.stack([np.interp(x, np.arange(5), table[:, c].numpy()) for c in range(3)], axis=1)
+    assert np.allclose(got.numpy(), want, atol=1e-12)
+
+
+def test_pose_positions_are_chunks_that_skip_within_the_target():
+    g = torch.Generator().manual_seed(0)
+    longest = 0
+    for _ in range(400):
+        pos = pose_positions(16, 64, 2, g)
+        steps = torch.diff(pos)
+        assert pos.shape == (16,) and pos[0] >= 0 and pos[-1] <= 63 and bool((steps >= 1).all())
+        assert int((steps > 1).sum()) <= 1  # two chunks: at most one jump, contiguous inside each chunk
+        longest = max(longest, int(pos[-1] - pos[0]))
+    assert longest == 63  # relative distances reach the whole target window
+    three = pose_positions(30, 100, 3, torch.Generator().manual_seed(1))
+    assert int((torch.diff(three) > 1).sum()) <= 2
+
+
+def test_pose_batch_takes_each_token_and_its_true_successor_at_its_position():
+    tokens = np.arange(1000, dtype=np.uint16) * 7 % 251
+    x, y, pos = pose_batch(tokens, 4, 16, 64, 2, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == pos.shape == (4, 16)
+    for b in range(4):
+        offsets = pos[b] - pos[b, 0]
+        # the inputs are one stretch of text read at the position ids; each target is the next token of that text
+        first = [i for i in range(1000 - 64) if all(tokens[i + int(o)] == x[b, j] for j, o in enumerate(offsets))]
+        assert first, "inputs are not text read at the position ids"
+        s = first[0] - int(pos[b, 0])
+        assert all(y[b, j] == tokens[s + int(pos[b, j]) + 1] for j in range(16))
+
+
+def test_rope_with_position_ids_is_shift_invariant_and_default_when_contiguous():
+    model = tiny_model("rope", train_seq_len=16)
+    idx = torch.randint(0, 257, (2, 12))
+    plain, _ = model(idx)
+    same, _ = model(idx, pos=torch.arange(12).expand(2, 12))
+    shifted, _ = model(idx, pos=torch.arange(12).expand(2, 12) + 500)
+    assert torch.equal(plain, same)
+    assert torch.allclose(plain, shifted, atol=1e-4)  # RoPE sees only relative positions
+
+
+
+def test_rope_rotates_each_example_by_its_own_position_ids():
+    from ropebench.core.rope.freqs import default_inv_freq, rope_tables
+    from ropebench.core.rope.reference import apply_rope
+
+    pe = tiny_model("rope", n_embd=32, n_head=4).pe  # head_dim 8
+    q, k = torch.randn(2, 4, 12, 8), torch.randn(2, 4, 12, 8)
+    pos = torch.stack([torch.cat([torch.arange(6), torch.arange(6) + 40]), torch.arange(12) * 5])
+    got_q, got_k = pe.qk(q, k, pos)
+    cos, sin = rope_tables(default_inv_freq(8, 10000.0), torch.arange(64))  # one table, rows picked by position
+    for b in range(2):
+        want_q, want_k = apply_rope(q[b:b + 1], k[b:b + 1], cos[pos[b]], sin[pos[b]])
+        assert torch.allclose(got_q[b:b + 1], want_q, atol=1e-6) and torch.allclose(got_k[b:b + 1], want_k, atol=1e-6)
+    assert not torch.allclose(got_q, pe.qk(q, k, torch.arange(12))[0], atol=1e-3)
+
+
+def test_position_ids_are_refused_by_encodings_that_ignore_them():
+    from ropebench.errors import UserError
+
+    with pytest.raises(UserError, match="takes no position ids"):
+        tiny_model("alibi")(torch.zeros(1, 4, dtype=torch.long), pos=torch.arange(4)[None])
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["init_from=/no/such/run"], "not a run directory"),
+    (["pe.scaling.type=linear", "pe.scaling.factor=0"], "pe.scaling: rope scaling factor must be"),
+    (["pe.scaling.type=linear"], "needs pe.scaling.factor"),
+    (["train.pose_target_len=8"], "train.pose_target_len=8 must be >= train.seq_len=16"),
+    (["train.steps=0"], "0 only with init_from"),
+    (["pe=alibi", "pe.scaling.type=linear", "pe.scaling.factor=2"], "scaling"),
+    (["pe=alibi", "train.pose_target_len=64"], "position ids"),
+])
+def test_bad_extension_settings_are_one_line_and_write_nothing(tiny_overrides, tmp_path, extra, expected):
+    run = tmp_path / "run"
+    result = invoke("train", *tiny_overrides, *extra, f"hydra.run.dir={run}")
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert not run.exists()
+
+
+def test_init_from_an_unfinished_or_different_run_is_refused(tiny_overrides, base, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text((base / "config.yaml").read_text())
+    run = tmp_path / "run"
+    result = invoke("train", *tiny_overrides, f"init_from={unfinished}", f"hydra.run.dir={run}")
+    assert result.exit_code == 2 and "unfinished" in result.output and not run.exists()
+    result = invoke("train", *tiny_overrides, "model.n_embd=64", f"init_from={base}", f"hydra.run.dir={run}")
+    assert result.exit_code == 2 and "model.n_embd: 32 → 64" in result.output and not run.exists()
+    result = invoke("train", *tiny_overrides, "pe=alibi", f"init_from={base}", f"hydra.run.dir={run}")
+    assert result.exit_code == 2 and "pe.name: rope → alibi" in result.output and not run.exists()
