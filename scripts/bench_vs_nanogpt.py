@@ -55,9 +55,15 @@ class NanoLayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
 class NanoAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, bias: bool, dropout: float):
         super().__init__()
+        self.rotary = None  # (cos, sin), each (T, head_dim), set by NanoGPT(rope=True)
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)  # used only by nanoGPT's non-flash path; kept for the same tree
@@ -68,6 +74,9 @@ class NanoAttention(nn.Module):
         B, T, C = x.size()
         heads = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in heads)
+        if self.rotary is not None:  # the usual way a nanoGPT fork adds RoPE (GPT-NeoX / Llama's rotate_half)
+            cos, sin = self.rotary
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=p, is_causal=True)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
@@ -102,8 +111,9 @@ class NanoGPT(nn.Module):
     """The baseline: nanoGPT's GPT, nothing of ropebench in it."""
 
     def __init__(self, vocab: int, block_size: int, n_layer: int, n_embd: int, n_head: int, bias: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, rope: bool = False):
         super().__init__()
+        self.rope = rope
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(vocab, n_embd),
             wpe=nn.Embedding(block_size, n_embd),
@@ -117,6 +127,13 @@ class NanoGPT(nn.Module):
         for name, p in self.named_parameters():  # GPT-2's residual-projection scaling, 1/sqrt(2 * n_layer)
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+        if rope:  # nanoGPT + RoPE: no position table; one fp32 (T, head_dim) cos/sin pair shared by the layers
+            del self.transformer["wpe"]
+            head_dim = n_embd // n_head
+            inv_freq = 1.0 / 10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+            angles = torch.arange(block_size, dtype=torch.float32)[:, None] * inv_freq[None]
+            self.register_buffer("cos", torch.cat((angles, angles), -1).cos(), persistent=False)
+            self.register_buffer("sin", torch.cat((angles, angles), -1).sin(), persistent=False)
 
     @staticmethod
     def _init_weights(module):
@@ -127,8 +144,13 @@ class NanoGPT(nn.Module):
 
     def forward(self, idx, targets=None):
         t = idx.size(1)
-        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        if self.rope:
+            x = self.transformer.drop(self.transformer.wte(idx))
+            for block in self.transformer.h:
+                block.attn.rotary = (self.cos[:t], self.sin[:t])
+        else:
+            pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
         logits = self.lm_head(self.transformer.ln_f(x))
@@ -167,6 +189,11 @@ def build_contestants(args, device) -> dict:
     nano = NanoGPT(BYTE_VOCAB, args.seq_len, args.n_layer, args.n_embd, args.n_head).to(device)
     contestants["nanoGPT"] = (nano, nano.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2),
                                                               device.type))
+    if "rope" in args.pe:
+        torch.manual_seed(0)
+        nano_rope = NanoGPT(BYTE_VOCAB, args.seq_len, args.n_layer, args.n_embd, args.n_head, rope=True).to(device)
+        contestants["nanoGPT+RoPE"] = (nano_rope, nano_rope.configure_optimizers(
+            t.weight_decay, t.lr, (t.beta1, t.beta2), device.type))
     if args.nanogpt:
         torch.manual_seed(0)
         contestants["nanoGPT model.py"] = load_nanogpt_file(Path(args.nanogpt).expanduser(), args, device)
@@ -249,7 +276,6 @@ def git_state() -> dict:
 
 def report(args, device, rates: dict[str, list[float]]) -> dict:
     med = {name: statistics.median(v) for name, v in rates.items()}
-    base = rates["nanoGPT"]
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"shape: n_layer={args.n_layer} n_head={args.n_head} n_embd={args.n_embd} seq_len={args.seq_len} "
           f"batch={args.batch} vocab={BYTE_VOCAB}; {args.rounds} rounds x {args.steps} steps, medians")
@@ -257,12 +283,14 @@ def report(args, device, rates: dict[str, list[float]]) -> dict:
         print(f"  {name:<22}{rate:>12,.0f} tokens/s")
     ratios = {}
     for name in med:
-        if name == "nanoGPT":
+        if name.startswith("nanoGPT"):
             continue
-        per_round = [a / b for a, b in zip(rates[name], base)]
-        ratios[name] = {"ratio_of_medians": med[name] / med["nanoGPT"], "per_round": per_round,
+        # RoPE against nanoGPT with RoPE added, everything else against nanoGPT's learned positions
+        ref = "nanoGPT+RoPE" if name.endswith("pe=rope") and "nanoGPT+RoPE" in med else "nanoGPT"
+        per_round = [a / b for a, b in zip(rates[name], rates[ref])]
+        ratios[name] = {"baseline": ref, "ratio_of_medians": med[name] / med[ref], "per_round": per_round,
                         "median_per_round": statistics.median(per_round)}
-        print(f"RATIO {name} / nanoGPT (pe=learned): {med[name] / med['nanoGPT']:.3f}x "
+        print(f"RATIO {name} / {ref}: {med[name] / med[ref]:.3f}x "
               f"(per round: median {statistics.median(per_round):.3f}, {min(per_round):.3f}-{max(per_round):.3f})")
     return {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "shape": {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "seq_len", "batch")},

@@ -174,6 +174,23 @@ def test_nanogpt_baseline_computes_what_ropebench_learned_computes():
         torch.testing.assert_close(ours_loss, nano_loss, atol=1e-5, rtol=1e-5)
 
 
+def test_nanogpt_rope_baseline_computes_what_ropebench_rope_computes():
+    """The nanoGPT+RoPE contestant (rotate_half with full-width tables) and ropebench's RoPE (any backend `auto`
+    picks here), with the same weights: the same logits -- so the throughput ratio compares equal work."""
+    nano = _load_script().NanoGPT(vocab=257, block_size=8, n_layer=2, n_embd=16, n_head=2, rope=True).eval()
+    assert "transformer.wpe.weight" not in nano.state_dict()
+    ours = GPT(OmegaConf.structured(ModelConfig(n_layer=2, n_head=2, n_embd=16)), pe_config("rope"),
+               vocab_size=257, train_seq_len=8).eval()
+    theirs = nano.state_dict()
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            source = {"wte.weight": "transformer.wte.weight",
+                      "ln_f.weight": "transformer.ln_f.weight"}.get(name, name.replace("blocks.", "transformer.h."))
+            p.copy_(theirs[source])
+    idx = torch.randint(0, 257, (3, 8), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours(idx, idx)[0], nano(idx, idx)[0], atol=1e-5, rtol=1e-5)
+
+
 def test_bench_vs_nanogpt_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "nv.json"
     result = _load_script().main(["--pe", "learned", "--pe", "rope,alibi", "--n-layer", "1", "--n-embd", "16",
@@ -184,12 +201,14 @@ def test_bench_vs_nanogpt_runs_and_writes_json(tmp_path, capsys):
         assert f"RATIO ropebench pe={pe} / nanoGPT" in printed
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(result))
-    assert set(data["tokens_per_s_rounds"]) == {"nanoGPT", "ropebench pe=learned", "ropebench pe=rope",
-                                                "ropebench pe=alibi"}
+    assert set(data["tokens_per_s_rounds"]) == {"nanoGPT", "nanoGPT+RoPE", "ropebench pe=learned",
+                                                "ropebench pe=rope", "ropebench pe=alibi"}
     assert all(len(v) == 2 and min(v) > 0 for v in data["tokens_per_s_rounds"].values())
     r = data["ratios"]["ropebench pe=rope"]
+    assert r["baseline"] == "nanoGPT+RoPE"  # RoPE is compared with nanoGPT plus RoPE, not with learned positions
     assert r["ratio_of_medians"] == pytest.approx(data["tokens_per_s_median"]["ropebench pe=rope"]
-                                                  / data["tokens_per_s_median"]["nanoGPT"])
+                                                  / data["tokens_per_s_median"]["nanoGPT+RoPE"])
+    assert data["ratios"]["ropebench pe=alibi"]["baseline"] == "nanoGPT"
 
 
 def test_bench_vs_nanogpt_rejects_bad_input():

@@ -337,3 +337,17 @@ def _pick_with_fake_device(registry, table, fake, real):
         return registry._auto(table, fake)
     finally:
         registry.agrees_with_reference = original
+
+
+@pytest.mark.parametrize("pairing", ["half", "interleaved"])
+@pytest.mark.parametrize("rotary_dim", [16, 8])
+def test_fullwidth_backend_is_bitwise_the_reference_in_fp32(pairing, rotary_dim):
+    """`auto`'s CPU pick computes x1*cos + x2*(-sin) where the reference computes x1*cos - x2*sin: the same
+    floating-point operations, so every committed fp32 number stays exactly what the reference gave."""
+    from ropebench.core.rope.backend_fullwidth import apply as fullwidth
+
+    cos, sin = tables(rotary_dim, 13, device="cpu")
+    q, k, leaf = (t.cpu() for t in make_qk(2, 3, 13, 16, torch.float32, "qkv"))
+    for got, want in zip(fullwidth(q, k, cos, sin, pairing), apply_rope(q, k, cos, sin, pairing)):
+        assert torch.equal(got, want)
+    assert backends.resolve("auto", torch.device("cpu")).name == "fullwidth"

@@ -32,7 +32,9 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, pe: pe_registry.PositionEncoding, pos: Tensor, attn) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        # Split along channels, then view each as heads (nanoGPT's way): its backward is the concatenation that
+        # happens anyway, where one permute of a (B, T, 3, H, D) view costs a copy per layer.
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
         q, k = pe.qk(q, k, pos)
         y = attn(q, k, v, self.dropout if self.training else 0.0)  # the encoding's value hooks are inside attn
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))

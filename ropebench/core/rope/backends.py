@@ -25,8 +25,9 @@ class Backend:
     apply: ApplyFn
     # (device) -> None when usable there, else a one-line reason with how to get it.
     unavailable_reason: Callable[[torch.device], str | None]
-    # Preference for `auto` on CUDA (higher wins); CPU always uses the reference.
+    # Preference for `auto` on CUDA and on other devices (higher wins; 0: never picked over the reference).
     cuda_rank: int = 0
+    cpu_rank: int = 0
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -84,9 +85,11 @@ _CHECKED: dict[tuple[str, str], str | None] = {}
 def _auto(table: dict[str, Backend], device: torch.device) -> Backend:
     """The fastest usable backend that gives the reference's result on this device (checked once per device):
     a kernel that has never run on this hardware is not trusted on its rank alone."""
-    if device.type != "cuda":
-        return table["torch"]
-    usable = sorted((b for b in table.values() if b.unavailable_reason(device) is None), key=lambda b: -b.cuda_rank)
+    def rank(b: Backend) -> int:
+        return b.cuda_rank if device.type == "cuda" else b.cpu_rank
+
+    usable = sorted((b for b in table.values() if b.unavailable_reason(device) is None and (rank(b) > 0 or
+                     b.name == "torch")), key=lambda b: -rank(b))
     for backend in usable:
         key = (backend.name, str(device))
         if key not in _CHECKED:
