@@ -185,13 +185,15 @@ def test_learned_export_generates_within_its_table(trained_run, tmp_path):
 def test_eval_length_of_the_export_equals_the_runs(trained_run, corpus_dir, tmp_path):
     """`eval-length OUT` (transformers' model, the export's tokenizer) gives the rows `eval-length RUN` gives:
     at the training length and past it, plain and with --rope-scaling yarn (factor = eval_len / train_len)."""
+    assert corpus_dir.is_dir()  # the run's text, recorded in the export's manifest
     run = make_run(RunDir(trained_run), tmp_path / "run", "rope", pairing="interleaved", rotary_dim=6)
     out = export(run, tmp_path / "hf")
     lengths = ("--lengths", f"{TRAIN_LEN},{TRAIN_LEN * 3 // 2},{4 * TRAIN_LEN}", "--max-tokens", 512)
     for scaling in ((), ("--rope-scaling", "yarn")):
         native = invoke("eval-length", run, *lengths, *scaling)
         assert native.exit_code == 0, native.output
-        hf = invoke("eval-length", out, "--out", tmp_path / "results", "--data", corpus_dir, *lengths, *scaling)
+        # No --data, no --max-tokens: an export is evaluated on its run's text with its run's settings by default.
+        hf = invoke("eval-length", out, "--out", tmp_path / "results", *lengths[:2], *scaling)
         assert hf.exit_code == 0, hf.output
     key = ("eval_len", "rope_scaling")
     ours = {tuple(r[k] for k in key): r for r in RunDir(run).read_rows("eval_length.csv")}

@@ -167,8 +167,24 @@ def data_node(spec: str | None, tokenizer: str) -> dict:
     return {**defaults, **node, "tokenizer": tokenizer}
 
 
-def describe(request: HFRequest, config, data: dict, dtype) -> dict:
-    """The config.yaml of OUT: the evaluation in the shape of a run's config."""
+def export_manifest(request: HFRequest) -> dict:
+    """What `ropebench export-hf` recorded beside an exported run (its data and eval settings), or {}."""
+    import json
+
+    from ropebench.run.export_hf import MANIFEST
+
+    path = Path(request.source) / MANIFEST
+    if not request.local or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def describe(request: HFRequest, config, data: dict, dtype, eval_node: dict | None = None) -> dict:
+    """The config.yaml of OUT: the evaluation in the shape of a run's config. ``eval_node``: the evaluation
+    settings to use (an exported ropebench run's own), else the defaults."""
     from omegaconf import OmegaConf
 
     from ropebench.run.config import EvalConfig
@@ -189,7 +205,7 @@ def describe(request: HFRequest, config, data: dict, dtype) -> dict:
         "pe": {"name": label, "model_type": config.model_type, "rope_parameters": dict(rope) if rope else None},
         "data": data,
         "train": {"seq_len": max_len},
-        "eval": OmegaConf.to_container(OmegaConf.structured(EvalConfig), resolve=True, enum_to_str=True),
+        "eval": eval_node or OmegaConf.to_container(OmegaConf.structured(EvalConfig), resolve=True, enum_to_str=True),
         "hf": {"model": request.source, "dtype": str(dtype).removeprefix("torch.")},
     }
 
@@ -243,7 +259,13 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
         raise UserError(f"--batch-size must be a positive integer, got {request.batch_size}")
     if request.out is None:
         check_out(None, {})
-    data = data_node(request.data, request.source)
+    # An exported ropebench run is evaluated as its source run is by default: the same text (tokenized by the
+    # exported tokenizer, which gives the same ids) and the same lengths and regions.
+    manifest = export_manifest(request)
+    if request.data is None and manifest.get("data"):
+        data = {**manifest["data"], "tokenizer": request.source}
+    else:
+        data = data_node(request.data, request.source)
     # Offline unless a Hub id or Hub data asks for the network: a local directory never touches it.
     hf_env.prepare(network=not request.local or needs_network(OmegaConf.create(data)))
     transformers = import_transformers()
@@ -254,7 +276,7 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
     tokenizer = _load_tokenizer(request)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device, config)
-    described = describe(request, config, data, dtype)
+    described = describe(request, config, data, dtype, manifest.get("eval"))
     check_out(request.out, described, _MAY_DIFFER + (() if reads_data else ("data",)))
     return HFSession(request, described, tokenizer, device, dtype, log)
 
