@@ -7,6 +7,8 @@ import statistics
 
 from check_results import RESULTS, claim, means, per_seed, ranking, rows, runs, table_matches
 
+import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
+
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 
 
