@@ -12,6 +12,9 @@ os.environ["ROPEBENCH_CACHE"] = str(_SESSION_TMP / "cache")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_SILENT"] = "true"
+# `launcher=auto` (the main job's) runs one job at a time in this process, as the tests of sweeps expect;
+# tests/test_launchers.py checks the side-by-side default itself.
+os.environ["ROPEBENCH_LOCAL_JOBS"] = "1"
 
 import pytest  # noqa: E402
 

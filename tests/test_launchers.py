@@ -106,4 +106,73 @@ def test_unknown_launcher_is_one_line(tiny_overrides, tmp_path):
     result = runner.invoke(app, ["sweep", "compare", *tiny_overrides, "pe=rope", launcher("dask"),
                                  f"hydra.sweep.dir={tmp_path / 's'}"])
     assert result.exit_code == 2
-    assert "unknown launcher 'dask'; choose one of: joblib, sequential, slurm, submitit_local" in result.stderr
+    assert "unknown launcher 'dask'; choose one of: auto, joblib, sequential, slurm, submitit_local" in result.stderr
+
+
+def _compose_with_hydra(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from ropebench.run.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def test_the_main_job_runs_one_job_per_core_on_a_cpu_machine(monkeypatch):
+    """`compare` chooses launcher=auto: joblib with one single-threaded job per core (one job when a GPU is
+    there); the other sweeps and an explicit launcher keep their own."""
+    import os
+
+    import torch
+
+    monkeypatch.delenv("ROPEBENCH_LOCAL_JOBS", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = _compose_with_hydra(["sweep=compare"])
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    cores = len(os.sched_getaffinity(0))
+    assert cfg.hydra.launcher.n_jobs == cores and cfg.train.threads == (1 if cores > 1 else 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = _compose_with_hydra(["sweep=compare"])
+    assert gpu.hydra.launcher.n_jobs == 1 and gpu.train.threads == 0
+    assert _compose_with_hydra(["sweep=compare", "launcher=sequential"]).hydra.launcher._target_.endswith(
+        "BasicLauncher")
+    assert _compose_with_hydra(["sweep=compare", "train.threads=3"]).train.threads == 3
+    monkeypatch.setenv("ROPEBENCH_LOCAL_JOBS", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _compose_with_hydra(["sweep=compare"]).hydra.launcher.n_jobs == 3
+
+
+def test_one_ctrl_c_stops_a_parallel_sweep_and_the_printed_command_finishes_it(warm_corpus, tmp_path):
+    """Two jobs side by side in joblib workers: one SIGINT to the process group (what a terminal sends) stops both
+    at a step boundary with a checkpoint, the command exits 130 printing how to continue, and that command
+    completes the sweep."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sweep_dir = tmp_path / "parallel"
+    args = [*warm_corpus, "pe=rope,alibi", "train.steps=400", "train.ckpt_interval=1000", "train.threads=1",
+            f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "ROPEBENCH_LOCAL_JOBS": "2", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ropebench", "sweep", "compare", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 180
+    while len(list(sweep_dir.glob("*/metrics.jsonl"))) < 2 or not all(
+            p.read_text() for p in sweep_dir.glob("*/metrics.jsonl")):
+        assert time.time() < deadline and proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "Continue with: ropebench sweep compare" in out
+    assert sorted(p.parent.name for p in sweep_dir.glob("*/checkpoint.pt")) == ["pe=alibi", "pe=rope"]
+    assert not list(sweep_dir.glob("*/final.json"))
+    again = out.split("Continue with: ", 1)[1].split("\n", 1)[0]
+    assert again.startswith("ropebench sweep compare ")
+    again = again.replace("ropebench", f"{sys.executable} -m ropebench", 1)
+    result = subprocess.run(again, shell=True, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.parent.name for p in sweep_dir.glob("*/final.json")) == ["pe=alibi", "pe=rope"]

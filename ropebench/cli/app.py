@@ -328,10 +328,13 @@ def _run_sweep(name: str, overrides: list[str]):
     from ropebench.cli import jobs as runner
     from ropebench.cli.hydra_app import key_of, parse, run_hydra
     from ropebench.report.sweep import finish_sweep, print_report
-    from ropebench.run.stop import stop_requested
+    from ropebench.run.stop import StopFlag, stop_requested
 
     runner.outcomes.clear()
-    run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
+    # One Ctrl-C asks every job to stop at its next step (jobs in worker processes get it too) and lets the
+    # launcher wait for their checkpoints; jobs not yet started are skipped. A second press gives up at once.
+    with StopFlag():
+        run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
     if stop_requested():
         return None
     sweep_dir = next(o.get_value_element_as_str() for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")

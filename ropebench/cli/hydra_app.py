@@ -127,6 +127,22 @@ def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> None:
             check_output_dir(key_of(o), o.get_value_element_as_str())
 
 
+def warm_corpora(overrides: list[str]) -> None:
+    """Tokenize every data set a sweep reads once, here, before its jobs start: jobs running side by side would
+    otherwise each build the same cache at the same time."""
+    from omegaconf import OmegaConf
+
+    from ropebench.data import load_corpus
+
+    seen = set()
+    for combo in expand_for_check(overrides):
+        data = _compose(combo).data
+        key = OmegaConf.to_yaml(data)
+        if key not in seen and data.source != "passkey":
+            seen.add(key)
+            load_corpus(data)
+
+
 def check_output_dir(key: str, value: str) -> None:
     """A run or sweep directory must be a writable directory path (an empty value would write into '.')."""
     if not value.strip():
@@ -196,6 +212,8 @@ def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "r
     import hydra
 
     check_overrides(overrides, allow_sweeps=multirun)
+    if multirun:
+        warm_corpora(overrides)
     argv = [prog, *(["--multirun"] if multirun else []), *overrides]
     saved = sys.argv
     sys.argv = argv

@@ -13,7 +13,7 @@ from pathlib import Path
 from ropebench.errors import UserError
 
 #: sweep -> the sweep that builds its base runs
-BASE_SWEEPS = {"extend": "extend_base"}
+BASE_SWEEPS = {"extend": "extend_base", "extend_passkey": "passkey"}
 _SHARED = ("seed", "launcher", "data", "model", "logger", "hydra.launcher", "train.threads", "train.device",
            "train.dtype", "train.compile")
 

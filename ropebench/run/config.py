@@ -160,6 +160,30 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("ropebench_subdir", lambda name: name or "run")
     if not OmegaConf.has_resolver("ropebench_core_encodings"):
         OmegaConf.register_new_resolver("ropebench_core_encodings", _core_encodings)
+    if not OmegaConf.has_resolver("ropebench_local_jobs"):
+        OmegaConf.register_new_resolver("ropebench_local_jobs", local_jobs)
+        OmegaConf.register_new_resolver("ropebench_job_threads", lambda: 1 if local_jobs() > 1 else 0)
+
+
+def local_jobs() -> int:
+    """How many sweep jobs `launcher=auto` runs side by side: ROPEBENCH_LOCAL_JOBS if set, else one per CPU core
+    this process may use, or one when a GPU is there (jobs would share it)."""
+    import os
+
+    import torch
+
+    if os.environ.get("ROPEBENCH_LOCAL_JOBS", "").strip():
+        try:
+            return max(1, int(os.environ["ROPEBENCH_LOCAL_JOBS"]))
+        except ValueError:
+            raise UserError(f"ROPEBENCH_LOCAL_JOBS must be a positive integer, got "
+                            f"'{os.environ['ROPEBENCH_LOCAL_JOBS']}'") from None
+    if torch.cuda.is_available():
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _core_encodings() -> str:
