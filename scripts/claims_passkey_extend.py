@@ -107,3 +107,59 @@ def passkey_yarn_beats_dynamic():
     text = (f"At 128 tokens YaRN retrieves more keys than dynamic NTK in {len(wins)} of 3 seeds (YaRN: "
             + ", ".join(f"{means[s]:.0%}" for s in (0, 1, 2)) + "), yet stays below 80% in every seed.")
     return text, len(wins) == 3 and max(means.values()) < 0.8
+
+
+# -- extend ------------------------------------------------------------------------------------------------------
+# Run directories are named by the sweep: base runs `pe=rope,seed=0`, extensions `extend=yarn,seed=0,train.steps=50`
+# (conf/extend/*.yaml). Each run's rows evaluated as trained carry its own scaling label.
+EXT_LABELS = {"linear": "linear(factor=4,original_max_position_embeddings=64)",
+              "ntk": "ntk(factor=4,original_max_position_embeddings=64)",
+              "yarn": "yarn(factor=4,original_max_position_embeddings=64)",
+              "pose_yarn": "yarn(factor=4,original_max_position_embeddings=64)"}
+ALL_METHODS = ("direct", "linear", "ntk", "yarn", "pose_yarn", "alibi", "learned")
+NAMES = {"direct": "direct", "linear": "PI", "ntk": "NTK", "yarn": "YaRN", "pose_yarn": "PoSE+YaRN",
+         "alibi": "ALiBi direct", "learned": "learned interpolate"}
+
+
+def _name_fields(run) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in run.name.split(","))
+
+
+def ext_ppl(folder: str = "extend") -> dict[tuple[str, int, int], dict[int, float]]:
+    """(method, steps, seed) -> length -> perplexity as trained; base runs are ('base:<pe>', -1, seed)."""
+    out: dict = {}
+    for run in sorted((RESULTS / folder / "runs").iterdir()):
+        f = _name_fields(run)
+        if "extend" in f:
+            key, label = (f["extend"], int(f["train.steps"]), int(f["seed"])), EXT_LABELS.get(f["extend"], "none")
+        else:
+            key, label = (f"base:{f['pe']}", -1, int(f["seed"])), "none"
+        out[key] = {int(r["eval_len"]): float(r["ppl"]) for r in _csv(run / "eval_length.csv")
+                    if r["status"] == "ok" and r["rope_scaling"] == label and r["protocol"] == "nonoverlapping"}
+    return out
+
+
+def ext_mean(method: str, steps: int, length: int) -> float:
+    values = [v[length] for (m, s, _), v in ext_ppl().items() if m == method and s == steps and length in v]
+    assert len(values) == 3, (method, steps, length, values)
+    return statistics.fmean(values)
+
+
+def ext_seeds(method: str, steps: int, length: int) -> dict[int, float]:
+    return {seed: v[length] for (m, s, seed), v in ext_ppl().items() if m == method and s == steps and length in v}
+
+
+# -- hf ----------------------------------------------------------------------------------------------------------
+@claim("hf")
+def hf_equals_native():
+    def rows(path):
+        return {(r["eval_len"], r["rope_scaling"]): r for r in _csv(path / "eval_length.csv")}
+
+    native, hf = rows(RESULTS / "hf" / "runs" / "native"), rows(RESULTS / "hf" / "hf_eval")
+    same = sorted(native) == sorted(hf) and all(native[k]["n_tokens"] == hf[k]["n_tokens"] == "65536" for k in native)
+    worst = max(abs(float(native[k]["nll"]) - float(hf[k]["nll"])) for k in native)
+    lengths = sorted({int(length) for length, _ in native})
+    text = (f"At each of the {len(lengths)} lengths ({', '.join(map(str, lengths))}), plain and with YaRN, the HF path "
+            f"scores the same 65,536 tokens as the native evaluation, and the mean NLL differs by at most "
+            f"{worst:.1e} nats.")
+    return text, same and len(native) == 2 * len(lengths) and worst < 1e-5

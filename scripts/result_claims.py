@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from check_results import RESULTS, claim, means, per_seed, ranking, rows, runs, table_matches
-
 import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
+from check_results import RESULTS, claim, means, per_seed, ranking, rows, runs, table_matches
 
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 

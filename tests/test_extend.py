@@ -216,3 +216,56 @@ def test_init_from_an_unfinished_or_different_run_is_refused(tiny_overrides, bas
     assert result.exit_code == 2 and "model.n_embd: 32 → 64" in result.output and not run.exists()
     result = invoke("train", *tiny_overrides, "pe=alibi", f"init_from={base}", f"hydra.run.dir={run}")
     assert result.exit_code == 2 and "pe.name: rope → alibi" in result.output and not run.exists()
+
+
+def _fake_run(path, pe="rope", init_from="", steps=200, scaling="none", pose=0, extend=None, ppl=None, passkey=None):
+    import yaml
+
+    path.mkdir(parents=True)
+    pe_node = {"name": pe, "scaling": {"type": scaling, "factor": 4.0 if scaling != "none" else None,
+                                       "original_max_position_embeddings": 64 if scaling != "none" else None}}
+    if extend:
+        pe_node["extend"] = extend
+    config = {"pe": pe_node, "init_from": init_from, "seed": 0, "data": {"source": "stdlib"},
+              "train": {"seq_len": 64 if not init_from or pose else 256, "steps": steps, "pose_target_len": pose},
+              "model": {}, "eval": {}}
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "final.json").write_text("{}")
+    (path / "model.safetensors").write_text("")
+    label = "none" if scaling == "none" else f"{scaling}(factor=4,original_max_position_embeddings=64)"
+    def write(name, columns, rows):
+        with open(path / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(rows)
+
+    write("eval_length.csv", ("eval_len", "protocol", "rope_scaling", "ppl", "status"),
+          [(n, "nonoverlapping", lab, v, "ok") for n, v in (ppl or {}).items() for lab in (label, "other")])
+    if passkey:
+        write("passkey.csv", ("eval_len", "depth", "rope_scaling", "accuracy", "status"),
+              [(n, d, label, v, "ok") for n, v in passkey.items() for d in (0.0, 1.0)])
+    return path
+
+
+def test_the_extension_report_names_methods_from_configs_and_aggregates_seeds(tmp_path):
+    from ropebench.report.extend import summary_rows, write_extend_report
+
+    sweep = tmp_path / "sweep"
+    _fake_run(sweep / "base" / "pe=rope,seed=0", steps=1000, ppl={64: 5.0, 256: 9.0})
+    _fake_run(sweep / "a", init_from="x", scaling="yarn", ppl={64: 6.0, 256: 6.5}, passkey={256: 0.5})
+    _fake_run(sweep / "b", init_from="x", scaling="yarn", ppl={64: 6.2, 256: 6.9}, passkey={256: 0.25})
+    _fake_run(sweep / "c", init_from="x", scaling="yarn", pose=256, ppl={64: 7.0})
+    _fake_run(sweep / "d", pe="learned", init_from="x", extend="interpolate", steps=50, ppl={64: 8.0})
+    _fake_run(sweep / "e", pe="alibi", init_from="x", steps=0, ppl={64: 9.0})
+    rows = {(r["method"], r["steps"], r["eval_len"]): r for r in summary_rows(
+        [sweep / "base" / "pe=rope,seed=0", *(sweep / n for n in "abcde")])}
+    assert set(rows) == {("rope base", "", 64), ("rope base", "", 256), ("YaRN", "200", 64), ("YaRN", "200", 256),
+                         ("PoSE+YaRN", "200", 64), ("learned interpolate", "50", 64), ("alibi direct", "0", 64)}
+    yarn = rows[("YaRN", "200", 256)]
+    assert yarn["ppl_n"] == 2 and yarn["ppl_mean"] == pytest.approx(6.7) and yarn["ppl_min"] == 6.5
+    assert yarn["ppl_std"] == pytest.approx(np.std([6.5, 6.9], ddof=1))  # only the as-trained rows, not "other"
+    assert yarn["passkey_mean"] == pytest.approx(0.375) and rows[("YaRN", "200", 64)]["passkey_n"] == 0
+    written = write_extend_report(sweep)
+    assert [p.name for p in written] == ["extend.csv", "extend.md", "extend.png", "extend.pdf"]
+    table = (sweep / "extend.md").read_text()
+    assert "| YaRN | 200 | 6.10 ± 0.14 | 6.70 ± 0.28 |" in table and "| 38 ± 18 |" in table

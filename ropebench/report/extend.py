@@ -4,8 +4,9 @@ and passkey effective context, aggregated over seeds.
 Everything is read back from the run directories' own records: the method from each run's config (its RoPE
 scaling, PoSE target, learned-table extension and encoding), the budget from ``train.steps``, the numbers from
 ``eval_length.csv`` / ``passkey.csv`` rows evaluated *as trained* (the run's own scaling). Base runs (no
-``init_from``) are the reference rows. Writes ``extend.csv`` (one row per method, steps and length: mean,
-std, min, max, n over seeds), ``extend.md`` (the table) and ``extend.png``/``.pdf`` (one panel per budget).
+``init_from``) are the reference rows. Writes ``extend.csv`` (one row per method, steps and length: n, mean,
+std, min and max over seeds of the perplexity and of the passkey accuracy), ``extend.md`` (the tables) and
+``extend.png``/``.pdf`` (one panel per budget: perplexity, or passkey accuracy for runs without text).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ropebench.report.rows import read_rows
 from ropebench.run.rundir import EVAL_CSV, PASSKEY_CSV, RunDir, atomic_write_text
 
 SCALING_NAMES = {"linear": "PI", "ntk": "NTK", "dynamic": "dynamic NTK", "yarn": "YaRN"}
-COLUMNS = ("method", "steps", "eval_len", "n", "ppl_mean", "ppl_std", "ppl_min", "ppl_max", "passkey_mean")
+VALUES = ("ppl", "passkey")  # perplexity; passkey accuracy averaged over depths
+COLUMNS = ("method", "steps", "eval_len", *(f"{v}_{s}" for v in VALUES for s in ("n", "mean", "std", "min", "max")))
 BASE = "base"
 
 
@@ -64,33 +66,37 @@ def _run_values(run: Path) -> tuple[str, str, dict[int, float], dict[int, float]
     label = _as_trained_label(cfg)
     method = method_of(cfg)
     steps = "" if method.endswith(BASE) else str(int(cfg.train.steps))
-    ppl = {int(r["eval_len"]): float(r["ppl"]) for r in read_rows(run / EVAL_CSV, ("eval_len", "ppl"))
+    def rows(name: str, value: str) -> list[dict]:  # a text run has no passkey.csv, a passkey run no eval CSV
+        return read_rows(run / name, ("eval_len", value)) if (run / name).is_file() else []
+
+    ppl = {int(r["eval_len"]): float(r["ppl"]) for r in rows(EVAL_CSV, "ppl")
            if r.get("status") == "ok" and r.get("rope_scaling") == label and r.get("protocol") == "nonoverlapping"}
     passkey: dict[int, list[float]] = defaultdict(list)
-    for r in read_rows(run / PASSKEY_CSV, ("eval_len", "accuracy")):
+    for r in rows(PASSKEY_CSV, "accuracy"):
         if r.get("status") == "ok" and r.get("rope_scaling") == label:
             passkey[int(r["eval_len"])].append(float(r["accuracy"]))
     return method, steps, ppl, {length: statistics.fmean(v) for length, v in passkey.items()}
 
 
+def _stats(name: str, values: list[float]) -> dict:
+    if not values:
+        return {f"{name}_{s}": "" for s in ("mean", "std", "min", "max")} | {f"{name}_n": 0}
+    return {f"{name}_n": len(values), f"{name}_mean": statistics.fmean(values),
+            f"{name}_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            f"{name}_min": min(values), f"{name}_max": max(values)}
+
+
 def summary_rows(runs: list[Path]) -> list[dict]:
     """One row per (method, steps, length), aggregated over the runs (seeds) that have it."""
-    ppl, passkey = defaultdict(list), defaultdict(list)
+    found = {"ppl": defaultdict(list), "passkey": defaultdict(list)}
     for run in runs:
         method, steps, by_len, pk = _run_values(run)
-        for length, value in by_len.items():
-            ppl[(method, steps, length)].append(value)
-        for length, value in pk.items():
-            passkey[(method, steps, length)].append(value)
-    rows = []
-    for (method, steps, length), values in sorted(ppl.items(), key=lambda kv: _order(*kv[0])):
-        pk = passkey.get((method, steps, length))
-        rows.append({"method": method, "steps": steps, "eval_len": length, "n": len(values),
-                     "ppl_mean": statistics.fmean(values),
-                     "ppl_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                     "ppl_min": min(values), "ppl_max": max(values),
-                     "passkey_mean": statistics.fmean(pk) if pk else ""})
-    return rows
+        for name, values in (("ppl", by_len), ("passkey", pk)):
+            for length, value in values.items():
+                found[name][(method, steps, length)].append(value)
+    cells = sorted(set(found["ppl"]) | set(found["passkey"]), key=lambda key: _order(*key))
+    return [{"method": m, "steps": st, "eval_len": n, **_stats("ppl", found["ppl"].get((m, st, n), [])),
+             **_stats("passkey", found["passkey"].get((m, st, n), []))} for m, st, n in cells]
 
 
 def _order(method: str, steps: str, length: int) -> tuple:
@@ -106,23 +112,27 @@ def _csv_text(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """Methods x budgets down, lengths across: mean ± std perplexity (n seeds)."""
+def markdown_table(rows: list[dict], value: str = "ppl") -> str:
+    """Methods x budgets down, lengths across: mean ± std over seeds of the perplexity, or of the passkey
+    accuracy (in %, averaged over depths)."""
+    rows = [r for r in rows if r[f"{value}_n"]]
     lengths = sorted({r["eval_len"] for r in rows})
     cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
+    scale, digits = (100, 0) if value == "passkey" else (1, 2)
     for r in rows:
-        spread = f" ± {r['ppl_std']:.2f}" if r["n"] > 1 else ""
-        cells[(r["method"], r["steps"])][r["eval_len"]] = f"{r['ppl_mean']:.2f}{spread}"
+        spread = f" ± {scale * r[f'{value}_std']:.{digits}f}" if r[f"{value}_n"] > 1 else ""
+        cells[(r["method"], r["steps"])][r["eval_len"]] = f"{scale * r[f'{value}_mean']:.{digits}f}{spread}"
     lines = ["| method | steps | " + " | ".join(map(str, lengths)) + " |", "|---|---:|" + "---:|" * len(lengths)]
     for (method, steps), by_len in sorted(cells.items(), key=lambda kv: _order(*kv[0], 0)):
         lines.append(f"| {method} | {steps or '–'} | " + " | ".join(by_len.get(n, "n/a") for n in lengths) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _figure(rows: list[dict]):
+def _figure(rows: list[dict], value: str):
     from ropebench.report.plot import _pyplot
 
     plt = _pyplot()
+    rows = [r for r in rows if r[f"{value}_n"]]
     budgets = sorted({r["steps"] for r in rows if r["steps"]}, key=int)
     fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(4.2 * max(1, len(budgets)), 3.6), sharey=True,
                              squeeze=False)
@@ -132,14 +142,14 @@ def _figure(rows: list[dict]):
             if not pts or (method.endswith(BASE) and not method.startswith("rope")):
                 continue
             style = "k--" if method.endswith(BASE) else "-o"
-            ax.plot([r["eval_len"] for r in pts], [r["ppl_mean"] for r in pts], style, label=method, markersize=3)
-            ax.fill_between([r["eval_len"] for r in pts], [r["ppl_min"] for r in pts], [r["ppl_max"] for r in pts],
-                            alpha=0.12)
+            xs = [r["eval_len"] for r in pts]
+            ax.plot(xs, [r[f"{value}_mean"] for r in pts], style, label=method, markersize=3)
+            ax.fill_between(xs, [r[f"{value}_min"] for r in pts], [r[f"{value}_max"] for r in pts], alpha=0.12)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        ax.set_yscale("log" if value == "ppl" else "linear")
         ax.set_title(f"{steps} fine-tuning steps")
         ax.set_xlabel("evaluation length (tokens)")
-    axes[0][0].set_ylabel("perplexity (mean, min–max over seeds)")
+    axes[0][0].set_ylabel(("perplexity" if value == "ppl" else "passkey accuracy") + " (mean, min–max over seeds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -152,7 +162,9 @@ def write_extend_report(sweep_dir: Path) -> list[Path]:
     rows = summary_rows(extension_runs(Path(sweep_dir)))
     if not rows:
         return []
+    value = "ppl" if any(r["ppl_n"] for r in rows) else "passkey"
+    tables = [markdown_table(rows, v) for v in VALUES if any(r[f"{v}_n"] for r in rows)]
     atomic_write_text(Path(sweep_dir) / "extend.csv", _csv_text(rows))
-    atomic_write_text(Path(sweep_dir) / "extend.md", markdown_table(rows))
-    figure = render(lambda: _figure(rows), Path(sweep_dir) / "extend.png", "extend", FigureOptions())
+    atomic_write_text(Path(sweep_dir) / "extend.md", "\n".join(tables))
+    figure = render(lambda: _figure(rows, value), Path(sweep_dir) / "extend.png", "extend", FigureOptions())
     return [Path(sweep_dir) / "extend.csv", Path(sweep_dir) / "extend.md", *figure]
