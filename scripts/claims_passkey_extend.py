@@ -163,3 +163,135 @@ def hf_equals_native():
             f"scores the same 65,536 tokens as the native evaluation, and the mean NLL differs by at most "
             f"{worst:.1e} nats.")
     return text, same and len(native) == 2 * len(lengths) and worst < 1e-5
+
+
+def _f(x: float) -> str:
+    return f"{x:.2f}"
+
+
+@claim("extend")
+def extend_runs():
+    ppl = ext_ppl()
+    bases = {(m, seed) for m, s, seed in ppl if s == -1}
+    ext = {(m, s, seed) for m, s, seed in ppl if s >= 0}
+    ok = bases == {(f"base:{pe}", seed) for pe in ("rope", "alibi", "learned") for seed in (0, 1, 2)} and \
+        ext == {(m, s, seed) for m in ALL_METHODS for s in (0, 50, 200) for seed in (0, 1, 2)}
+    return ("72 runs: for each of seeds 0, 1 and 2, the RoPE, ALiBi and learned base runs and 7 methods × "
+            "{0, 50, 200} fine-tuning steps."), ok and len(ppl) == 72
+
+
+@claim("extend")
+def extend_same_tokens():
+    counts = {r["n_tokens"] for run in (RESULTS / "extend" / "runs").iterdir() for r in _csv(run / "eval_length.csv")
+              if r["status"] == "ok"}
+    return "Every length scores the same 65,536 tokens in every run.", counts == {"65536"}
+
+
+@claim("extend")
+def extend_step_zero():
+    ppl = ext_ppl()
+    same = all(ppl[("direct", 0, s)] == ppl[("base:rope", -1, s)] and ppl[("pose_yarn", 0, s)] == ppl[("yarn", 0, s)]
+               for s in (0, 1, 2))
+    return ("At step 0, direct fine-tuning gives exactly the RoPE base run's perplexity, and PoSE+YaRN exactly "
+            "YaRN's, at every length and seed (the same weights, the same scaling)."), same
+
+
+@claim("extend")
+def extend_pi_recovers():
+    pi = {s: ext_mean("linear", s, 256) for s in (0, 50, 200)}
+    base = statistics.fmean(v[64] for (m, _, _), v in ext_ppl().items() if m == "base:rope")
+    text = (f"PI at 256 tokens (4×): {_f(pi[0])} at step 0, {_f(pi[50])} after 50 steps and {_f(pi[200])} after "
+            f"200, against {_f(base)} for the base model at its own 64 tokens.")
+    return text, pi[0] > pi[50] > pi[200] and pi[200] < 1.05 * base
+
+
+@claim("extend")
+def extend_direct_vs_pi():
+    budgets = (50, 200)
+    seeds = [s for s in (0, 1, 2) if all(ext_seeds("direct", b, 256)[s] < ext_seeds("linear", b, 256)[s]
+                                         for b in budgets)]
+    text = (f"At 256 tokens direct fine-tuning is below PI after 50 steps ({_f(ext_mean('direct', 50, 256))} vs "
+            f"{_f(ext_mean('linear', 50, 256))}) and after 200 ({_f(ext_mean('direct', 200, 256))} vs "
+            f"{_f(ext_mean('linear', 200, 256))}), in {len(seeds)} of 3 seeds at both budgets.")
+    return text, len(seeds) == 3
+
+
+def _order_2048(steps: int) -> list[tuple[str, float]]:
+    methods = [m for m in ALL_METHODS if m != "learned"]
+    return sorted(((NAMES[m], ext_mean(m, steps, 2048)) for m in methods), key=lambda kv: kv[1])
+
+
+@claim("extend")
+def extend_order_beyond():
+    order = _order_2048(200)
+    text = ("After 200 steps, at 2048 tokens (8× the fine-tuned length) the order, best first, is "
+            + ", ".join(f"{name} {_f(v)}" for name, v in order) + ".")
+    return text, True
+
+
+@claim("extend")
+def extend_yarn_vs_pi_beyond():
+    wins = [s for s in (0, 1, 2) if all(ext_seeds("yarn", 200, n)[s] < ext_seeds("linear", 200, n)[s]
+                                        for n in (1024, 2048))]
+    text = (f"Past the fine-tuned length YaRN is below PI at 1024 and 2048 tokens after 200 steps in {len(wins)} of "
+            f"3 seeds ({_f(ext_mean('yarn', 200, 2048))} vs {_f(ext_mean('linear', 200, 2048))} at 2048), but "
+            f"direct fine-tuning ({_f(ext_mean('direct', 200, 2048))}) and NTK "
+            f"({_f(ext_mean('ntk', 200, 2048))}) are lower than both.")
+    ok = len(wins) == 3 and max(ext_mean("direct", 200, 2048), ext_mean("ntk", 200, 2048)) < ext_mean("yarn", 200, 2048)
+    return text, ok
+
+
+@claim("extend")
+def extend_pose():
+    text = (f"PoSE+YaRN, on a quarter of YaRN's training tokens (64-token windows whose positions skip over 256), "
+            f"reaches {_f(ext_mean('pose_yarn', 50, 256))} at 256 tokens after 50 steps and "
+            f"{_f(ext_mean('pose_yarn', 200, 256))} after 200, against YaRN's {_f(ext_mean('yarn', 50, 256))} and "
+            f"{_f(ext_mean('yarn', 200, 256))}.")
+    ok = ext_mean("pose_yarn", 200, 256) < ext_mean("yarn", 0, 256) and ext_mean("pose_yarn", 200, 256) > \
+        ext_mean("yarn", 200, 256)
+    return text, ok
+
+
+@claim("extend")
+def extend_more_steps_worse_beyond():
+    rope_methods = ("direct", "linear", "ntk", "yarn", "pose_yarn")
+    rising = [m for m in rope_methods if ext_mean(m, 200, 2048) > ext_mean(m, 50, 2048)]
+    text = ("From 50 to 200 steps the perplexity at 2048 tokens rises for " + ", ".join(NAMES[m] for m in rising)
+            + f" ({len(rising)} of {len(rope_methods)} RoPE methods) while it falls at 256.")
+    falls = all(ext_mean(m, 200, 256) < ext_mean(m, 50, 256) for m in rope_methods)
+    return text, bool(rising) and falls
+
+
+@claim("extend")
+def extend_learned():
+    text = (f"Learned positions interpolated from 64 to 256 rows give {_f(ext_mean('learned', 0, 256))} at 256 "
+            f"tokens before fine-tuning and {_f(ext_mean('learned', 200, 256))} after 200 steps; the table stops at "
+            "256, so longer lengths are not applicable.")
+    past = all(r["status"].startswith("not_applicable") for run in (RESULTS / "extend" / "runs").glob("extend=learned*")
+               for r in _csv(run / "eval_length.csv") if int(r["eval_len"]) > 256)
+    return text, past and ext_mean("learned", 200, 256) < ext_mean("learned", 0, 256)
+
+
+@claim("extend")
+def extend_report_is_the_runs():
+    from ropebench.report.extend import markdown_table, summary_rows
+
+    runs = sorted((RESULTS / "extend" / "runs").iterdir())
+    table = markdown_table(summary_rows(runs))
+    committed = (RESULTS / "extend" / "extend.md").read_text()
+    return "`extend.md` is exactly what the extension report computes from `runs/`.", \
+        table.strip() == committed.strip() and table.strip() in (RESULTS / "extend" / "README.md").read_text()
+
+
+@claim("extend")
+def extend_pi_worst_at_step_zero():
+    lengths = (64, 128, 256, 512, 1024, 2048)
+    others = [m for m in ALL_METHODS if m not in ("linear", "learned")]
+    worst = all(ext_mean("linear", 0, n) > max(ext_mean(m, 0, n) for m in others) for n in lengths)
+    return "Without training (step 0) PI is the worst method at every length.", worst
+
+
+@claim("extend")
+def extend_alibi_flat():
+    flat = all(ext_mean("alibi", s, 2048) <= ext_mean("alibi", s, 256) for s in (0, 50, 200))
+    return "ALiBi's perplexity does not rise from 256 to 2048 tokens at any budget.", flat
