@@ -272,15 +272,22 @@ def extend_learned():
     return text, past and ext_mean("learned", 200, 256) < ext_mean("learned", 0, 256)
 
 
-@claim("extend")
-def extend_report_is_the_runs():
-    from ropebench.report.extend import markdown_table, summary_rows
+def _report_is_the_runs(folder: str, value: str):
+    def check():
+        from ropebench.report.extend import markdown_table, summary_rows
 
-    runs = sorted((RESULTS / "extend" / "runs").iterdir())
-    table = markdown_table(summary_rows(runs))
-    committed = (RESULTS / "extend" / "extend.md").read_text()
-    return "`extend.md` is exactly what the extension report computes from `runs/`.", \
-        table.strip() == committed.strip() and table.strip() in (RESULTS / "extend" / "README.md").read_text()
+        runs = sorted((RESULTS / folder / "runs").iterdir())
+        table = markdown_table(summary_rows(runs), value)
+        committed = (RESULTS / folder / "extend.md").read_text()
+        return "`extend.md` is exactly what the extension report computes from `runs/`.", \
+            table.strip() == committed.strip() and table.strip() in (RESULTS / folder / "README.md").read_text()
+
+    check.__name__ = f"{folder}_report"
+    return check
+
+
+claim("extend")(_report_is_the_runs("extend", "ppl"))
+claim("extend_passkey")(_report_is_the_runs("extend_passkey", "passkey"))
 
 
 @claim("extend")
@@ -295,3 +302,83 @@ def extend_pi_worst_at_step_zero():
 def extend_alibi_flat():
     flat = all(ext_mean("alibi", s, 2048) <= ext_mean("alibi", s, 256) for s in (0, 50, 200))
     return "ALiBi's perplexity does not rise from 256 to 2048 tokens at any budget.", flat
+
+
+# -- extend_passkey ---------------------------------------------------------------------------------------------
+PK_METHODS = ("direct", "linear", "yarn", "alibi", "nope")
+PK_NAMES = {"direct": "direct", "linear": "PI", "yarn": "YaRN", "alibi": "ALiBi direct", "nope": "NoPE direct"}
+
+
+def ext_passkey() -> dict[tuple[str, int, int], dict[int, float]]:
+    """(method, steps, seed) -> length -> accuracy averaged over depths, as trained; base runs ('base:<pe>', -1)."""
+    out: dict = {}
+    for run in sorted((RESULTS / "extend_passkey" / "runs").iterdir()):
+        f = _name_fields(run)
+        if "extend" in f:
+            key, label = (f["extend"], int(f["train.steps"]), int(f["seed"])), EXT_LABELS.get(f["extend"], "none")
+        else:
+            key, label = (f"base:{f['pe']}", -1, int(f["seed"])), "none"
+        by_len: dict[int, list[float]] = defaultdict(list)
+        for r in _csv(run / "passkey.csv"):
+            if r["rope_scaling"] == label:
+                assert r["status"] == "ok" and r["trials"] == "32", (run, r)
+                by_len[int(r["eval_len"])].append(float(r["accuracy"]))
+        out[key] = {n: statistics.fmean(v) for n, v in by_len.items() if len(v) == 5}
+    return out
+
+
+def pk_mean(method: str, steps: int, length: int) -> float:
+    values = [v[length] for (m, s, _), v in ext_passkey().items() if m == method and s == steps]
+    assert len(values) == 3, (method, steps, length)
+    return statistics.fmean(values)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+@claim("extend_passkey")
+def extpk_runs():
+    acc = ext_passkey()
+    ext = {(m, s, seed) for m, s, seed in acc if s >= 0}
+    ok = ext == {(m, s, seed) for m in PK_METHODS for s in (0, 200) for seed in (0, 1, 2)}
+    lengths = all(set(v) == {64, 128, 256, 512, 1024} for (m, s, _), v in acc.items() if s >= 0)
+    return ("30 extension runs: 5 methods × {0, 200} steps × seeds 0, 1 and 2, each scored on 32 keys at 5 depths "
+            "at 64, 128, 256, 512 and 1024 tokens."), ok and lengths
+
+
+@claim("extend_passkey")
+def extpk_at_256():
+    parts = ", ".join(f"{PK_NAMES[m]} {_pct(pk_mean(m, 200, 256))}" for m in PK_METHODS)
+    acc = ext_passkey()
+    order = [s for s in (0, 1, 2) if acc[("yarn", 200, s)][256] > acc[("linear", 200, s)][256]
+             > acc[("direct", 200, s)][256]]
+    text = (f"After 200 steps at 256 tokens (the fine-tuned length) the mean accuracy is {parts}; YaRN is above PI "
+            f"and PI above direct fine-tuning in {len(order)} of 3 seeds.")
+    return text, len(order) >= 2
+
+
+@claim("extend_passkey")
+def extpk_pi_step0():
+    worst = max(pk_mean("linear", 0, n) for n in (64, 128, 256, 512, 1024))
+    return (f"Without training, PI's compressed positions retrieve at most {worst:.1%} of keys at any length — "
+            "even at the base model's own 64 tokens, where the base retrieves every key."), \
+        worst < 0.1 and all(v[64] == 1.0 for (m, s, _), v in ext_passkey().items() if m == "base:rope")
+
+
+@claim("extend_passkey")
+def extpk_nothing_beyond():
+    rope = ("direct", "linear", "yarn")
+    best = max(pk_mean(m, 200, n) for m in rope for n in (512, 1024))
+    return (f"No RoPE method retrieves past the fine-tuned length: after 200 steps every one is at most "
+            f"{best:.1%} at 512 and 1024 tokens."), best < 0.1
+
+
+@claim("extend_passkey")
+def extpk_short_loss():
+    rope = ("direct", "linear", "yarn")
+    parts = ", ".join(f"{PK_NAMES[m]} {_pct(pk_mean(m, 200, 64))}" for m in rope)
+    ok = all(pk_mean(m, 200, 64) < 0.5 for m in rope) and all(
+        v[64] == 1.0 for (m, s, _), v in ext_passkey().items() if m == "base:rope")
+    return (f"Fine-tuning at 256 tokens costs the RoPE models their retrieval at 64 tokens: after 200 steps "
+            f"{parts}, against 100% for the base models."), ok
