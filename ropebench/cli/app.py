@@ -304,11 +304,14 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
         sweep_dir = default_sweep_dir(name)
         overrides.append(f"hydra.sweep.dir={sweep_dir}")
     check_output_dir("hydra.sweep.dir", sweep_dir)
+    if any(key_of(o) == "hydra/launcher" for o in parsed) and not any(key_of(o) == "launcher" for o in parsed):
+        overrides.append("launcher=sequential")  # Hydra's own launcher choice, without launcher=auto's joblib keys
     # Name each job's directory by what it sweeps only (pe=alibi,seed=1), not by the settings all jobs share.
     swept = {key_of(o) for o in parsed if o.is_sweep_override()}
     shared = [key_of(o) for o in parsed if key_of(o) not in swept and not key_of(o).startswith("hydra")]
     if shared:
-        overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep', *shared])}]")
+        keys = dict.fromkeys(["sweep", "launcher", *shared])  # in order, once each
+        overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(keys)}]")
     clear_stop_request()
     build_base_runs(name, overrides, sweep_dir, _run_sweep)
     report = None if stop_requested() else _run_sweep(name, overrides)
