@@ -382,3 +382,16 @@ def extpk_short_loss():
         v[64] == 1.0 for (m, s, _), v in ext_passkey().items() if m == "base:rope")
     return (f"Fine-tuning at 256 tokens costs the RoPE models their retrieval at 64 tokens: after 200 steps "
             f"{parts}, against 100% for the base models."), ok
+
+
+@claim("hf")
+def hf_memory():
+    import json
+
+    rows = {(r["length"], r["way"]): r["extra_mib"] for r in
+            json.loads((RESULTS / "hf" / "memory.json").read_text())["rows"]}
+    ours, theirs = rows[(16384, "ropebench")], rows[(16384, "transformers")]
+    text = (f"Scoring one 16,384-token window of a random 8-layer, 512-wide, 32,000-id Llama through the HF path "
+            f"takes {ours:,.0f} MiB above the loaded model, against {theirs:,.0f} MiB for transformers' own "
+            "`labels=` loss (`memory.json`, `python scripts/hf_memory.py`).")
+    return text, ours < theirs / 4
