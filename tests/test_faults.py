@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from ropebench.cli.app import app
 from ropebench.run.trainer import Trainer
+from tests.helpers import refused
 
 runner = CliRunner()
 ROOT = os.geteuid() == 0  # chmod does not stop root
@@ -36,20 +37,6 @@ LENGTHS = [16, 20, 24, 32, 64, 128, 256]  # eval.multiples x train.seq_len=16
 
 def invoke(*args, **kwargs):
     return runner.invoke(app, [str(a) for a in args], **kwargs)
-
-
-def refused(result, *expected: str, code: int = 2, logs: bool = False) -> str:
-    """The exit code, one error line (the last; with ``logs``, progress lines may come before it) holding each
-    expected text, no traceback."""
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error")]
-    assert len(errors) == 1 and lines[-1] == errors[0] and (logs or lines == errors), result.stderr
-    for text in expected:
-        assert text in errors[0], errors[0]
-    return errors[0]
 
 
 def ok(result):

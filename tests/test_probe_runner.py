@@ -50,6 +50,9 @@ def run(trained, tmp_path) -> Path:
 # ---- two processes merging into one eval_length.csv ----
 
 class _StubPE:
+    supports_rope_scaling = False
+    trained_scaling = None  # what an encoding declares (PositionEncoding): the runner reads it
+
     def max_len(self):
         return None
 

@@ -19,6 +19,7 @@ from ropebench.data import corpus as corpus_module
 from ropebench.data import hf_source, load_corpus, load_tokenizer, tokenizer, vocab_size_for
 from ropebench.run.config import DataConfig, validate_config
 from ropebench.run.rundir import RunDir
+from tests.helpers import refused as refused_with_logs
 
 datasets = pytest.importorskip("datasets")
 tokenizers = pytest.importorskip("tokenizers")
@@ -39,15 +40,8 @@ def ok(result):
 
 
 def refused(result, *expected: str) -> str:
-    """Exit code 2, one `error:` line holding each expected text, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert len(errors) == 1, result.stderr
-    for text in expected:
-        assert text in errors[0], errors[0]
-    return errors[0]
+    """Exit code 2, one `error:` line (the last; progress lines may come before it) holding each expected text."""
+    return refused_with_logs(result, *expected, logs=True)
 
 
 def data_cfg(cache: Path, **keys):

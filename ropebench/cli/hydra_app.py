@@ -103,8 +103,9 @@ def key_of(override) -> str:
     return override.get_key_element().lstrip("+~")
 
 
-def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> None:
-    """Compose every value once and validate it, so a bad key, value or range fails before anything is created."""
+def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> list:
+    """Compose every value once and validate it, so a bad key, value or range fails before anything is created;
+    returns the composed configs."""
     from ropebench.run.config import validate_config
 
     register_schemas()
@@ -114,6 +115,7 @@ def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> None:
         if swept:
             raise UserError(f"'{swept[0]}' sweeps several values; `ropebench train` runs one model -- use "
                             f"`ropebench sweep NAME {swept[0]}` (e.g. NAME=compare)")
+    composed = []
     for combo in expand_for_check(overrides):
         try:
             cfg = _compose(combo)
@@ -122,21 +124,23 @@ def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> None:
         except Exception as exc:
             raise UserError(_one_line(exc, combo)) from None
         validate_config(cfg)
+        composed.append(cfg)
     for o in parse(overrides):
         if key_of(o) in ("hydra.run.dir", "hydra.sweep.dir"):
             check_output_dir(key_of(o), o.get_value_element_as_str())
+    return composed
 
 
-def warm_corpora(overrides: list[str]) -> None:
-    """Tokenize every data set a sweep reads once, here, before its jobs start: jobs running side by side would
-    otherwise each build the same cache at the same time."""
+def warm_corpora(configs: list) -> None:
+    """Tokenize every data set a sweep's configs read once, here, before its jobs start: jobs running side by side
+    would otherwise each build the same cache at the same time."""
     from omegaconf import OmegaConf
 
     from ropebench.data import load_corpus
 
     seen = set()
-    for combo in expand_for_check(overrides):
-        data = _compose(combo).data
+    for cfg in configs:
+        data = cfg.data
         key = OmegaConf.to_yaml(data)
         if key not in seen and data.source != "passkey":
             seen.add(key)
@@ -211,9 +215,9 @@ def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "r
     """Run ``task(cfg)`` under a real ``@hydra.main`` with these command-line overrides."""
     import hydra
 
-    check_overrides(overrides, allow_sweeps=multirun)
+    composed = check_overrides(overrides, allow_sweeps=multirun)
     if multirun:
-        warm_corpora(overrides)
+        warm_corpora(composed)
     argv = [prog, *(["--multirun"] if multirun else []), *overrides]
     saved = sys.argv
     sys.argv = argv

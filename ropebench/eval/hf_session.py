@@ -23,7 +23,7 @@ from ropebench.data import hf_env
 from ropebench.errors import UserError, choose
 from ropebench.eval.hf_model import import_transformers, load_hf_model, rope_scaling_problem
 from ropebench.eval.lengths import run_lengths
-from ropebench.eval.perplexity import PerplexityProbe, _checked_probe
+from ropebench.eval.perplexity import PerplexityProbe, checked_probe
 from ropebench.eval.runner import AS_TRAINED, Session, run_probe
 from ropebench.progress import console
 from ropebench.run.rundir import CONFIG, RunDir
@@ -307,6 +307,6 @@ def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protoco
     lengths = lengths or run_lengths(session.cfg)
     # Enough tokens per batch of windows for --batch-size windows at every length; HFCausalLM runs them
     # --batch-size at a time.
-    checked = _checked_probe(session.cfg, lengths, protocol, stride, max_tokens,
+    checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens,
                              request.batch_size * max(lengths), buckets=32)
     return run_probe(HFPerplexityProbe(checked, request.source), session, lengths, rope_scaling)

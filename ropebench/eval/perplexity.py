@@ -163,7 +163,7 @@ class PerplexityProbe(Probe):
         return f"ppl {rows[0]['ppl']:.3f} over {rows[0]['n_tokens']} tokens"
 
 
-def _checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, max_tokens: int | None,
+def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, max_tokens: int | None,
                    batch_tokens: int, buckets: int) -> PerplexityProbe:
     """Every option checked before the model is loaded: a typo costs nothing and writes nothing."""
     choose("protocol", protocol, PROTOCOLS)
@@ -194,7 +194,7 @@ def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nono
     that have no result yet for this protocol and scaling (a relaunch completes an interrupted evaluation)."""
     session = Session(run_dir, log)
     lengths = lengths or run_lengths(session.cfg)
-    probe = _checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets)
+    probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets)
     probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
     return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
 

@@ -189,7 +189,7 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
                         f"{session.run} uses pe={session.pe_name}")
     probe.prepare(session)
     rows: list[dict] = []
-    trained = getattr(pe, "trained_scaling", None)  # what the model computes as loaded
+    trained = pe.trained_scaling  # the scaling the model computes as loaded (declared by every encoding)
     if rope_scaling is None and trained:
         pe.set_scaling(None)  # `--rope-scaling none` on a run trained with scaling: the raw model
     try:
