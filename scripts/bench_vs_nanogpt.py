@@ -7,8 +7,11 @@ no mask, heads re-assembled with ``transpose(1, 2).contiguous().view``; an MLP `
 ``c_proj``; its LayerNorm with optional bias; N(0, 0.02) init with the scaled ``c_proj`` init; AdamW with 2-D
 tensors decayed and the rest not (its ``configure_optimizers``). The vocabulary is used as given (257 bytes).
 
-Every model trains on the same random batches with the same AdamW settings, in rounds whose order alternates
-so drift in the machine's speed hits each equally; tokens/s are medians over rounds.
+Every model trains on the same random batches with the same AdamW hyper-parameters, each with the AdamW its own
+code builds (nanoGPT's ``configure_optimizers`` fuses it on CUDA only; ropebench's ``make_optimizer`` on the CPU
+too), in rounds whose order alternates so drift in the machine's speed hits each equally; tokens/s are medians
+over rounds. Two ratios are printed: the whole training step, and the model alone (forward + backward, the
+optimizer's time left out), so a faster optimizer cannot hide a slower model.
 
     python scripts/bench_vs_nanogpt.py                            # tiny default shape, pe=learned and pe=rope
     python scripts/bench_vs_nanogpt.py --pe learned --json out.json
@@ -41,6 +44,7 @@ from ropebench.run.config import ModelConfig, TrainConfig
 from ropebench.run.trainer import make_optimizer
 
 BYTE_VOCAB = 257  # ropebench's byte vocabulary: 256 bytes + end of document
+PARTS = ("step", "model")  # the whole training step; forward + backward without the optimizer
 
 
 class NanoLayerNorm(nn.Module):
@@ -206,34 +210,47 @@ def build_contestants(args, device) -> dict:
     return contestants
 
 
-def time_steps(model, opt, batches, device, amp) -> float:
-    """Seconds for one pass over ``batches``: forward, backward, AdamW step, as a training loop does."""
+def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+
+
+def time_steps(model, opt, batches, device, amp) -> tuple[float, float]:
+    """(seconds for one pass over ``batches`` as a training loop does it: forward, backward, AdamW step;
+    seconds of that spent in forward + backward). The model's share is timed apart from the optimizer's so that
+    the model can be compared alone (every contestant's optimizer is its own code's choice)."""
+    total = model_time = 0.0
     for x, y in batches:
+        _sync(device)
+        start = time.perf_counter()
         with amp():
             _, loss = model(x, y)
         loss.backward()
+        _sync(device)
+        middle = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+        _sync(device)
+        total += time.perf_counter() - start
+        model_time += middle - start
+    return total, model_time
 
 
-def measure(contestants: dict, batches, rounds: int, device) -> dict[str, list[float]]:
-    """tokens/s of each contestant per round; the order is reversed every other round."""
+def measure(contestants: dict, batches, rounds: int, device) -> dict[str, dict[str, list[float]]]:
+    """tokens/s of each contestant per round, for the whole step ("step") and forward + backward alone
+    ("model"); the order is reversed every other round."""
     amp = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
            else contextlib.nullcontext)
     for model, opt in contestants.values():  # warm-up: allocator, optimizer state, kernels
         time_steps(model, opt, batches[:3], device, amp)
     tokens = sum(x.numel() for x, _ in batches)
-    rates = {name: [] for name in contestants}
+    rates = {part: {name: [] for name in contestants} for part in PARTS}
     names = list(contestants)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            rates[name].append(tokens / time_steps(*contestants[name], batches, device, amp))
+            seconds = time_steps(*contestants[name], batches, device, amp)
+            for part, t in zip(PARTS, seconds):
+                rates[part][name].append(tokens / t)
     return rates
 
 
@@ -269,33 +286,54 @@ def git_state() -> dict:
         out = subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         return out.stdout.strip() if out.returncode == 0 else None
 
-    dirty = git("status", "--porcelain", "--", "ropebench/model.py", "ropebench/pe")
+    dirty = git("status", "--porcelain", "--", "ropebench/core", "ropebench/run/trainer.py")
     return {"commit": git("rev-parse", "--short", "HEAD"), "model_uncommitted": bool(dirty) if dirty is not None
             else None}
 
 
-def report(args, device, rates: dict[str, list[float]]) -> dict:
+def _ratios(rates: dict[str, list[float]]) -> dict:
+    """ropebench's contestants against their nanoGPT baseline: RoPE against nanoGPT with RoPE added, everything
+    else against nanoGPT's learned positions."""
     med = {name: statistics.median(v) for name, v in rates.items()}
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"shape: n_layer={args.n_layer} n_head={args.n_head} n_embd={args.n_embd} seq_len={args.seq_len} "
-          f"batch={args.batch} vocab={BYTE_VOCAB}; {args.rounds} rounds x {args.steps} steps, medians")
-    for name, rate in med.items():
-        print(f"  {name:<22}{rate:>12,.0f} tokens/s")
     ratios = {}
     for name in med:
         if name.startswith("nanoGPT"):
             continue
-        # RoPE against nanoGPT with RoPE added, everything else against nanoGPT's learned positions
         ref = "nanoGPT+RoPE" if name.endswith("pe=rope") and "nanoGPT+RoPE" in med else "nanoGPT"
         per_round = [a / b for a, b in zip(rates[name], rates[ref])]
         ratios[name] = {"baseline": ref, "ratio_of_medians": med[name] / med[ref], "per_round": per_round,
                         "median_per_round": statistics.median(per_round)}
-        print(f"RATIO {name} / {ref}: {med[name] / med[ref]:.3f}x "
-              f"(per round: median {statistics.median(per_round):.3f}, {min(per_round):.3f}-{max(per_round):.3f})")
-    return {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "shape": {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "seq_len", "batch")},
-            "vocab": BYTE_VOCAB, "rounds": args.rounds, "steps_per_round": args.steps, **git_state(),
-            "tokens_per_s_rounds": rates, "tokens_per_s_median": med, "ratios": ratios}
+    return ratios
+
+
+def report(args, device, rates: dict[str, dict[str, list[float]]], optimizers: dict[str, str]) -> dict:
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"shape: n_layer={args.n_layer} n_head={args.n_head} n_embd={args.n_embd} seq_len={args.seq_len} "
+          f"batch={args.batch} vocab={BYTE_VOCAB}; {args.rounds} rounds x {args.steps} steps, medians")
+    result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "shape": {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "seq_len", "batch")},
+              "vocab": BYTE_VOCAB, "rounds": args.rounds, "steps_per_round": args.steps, **git_state(),
+              "optimizers": optimizers}
+    labels = {"step": "training step (forward, backward, each one's own AdamW)",
+              "model": "model alone (forward + backward)"}
+    for part in PARTS:
+        med = {name: statistics.median(v) for name, v in rates[part].items()}
+        ratios = _ratios(rates[part])
+        print(f"{labels[part]}:")
+        for name, rate in med.items():
+            print(f"  {name:<22}{rate:>12,.0f} tokens/s   ({optimizers[name]})" if part == "step"
+                  else f"  {name:<22}{rate:>12,.0f} tokens/s")
+        for name, r in ratios.items():
+            per_round = r["per_round"]
+            print(f"RATIO {part} {name} / {r['baseline']}: {r['ratio_of_medians']:.3f}x "
+                  f"(per round: median {r['median_per_round']:.3f}, {min(per_round):.3f}-{max(per_round):.3f})")
+        result[part] = {"tokens_per_s_rounds": rates[part], "tokens_per_s_median": med, "ratios": ratios}
+    return result
+
+
+def optimizer_kind(opt: torch.optim.Optimizer) -> str:
+    flags = opt.defaults
+    return "AdamW, " + ("fused" if flags.get("fused") else "foreach" if flags.get("foreach") else "default loop")
 
 
 def main(argv=None) -> dict:
@@ -312,7 +350,8 @@ def main(argv=None) -> dict:
     for _ in range(args.steps):
         seq = torch.randint(0, BYTE_VOCAB, (args.batch, args.seq_len + 1), generator=g).to(device)
         batches.append((seq[:, :-1].contiguous(), seq[:, 1:].contiguous()))
-    result = report(args, device, measure(contestants, batches, args.rounds, device))
+    optimizers = {name: optimizer_kind(opt) for name, (_, opt) in contestants.items()}
+    result = report(args, device, measure(contestants, batches, args.rounds, device), optimizers)
     if args.json_path:
         path = Path(args.json_path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -197,18 +197,26 @@ def test_bench_vs_nanogpt_runs_and_writes_json(tmp_path, capsys):
                                   "--n-head", "2", "--seq-len", "8", "--batch", "2", "--steps", "3", "--rounds", "2",
                                   "--json", str(out)])
     printed = capsys.readouterr().out
-    for pe in ("learned", "rope", "alibi"):
-        assert f"RATIO ropebench pe={pe} / nanoGPT" in printed
+    for part in ("step", "model"):
+        for pe in ("learned", "rope", "alibi"):
+            assert f"RATIO {part} ropebench pe={pe} / nanoGPT" in printed
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(result))
-    assert set(data["tokens_per_s_rounds"]) == {"nanoGPT", "nanoGPT+RoPE", "ropebench pe=learned",
-                                                "ropebench pe=rope", "ropebench pe=alibi"}
-    assert all(len(v) == 2 and min(v) > 0 for v in data["tokens_per_s_rounds"].values())
-    r = data["ratios"]["ropebench pe=rope"]
-    assert r["baseline"] == "nanoGPT+RoPE"  # RoPE is compared with nanoGPT plus RoPE, not with learned positions
-    assert r["ratio_of_medians"] == pytest.approx(data["tokens_per_s_median"]["ropebench pe=rope"]
-                                                  / data["tokens_per_s_median"]["nanoGPT+RoPE"])
-    assert data["ratios"]["ropebench pe=alibi"]["baseline"] == "nanoGPT"
+    assert data["optimizers"]["nanoGPT"] == "AdamW, default loop"  # nanoGPT fuses AdamW on CUDA only
+    assert data["optimizers"]["ropebench pe=rope"] == "AdamW, fused"
+    for part in ("step", "model"):
+        rates = data[part]["tokens_per_s_rounds"]
+        assert set(rates) == {"nanoGPT", "nanoGPT+RoPE", "ropebench pe=learned", "ropebench pe=rope",
+                              "ropebench pe=alibi"}
+        assert all(len(v) == 2 and min(v) > 0 for v in rates.values())
+        r = data[part]["ratios"]["ropebench pe=rope"]
+        assert r["baseline"] == "nanoGPT+RoPE"  # RoPE is compared with nanoGPT plus RoPE, not with learned positions
+        assert r["ratio_of_medians"] == pytest.approx(data[part]["tokens_per_s_median"]["ropebench pe=rope"]
+                                                      / data[part]["tokens_per_s_median"]["nanoGPT+RoPE"])
+        assert data[part]["ratios"]["ropebench pe=alibi"]["baseline"] == "nanoGPT"
+    for name in rates:  # the model alone is a part of the step: never slower
+        assert min(a / b for a, b in zip(data["model"]["tokens_per_s_rounds"][name],
+                                         data["step"]["tokens_per_s_rounds"][name])) > 1
 
 
 def test_bench_vs_nanogpt_rejects_bad_input():

@@ -256,3 +256,36 @@ def test_a_config_recorded_before_a_setting_existed_gets_its_default():
     model = GPT(OmegaConf.structured(ModelConfig(n_layer=1, n_head=2, n_embd=16)), old, vocab_size=257,
                 train_seq_len=16)
     assert model.pe.cfg.init == "uniform" and model.pe.cfg.init_p == 1.0
+
+
+# ------------------------------------------------------------------------------------------------- optimizer
+
+
+def test_training_optimizer_is_fused_adamw_that_follows_the_adamw_formula():
+    """make_optimizer fuses AdamW on the CPU; its updates follow Loshchilov & Hutter's formula (decoupled weight
+    decay on matrices only, bias-corrected moments), computed here by hand for three steps."""
+    from ropebench.run.config import TrainConfig
+    from ropebench.run.trainer import make_optimizer
+
+    t = TrainConfig()
+    model = tiny_model("learned")
+    opt = make_optimizer(model, t, torch.device("cpu"))
+    assert opt.defaults["fused"] is True
+    params = dict(model.named_parameters())
+    expect = {n: p.detach().double().clone() for n, p in params.items()}
+    m = {n: torch.zeros_like(v) for n, v in expect.items()}
+    v2 = {n: torch.zeros_like(v) for n, v in expect.items()}
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 4):
+        for n, p in params.items():
+            p.grad = torch.randn(p.shape, generator=gen)
+            g = p.grad.double()
+            decay = t.weight_decay if p.dim() >= 2 else 0.0
+            expect[n] *= 1 - t.lr * decay
+            m[n] = t.beta1 * m[n] + (1 - t.beta1) * g
+            v2[n] = t.beta2 * v2[n] + (1 - t.beta2) * g * g
+            m_hat, v_hat = m[n] / (1 - t.beta1 ** step), v2[n] / (1 - t.beta2 ** step)
+            expect[n] -= t.lr * m_hat / (v_hat.sqrt() + 1e-8)
+        opt.step()
+    for n, p in params.items():
+        torch.testing.assert_close(p.detach().double(), expect[n], atol=1e-6, rtol=1e-5, msg=n)

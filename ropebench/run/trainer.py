@@ -59,11 +59,17 @@ def lr_at(step: int, t) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+
 def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
+    # The fused kernel (CUDA, and the CPU since PyTorch 2.4) does the whole update in one pass per tensor: on the
+    # CPU it is about 3x faster than the per-tensor loop, a few percent of a small model's training step.
+    # It rounds differently from the loop only in the last bit (a resumed run is still bitwise the same).
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=device.type in FUSED_ADAMW_DEVICES)
 
 
 def autocast_for(device: torch.device, dtype_name: str):

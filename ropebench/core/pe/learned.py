@@ -55,10 +55,10 @@ class Learned(PositionEncoding):
         return self.table_len
 
     def embed(self, x, pos):
-        # Skipped under torch.compile (a data-dependent branch breaks the graph); GPT.forward has already refused
-        # sequences longer than the table.
-        if not torch.compiler.is_compiling() and pos.numel() and int(pos.max()) >= self.table_len:
-            raise UserError(f"learned positions stop at max_len={self.table_len}; got position {int(pos.max())}")
+        # pos is 0 .. T-1 here (learned positions take no position ids), so the length says the largest position;
+        # reading pos.max() would cost a synchronisation in every forward. GPT.forward has already refused T > max_len.
+        if pos.shape[-1] > self.table_len:
+            raise UserError(f"learned positions stop at max_len={self.table_len}; got position {pos.shape[-1] - 1}")
         return x + self.wpe(pos).to(x.dtype)
 
 
