@@ -263,8 +263,9 @@ def parse_args(argv):
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20, help="steps per round")
-    p.add_argument("--rounds", type=int, default=5)
+    # Many short rounds: the machine's speed drifts, and a ratio taken within a round pairs equal conditions.
+    p.add_argument("--steps", type=int, default=5, help="steps per round")
+    p.add_argument("--rounds", type=int, default=31)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--nanogpt", default="", help="path of nanoGPT's model.py: also time the original")
@@ -302,7 +303,8 @@ def _ratios(rates: dict[str, list[float]]) -> dict:
         ref = "nanoGPT+RoPE" if name.endswith("pe=rope") and "nanoGPT+RoPE" in med else "nanoGPT"
         per_round = [a / b for a, b in zip(rates[name], rates[ref])]
         ratios[name] = {"baseline": ref, "ratio_of_medians": med[name] / med[ref], "per_round": per_round,
-                        "median_per_round": statistics.median(per_round)}
+                        "median_per_round": statistics.median(per_round),
+                        "rounds_faster": sum(r > 1 for r in per_round)}
     return ratios
 
 
@@ -326,7 +328,8 @@ def report(args, device, rates: dict[str, dict[str, list[float]]], optimizers: d
         for name, r in ratios.items():
             per_round = r["per_round"]
             print(f"RATIO {part} {name} / {r['baseline']}: {r['ratio_of_medians']:.3f}x "
-                  f"(per round: median {r['median_per_round']:.3f}, {min(per_round):.3f}-{max(per_round):.3f})")
+                  f"(per round: median {r['median_per_round']:.3f}, {min(per_round):.3f}-{max(per_round):.3f}, "
+                  f"faster in {r['rounds_faster']} of {len(per_round)})")
         result[part] = {"tokens_per_s_rounds": rates[part], "tokens_per_s_median": med, "ratios": ratios}
     return result
 
