@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from ropebench.bench.rope_bench import device_name
 from ropebench.core.model import GPT
 from ropebench.core.pe import registry
 from ropebench.errors import UserError, choose
@@ -312,7 +313,8 @@ def report(args, device, rates: dict[str, dict[str, list[float]]], optimizers: d
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"shape: n_layer={args.n_layer} n_head={args.n_head} n_embd={args.n_embd} seq_len={args.seq_len} "
           f"batch={args.batch} vocab={BYTE_VOCAB}; {args.rounds} rounds x {args.steps} steps, medians")
-    result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    result = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads(),
               "shape": {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "seq_len", "batch")},
               "vocab": BYTE_VOCAB, "rounds": args.rounds, "steps_per_round": args.steps, **git_state(),
               "optimizers": optimizers}
@@ -354,7 +356,9 @@ def main(argv=None) -> dict:
         seq = torch.randint(0, BYTE_VOCAB, (args.batch, args.seq_len + 1), generator=g).to(device)
         batches.append((seq[:, :-1].contiguous(), seq[:, 1:].contiguous()))
     optimizers = {name: optimizer_kind(opt) for name, (_, opt) in contestants.items()}
+    start = time.perf_counter()
     result = report(args, device, measure(contestants, batches, args.rounds, device), optimizers)
+    result["wall_s"] = round(time.perf_counter() - start, 1)
     if args.json_path:
         path = Path(args.json_path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ropebench.bench.rope_bench import device_name
 from ropebench.run.rundir import CONFIG, RunDir
 
 SMALL = ("*.png", "*.pdf", "*.md", "*.csv", "*.tex")
@@ -24,18 +25,8 @@ PER_RUN = ("eval_length.csv", "eval_positions.csv", "passkey.csv", "metrics.json
 
 
 def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    import os
-
-    return (f"CPU: {cpu}, {os.cpu_count()} cores; GPU: {gpu}; Python {platform.python_version()}; "
+    gpu = device_name(torch.device("cuda")) if torch.cuda.is_available() else "none"
+    return (f"{device_name(torch.device('cpu'))}; GPU: {gpu}; Python {platform.python_version()}; "
             f"torch {torch.__version__}; {platform.system()} {platform.release()}")
 
 

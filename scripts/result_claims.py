@@ -6,6 +6,7 @@ import math
 import statistics
 
 import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
+import claims_throughput  # noqa: E402,F401  (registers the throughput claims)
 from check_results import RESULTS, claim, means, per_seed, ranking, rows, runs, table_matches
 
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
