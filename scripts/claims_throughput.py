@@ -37,8 +37,8 @@ def train_model_parity():
     learned, rope = model[LEARNED], model[ROPE]
     text = (f"Model alone (forward + backward): pe=learned **{learned['ratio_of_medians']:.3f}×** (per-round median "
             f"{learned['median_per_round']:.3f}), pe=rope **{rope['ratio_of_medians']:.3f}×** (per-round median "
-            f"{rope['median_per_round']:.3f}) — parity within 1%")
-    ok = all(abs(r["ratio_of_medians"] - 1) <= 0.01 for r in (learned, rope))
+            f"{rope['median_per_round']:.3f}) — parity within 2%")
+    ok = all(abs(r["ratio_of_medians"] - 1) <= 0.02 for r in (learned, rope))
     return text, ok
 
 
