@@ -306,3 +306,26 @@ def test_a_causal_lm_that_attends_ahead_is_refused(hf_dir, tmp_path):
     result = invoke("eval-length", tmp_path / "bert_lm", "--out", tmp_path / "out", "--lengths", "32")
     assert result.exit_code == 2 and "depend on later tokens" in result.stderr, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_trust_remote_code_reaches_the_tokenizer(hf_dir, corpus_dir, tmp_path):
+    """A model whose tokenizer ships its own class (auto_map): refused in one line without --trust-remote-code,
+    loaded and run with it."""
+    import json
+
+    model = tmp_path / "custom"
+    shutil.copytree(hf_dir / "llama", model)
+    (model / "custom_tokenizer.py").write_text(
+        "from transformers import PreTrainedTokenizerFast\n\n\nclass CustomTokenizer(PreTrainedTokenizerFast):\n"
+        "    pass\n")
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.update(tokenizer_class="CustomTokenizer",
+                  auto_map={"AutoTokenizer": [None, "custom_tokenizer.CustomTokenizer"]})
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    args = ["eval-length", model, "--out", tmp_path / "out", "--data", corpus_dir, "--lengths", "32"]
+    result = invoke(*args)
+    assert result.exit_code == 2 and "--trust-remote-code" in result.stderr, result.output
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+    result = invoke(*args, "--trust-remote-code")
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in read_csv(tmp_path / "out" / "eval_length.csv")] == ["ok"]

@@ -281,7 +281,7 @@ def _build(cfg, directory: Path, key: str, names: list[str], files: list[Path], 
 def _tokenizer_for(cfg) -> Tokenizer:
     """The data config's tokenizer, with the network allowed first if the config names anything on the Hub."""
     hf_env.prepare(network=hf_source.needs_network(cfg))
-    return load_tokenizer(str(cfg.get("tokenizer", BYTES) or BYTES))
+    return load_tokenizer(str(cfg.get("tokenizer", BYTES) or BYTES), bool(cfg.get("trust_remote_code", False)))
 
 
 def vocab_size_for(data_cfg) -> int:

@@ -109,8 +109,9 @@ def _content_hash(hf, eod_id: int, vocab_size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def load_tokenizer(spec: str) -> Tokenizer:
-    """``bytes``, or a tokenizer directory / Hub name loaded with ``AutoTokenizer`` (a Hub name needs network)."""
+def load_tokenizer(spec: str, trust_remote_code: bool = False) -> Tokenizer:
+    """``bytes``, or a tokenizer directory / Hub name loaded with ``AutoTokenizer`` (a Hub name needs network).
+    ``trust_remote_code``: let a tokenizer whose code ships with the model run it (the model's own flag)."""
     spec = str(spec).strip()
     if spec == BYTES:
         return ByteTokenizer()
@@ -122,7 +123,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
                         "tokenizer.json and tokenizer_config.json) or a Hugging Face Hub name")
     if not local.exists() and hf_env.looks_like_path(spec):
         raise UserError(f"tokenizer directory '{spec}' does not exist")
-    return _load_hf(spec, _state(local))
+    return _load_hf(spec, _state(local), trust_remote_code)
 
 
 def _state(directory: Path) -> tuple:
@@ -133,7 +134,7 @@ def _state(directory: Path) -> tuple:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_hf(spec: str, state: tuple) -> HFTokenizer:
+def _load_hf(spec: str, state: tuple, trust_remote_code: bool = False) -> HFTokenizer:
     local = bool(state) or Path(os.path.expanduser(spec)).is_dir()
     hf_env.prepare(network=not local)
     try:
@@ -142,9 +143,11 @@ def _load_hf(spec: str, state: tuple) -> HFTokenizer:
         raise UserError(f"data.tokenizer={spec} needs the [hf] extra: pip install -e '.[hf]'") from None
     target = os.path.expanduser(spec) if local else spec
     try:
-        hf = AutoTokenizer.from_pretrained(target)
+        hf = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
     except Exception as exc:  # a broken directory, an unknown name, no network: one line naming the spec
         where = "from its directory" if local else "(not a directory here; a Hub name needs network)"
         message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        if "custom code" in message and not trust_remote_code:  # transformers' words for a tokenizer with its own code
+            message = "it ships its own code, which runs only with --trust-remote-code (if you trust its source)"
         raise UserError(f"could not load tokenizer '{spec}' {where}: {type(exc).__name__}: {message}") from None
     return HFTokenizer(spec, hf)

@@ -26,11 +26,12 @@ from ropebench.eval.lengths import run_lengths
 from ropebench.eval.perplexity import PerplexityProbe, checked_probe
 from ropebench.eval.runner import AS_TRAINED, Session, run_probe
 from ropebench.progress import console
+from ropebench.run.config import flatten_config
 from ropebench.run.rundir import CONFIG, RunDir
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Keys two evaluations into one OUT may differ in: evaluation settings (the rows carry them) and the cache.
-_MAY_DIFFER = ("eval", "data.cache_dir")
+_MAY_DIFFER = ("eval", "data.cache_dir", "data.trust_remote_code")  # a permission, not what is measured
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -121,7 +122,7 @@ def _load_tokenizer(request: HFRequest):
     if request.local and not any((directory / name).is_file() for name in _TOKENIZER_FILES):
         raise UserError(f"'{request.source}' has no tokenizer (no {' or '.join(_TOKENIZER_FILES[:2])}); save the "
                         "model's tokenizer there (tokenizer.save_pretrained)")
-    return load_tokenizer(request.source)
+    return load_tokenizer(request.source, request.trust_remote_code)
 
 
 def resolve_dtype(name: str, device, config):
@@ -210,12 +211,6 @@ def describe(request: HFRequest, config, data: dict, dtype, eval_node: dict | No
     }
 
 
-def _flat(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
 def check_out(out: Path | None, config: dict, may_differ: tuple[str, ...] = _MAY_DIFFER) -> None:
     """OUT is new, or holds an evaluation of the same model on the same data (its rows are then merged);
     ``may_differ``: the keys that need not match."""
@@ -236,7 +231,7 @@ def check_out(out: Path | None, config: dict, may_differ: tuple[str, ...] = _MAY
     if not isinstance(old, dict) or not isinstance(old.get("hf"), dict):
         raise UserError(f"'{out}' is a ropebench run directory; write a Hugging Face model's results to a "
                         "directory of their own (--out)")
-    before, after = _flat(old), _flat(config)
+    before, after = flatten_config(old), flatten_config(config)
     changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)
                and not any(k == p or k.startswith(p + ".") for p in may_differ)]
     if changed:
@@ -266,6 +261,7 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
         data = {**manifest["data"], "tokenizer": request.source}
     else:
         data = data_node(request.data, request.source)
+    data["trust_remote_code"] = request.trust_remote_code  # the model's tokenizer tokenizes the text too
     # Offline unless a Hub id or Hub data asks for the network: a local directory never touches it.
     hf_env.prepare(network=not request.local or needs_network(OmegaConf.create(data)))
     transformers = import_transformers()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ropebench.errors import UserError, choose
 from ropebench.report.rows import int_or_none, read_rows
+from ropebench.run.config import flatten_config
 from ropebench.run.rundir import RunDir
 
 LENGTH_CSV = "eval_length.csv"
@@ -124,15 +125,11 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(found)
 
 
-def _flatten(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        out: dict[str, object] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    if isinstance(node, list):
-        node = tuple(node)  # hashable, so values can be compared and used as keys
-    return {prefix[:-1]: node}
+def _flatten(node) -> dict[str, object]:
+    """The run's config flattened, lists as tuples and empty sections as None: hashable, so values can be compared
+    and used as keys."""
+    return {key: tuple(v) if isinstance(v, list) else None if v == {} else v
+            for key, v in flatten_config(node).items()}
 
 
 def read_run(run_dir: Path, first_row: dict[str, str] | None = None) -> Run:

@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ropebench.errors import UserError
+from ropebench.run.config import flatten_config
 from ropebench.run.rundir import CHECKPOINT, atomic_write
 
 # Keys a continued run may change: how long it trains, how often it logs, evaluates and saves, where it runs,
@@ -32,7 +33,7 @@ RESUMABLE = ("train.steps", "train.log_interval", "train.eval_interval", "train.
 ADDED_DEFAULTS = {"init_from": "", "init_from_seq_len": 0, "train.pose_target_len": 0, "train.pose_chunks": 2,
                   "pe.extend": "none", "pe.scaling.type": "none", "data.tokenizer": "bytes", "data.path": "",
                   "data.subset": "", "data.split": "train", "data.val_split": "", "data.text_field": "text",
-                  "data.documents": "rows", "data.min_doc_tokens": 0,
+                  "data.documents": "rows", "data.min_doc_tokens": 0, "data.trust_remote_code": False,
                   "data.hub_path": "", "data.hub_name": "", "data.text_column": "text"}
 
 
@@ -40,15 +41,6 @@ def _added_default(key: str, value) -> bool:
     if key in ADDED_DEFAULTS:
         return value == ADDED_DEFAULTS[key]
     return key.startswith("pe.scaling.") and value is None  # the scaling's parameters, unset
-
-
-def _flatten(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        out: dict[str, object] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: node}
 
 
 def _is_resumable(key: str) -> bool:
@@ -60,7 +52,7 @@ def config_changes(saved, current, ignore_resumable: bool = True) -> list[str]:
     def plain(c):
         return OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else c
 
-    old, new = _flatten(plain(saved)), _flatten(plain(current))
+    old, new = flatten_config(plain(saved)), flatten_config(plain(current))
     changes = []
     for key in sorted(set(old) | set(new)):
         if ignore_resumable and _is_resumable(key):

@@ -64,6 +64,8 @@ class DataConfig:
     min_doc_tokens: int = 0
     # bytes (UTF-8 bytes + an end-of-document token), or a tokenizer directory / Hub name (the [hf] extra).
     tokenizer: str = "bytes"
+    # Let a tokenizer that ships its own Python code (auto_map) run it; only for a source you trust.
+    trust_remote_code: bool = False
     val_fraction: float = 0.1
     # Where tokenized, memory-mapped copies are cached (keyed by a fingerprint of the inputs).
     cache_dir: str = "${oc.env:ROPEBENCH_CACHE,'~/.cache/ropebench'}"
@@ -150,6 +152,17 @@ class Config:
     init_from_seq_len: int = 0
     # Set by sweep configs; names the sweep in the run's metadata.
     sweep_name: str = ""
+
+
+def flatten_config(node, prefix: str = "") -> dict[str, object]:
+    """A nested config (plain containers) as ``{"model.n_embd": 128, ...}``; an empty section stays a key with
+    value ``{}`` so that adding or removing one shows as a difference."""
+    if isinstance(node, dict):
+        out: dict[str, object] = {}
+        for key, value in node.items():
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
 
 
 def _register_resolvers() -> None:

@@ -75,32 +75,41 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def read_csv_rows(path: Path, required: Sequence[str] = (), warn: Callable[[str], None] | None = None) -> list[dict]:
-    """Rows of a result CSV. A damaged file never stops a command: rows that are not well-formed (a missing
-    required value, the wrong number of fields) are skipped with one warning naming the file and the lines,
-    and a file without a required column is skipped whole with one warning."""
+def read_csv_rows(path: Path, required: Sequence[str] = (), parse: Callable[[dict], dict | None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> list[dict]:
+    """Rows of a result CSV. A damaged file never stops a command: a row with more cells than the header or too
+    few to reach a required column, one the CSV reader cannot split, or one that ``parse`` (row -> row, or None
+    when damaged) rejects is skipped, with one warning naming the file and the lines; a file without a
+    ``required`` column, or not text, is skipped whole with one warning. ``warn`` receives each message (default: a "warning:" line on stderr)."""
     path = Path(path)
     if not path.is_file():
         return []
+    rows, bad = [], []
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
-                _warn(warn, f"warning: {path}: no column {', '.join(missing)}; its rows are skipped")
+                _warn(warn, f"skipping '{path}': it has no column {', '.join(missing)}")
                 return []
-            rows, bad = [], []
-            for row in reader:
-                if None in row or any(row.get(c) in (None, "") and c != "stride" for c in required):
+            while True:
+                try:
+                    raw = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error:
                     bad.append(reader.line_num)
-                else:
-                    rows.append(row)
-    except (UnicodeDecodeError, csv.Error) as exc:  # not text, or not CSV: nothing in it can be trusted
-        _warn(warn, f"warning: {path}: unreadable ({type(exc).__name__}); its rows are skipped")
+                    continue
+                short = any(raw.get(c) is None for c in required)  # fewer cells than a required column needs
+                row = None if None in raw or short else parse(raw) if parse else raw
+                (bad.append(reader.line_num) if row is None else rows.append(row))
+    except (OSError, UnicodeDecodeError) as exc:  # not readable, or not text: nothing in it can be trusted
+        _warn(warn, f"skipping '{path}': unreadable ({type(exc).__name__})")
         return []
     if bad:
-        lines = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
-        _warn(warn, f"warning: {path}: skipped {len(bad)} malformed row(s) at line {lines}")
+        lines = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        many = "s" * (len(bad) > 1)
+        _warn(warn, f"'{path}': skipped {len(bad)} damaged row{many} (line{many} {lines})")
     return rows
 
 
@@ -108,9 +117,14 @@ def _warn(warn, message: str) -> None:
     if warn is None:
         import sys
 
-        print(message, file=sys.stderr)
+        print(f"warning: {message}", file=sys.stderr)
     else:
         warn(message)
+
+
+def _has_values(required: Sequence[str]) -> Callable[[dict], dict | None]:
+    """A row parser for the run's own merges: every required column holds a value (``stride`` may be empty)."""
+    return lambda row: None if any(not row[c] and c != "stride" for c in required) else row
 
 
 class RunDir:
@@ -217,7 +231,8 @@ class RunDir:
 
     # -- result tables ------------------------------------------------------------------------------------
     def read_rows(self, name: str, required: Sequence[str] = (), warn=None) -> list[dict]:
-        return read_csv_rows(self.path / name, required, warn)
+        """The rows of one of the run's tables, as strings; a row without a value in a required column is damage."""
+        return read_csv_rows(self.path / name, required, _has_values(required), warn)
 
     def merge_rows(self, name: str, new_rows: list[dict], columns: Sequence[str], key: Sequence[str],
                    sort_key: Callable[[dict], tuple] | None = None, warn=None) -> None:
