@@ -99,3 +99,54 @@ def eval_growth():
     text = f"Growth from 1x to 16x: rope's tokens/s falls {fall['rope']:.2f}x, alibi's {fall['alibi']:.2f}x."
     one_bias = all(r["bias_calls_per_forward"] == (1 if r["encoding"] == "alibi" else 0) for r in rows.values())
     return text, one_bias and fall["alibi"] > fall["rope"]
+
+
+# -- results/main_job: the quickstart's main job rerun in a fresh clone -------------------------------------------
+def _seed0_ppl(folder: str, pattern: str) -> dict[str, dict[int, tuple[float, int]]]:
+    """encoding -> eval_len -> (perplexity, scored tokens), from the runs' eval_length.csv."""
+    import csv
+
+    out: dict[str, dict[int, tuple[float, int]]] = {}
+    for run in sorted((RESULTS / folder / "runs").glob(pattern)):
+        with open(run / "eval_length.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                if r["status"] == "ok" and r["rope_scaling"] == "none":
+                    out.setdefault(r["pe"], {})[int(r["eval_len"])] = (float(r["ppl"]), int(r["n_tokens"]))
+    return out
+
+
+@claim("main_job")
+def main_job_matches_compare_seed0():
+    new, old = _seed0_ppl("main_job", "pe=*"), _seed0_ppl("compare", "pe=*,seed=0")
+    diffs = {(pe, n): abs(new[pe][n][0] / old[pe][n][0] - 1) for pe in old for n in old[pe]}
+    (pe, n), worst = max(diffs.items(), key=lambda kv: kv[1])
+    same_tokens = all(new[pe_][n_][1] == old[pe_][n_][1] for pe_, n_ in diffs)
+    exact = sorted(p for p in old if max(diffs[(p, n_)] for n_ in old[p]) < 1e-5)
+    text = (f"Every perplexity is within {worst:.1%} of `results/compare`'s seed-0 run (largest: {pe} at {n} tokens), "
+            f"on the same {old[pe][n][1]:,} tokens per length; {', '.join(exact)} agree to within 1e-5.")
+    return text, same_tokens and set(new) == set(old) and worst < 0.02
+
+
+@claim("main_job")
+def main_job_order_16x():
+    orders = {}
+    for folder, pattern in (("main_job", "pe=*"), ("compare", "pe=*,seed=0")):
+        at_16x = {pe: by_len[1024][0] for pe, by_len in _seed0_ppl(folder, pattern).items() if 1024 in by_len}
+        orders[folder] = sorted(at_16x, key=at_16x.get)
+    text = f"At 16× the order, best first, is {', '.join(orders['main_job'])}, as in the committed seed-0 run."
+    return text, orders["main_job"] == orders["compare"]
+
+
+@claim("main_job")
+def main_job_inside_seed_spread():
+    import statistics
+
+    new, old = _seed0_ppl("main_job", "pe=*"), _seed0_ppl("compare", "pe=*,seed=0")
+    inside = True
+    for pe in old:
+        seeds = [_seed0_ppl("compare", f"pe={pe},seed={s}")[pe] for s in (0, 1, 2)]
+        for n in old[pe]:
+            values = [s[n][0] for s in seeds]
+            inside &= abs(new[pe][n][0] - old[pe][n][0]) <= statistics.stdev(values)
+    return ("Every difference is smaller than the standard deviation over `results/compare`'s seeds 0–2 at the "
+            "same encoding and length"), inside
