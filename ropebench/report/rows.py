@@ -25,7 +25,7 @@ def int_or_none(value) -> int | None:
 
 def _parse_row(raw: dict, value: str | None) -> dict | None:
     """The row with numbers parsed, or None when it is damaged (see read_rows); the reader has already
-    skipped rows with more or fewer cells than the header."""
+    skipped rows with more cells than the header, or too few to reach a required column."""
     row: dict = dict(raw)
     for col in (c for c in (*_INTS, *_FLOATS) if c in row):
         text = (row[col] or "").strip()

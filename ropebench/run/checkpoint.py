@@ -21,10 +21,10 @@ from ropebench.run.config import flatten_config
 from ropebench.run.rundir import CHECKPOINT, atomic_write
 
 # Keys a continued run may change: how long it trains, how often it logs, evaluates and saves, where it runs,
-# and what is evaluated afterwards. Everything else is part of the experiment.
+# what is evaluated afterwards, and permissions (remote code). Everything else is part of the experiment.
 RESUMABLE = ("train.steps", "train.log_interval", "train.eval_interval", "train.ckpt_interval", "train.eval_batches",
              "train.device", "train.threads", "train.compile", "train.peak_tflops", "eval", "logger", "resume",
-             "sweep_name", "data.cache_dir")
+             "sweep_name", "data.cache_dir", "data.trust_remote_code")
 
 
 # Keys added after runs were recorded, with the value that means "as before": a saved config without the key

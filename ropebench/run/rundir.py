@@ -80,7 +80,8 @@ def read_csv_rows(path: Path, required: Sequence[str] = (), parse: Callable[[dic
     """Rows of a result CSV. A damaged file never stops a command: a row with more cells than the header or too
     few to reach a required column, one the CSV reader cannot split, or one that ``parse`` (row -> row, or None
     when damaged) rejects is skipped, with one warning naming the file and the lines; a file without a
-    ``required`` column, or not text, is skipped whole with one warning. ``warn`` receives each message (default: a "warning:" line on stderr)."""
+    ``required`` column, or not text, is skipped whole with one warning. ``warn`` receives each message
+    (default: a "warning:" line on stderr)."""
     path = Path(path)
     if not path.is_file():
         return []
