@@ -17,8 +17,20 @@ from rich.progress import (
 console = Console(stderr=True, soft_wrap=True)
 
 
+class _Progress(Progress):
+    def stop(self) -> None:
+        """As rich's, but the newline that ends the final render off a terminal is printed only when a task was
+        rendered: a bar whose tasks were all removed renders nothing, and its newline would be a blank line (one
+        before every evaluation's results, or before an error line raised inside the bar)."""
+        if self.disable:
+            return
+        self.live.stop()
+        if self.tasks and not self.console.is_interactive and not self.console.is_jupyter:
+            self.console.print()
+
+
 def progress_bar(transient: bool = False) -> Progress:
-    return Progress(
+    return _Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"), console=console, transient=transient,

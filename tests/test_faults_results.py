@@ -58,7 +58,8 @@ def test_bad_evaluation_option_changes_nothing(finished, tmp_path, args, expecte
 
 
 DAMAGED_CONFIG = {"malformed": ("model: [unclosed\n", "is not valid YAML"),
-                  "incomplete": ("model:\n  n_layer: 1\n", "is incomplete (no pe, data, train, eval)")}
+                  "incomplete": ("model:\n  n_layer: 1\n", "is incomplete (no pe, data, train, eval)"),
+                  "a_list": ("- model\n- pe\n", "is incomplete (no mapping)")}
 ON_A_RUN = [["eval-length", "{run}"], ["passkey", "{run}", "--lengths", "64"], ["resume", "{run}"],
             ["plot", "decay", "{run}"]]
 

@@ -379,3 +379,52 @@ def test_positions_length_and_smoothing(sweep: Path):
         positions_figure([sweep], length=100)
     with pytest.raises(UserError, match="smooth '0'"):
         positions_figure([sweep], smooth=0)
+
+
+# --- results on different tokens ---------------------------------------------------------------------------------
+
+
+def _rewrite_n_tokens(run: Path, eval_len: int, n_tokens: int) -> None:
+    path = run / "eval_length.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        if int(r["eval_len"]) == eval_len and r["protocol"] == "nonoverlapping" and r["rope_scaling"] == "none":
+            r["n_tokens"] = str(n_tokens)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_results_on_the_same_tokens_print_no_warning(sweep: Path, capsys):
+    perplexity_table([sweep])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_length_scored_on_other_tokens_is_named_in_a_warning(sweep: Path, capsys):
+    """One run re-evaluated at 64 with another --max-tokens: its curve mixes texts, and at 64 it is not on the
+    text the other runs were scored on. Both are said; the table is still made."""
+    _rewrite_n_tokens(sweep / "pe=alibi,seed=0", 64, 16384)
+    perplexity_table([sweep])
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2, warnings
+    across, within = warnings
+    assert "different numbers of tokens at length 64 " in across and "alibi 16,384" in across and "4,096" in across
+    assert "pe=alibi,seed=0" in within and "64: 16,384, 128: 4,096" in within
+    length_figure([sweep])  # the figure warns the same way
+    assert len([ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]) == 2
+
+
+def test_lengths_past_16x_may_score_fewer_tokens(tmp_path: Path, capsys):
+    run = make_run(tmp_path / "rope", "rope", 0, PPL[("rope", 0)], seq_len=16)  # 512 = 32x: fewer documents
+    _rewrite_n_tokens(run, 512, 1000)
+    perplexity_table([run])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_table_lengths_nobody_evaluated(sweep: Path, capsys):
+    with pytest.raises(UserError, match="no run here was evaluated at length 999; the evaluated lengths are 64, 128"):
+        perplexity_table([sweep], lengths=[999])
+    perplexity_table([sweep], lengths=[64, 999])
+    assert "no run here was evaluated at length 999 (its column is empty)" in capsys.readouterr().err

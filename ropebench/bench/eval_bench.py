@@ -143,6 +143,8 @@ def bench_eval(encodings: list[str] | None = None, model: str = "auto", train_le
                reps: int = 3, attention: str = "auto", device: str = "auto",
                echo: Callable[[str], object] = print) -> dict:
     """Evaluation tokens/s per encoding and length (default: rope and alibi at 1x, 4x, 16x the training length)."""
+    if train_len < 0:  # 0 is the preset's; a negative one would surface as a negative --lengths
+        raise UserError(f"--train-len must be positive (or 0: the preset's), got {train_len}")
     dev = pick_device(device)
     preset = pick_preset(model, dev)
     choose("attention", attention, ("auto", "sdpa", "flex"))

@@ -196,6 +196,8 @@ def bench_rope(
     echo: Callable[[str], object] = print,
 ) -> dict:
     """Time forward and forward+backward of each backend per shape; returns the rows and copy bandwidth."""
+    if reps <= 0:  # a median of no timings
+        raise UserError(f"--reps must be positive, got {reps}")
     dev = pick_device(device)
     choose("rope pairing", pairing, PAIRINGS)
     choose("layout", layout, ("qkv", "contiguous"))

@@ -119,6 +119,8 @@ def time_steps(
 
 def _sizes(dev: torch.device, preset: str, batch_size: int, seq_len: int, steps: int, warmup: int) -> tuple:
     """Batch size, sequence length, steps and warm-up steps: the preset's or the device's default for 0 (-1)."""
+    if warmup < -1:  # only -1 means "the default"; another negative count is a mistake, not the default
+        raise UserError(f"--warmup must be 0 or more (-1: 10 on CUDA, 2 on CPU), got {warmup}")
     _, default_batch, default_len, _ = PRESETS[preset]
     batch_size, seq_len = batch_size or default_batch, seq_len or default_len
     steps = steps or (20 if dev.type == "cuda" else 5)

@@ -5,12 +5,11 @@ Every command turns a UserError into one line on stderr and exit code 2 -- never
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
-from ropebench.cli.hf_eval import hf_options
+from ropebench.cli.hf_eval import PATHS_HELP, each_run, hf_options
 from ropebench.cli.passkey import scaling_options
 from ropebench.errors import UserError, user_errors
 
@@ -58,8 +57,7 @@ def train(ctx: typer.Context):
 
     ropebench train pe=alibi train.seq_len=128 train.steps=2000 model=small seed=1 hydra.run.dir=runs/a
 
-    Groups: model (tiny|small|gpt2), pe (rope|sinusoidal|learned|t5|alibi|nope|xpos|kerple|fire), data (stdlib|
-    text_files|wikitext103|passkey). `--cfg job` prints the composed config. `resume=RUN_DIR` is
+    Groups: {groups}. `--cfg job` prints the composed config. `resume=RUN_DIR` is
     `ropebench resume RUN_DIR`. Prints the run directory at the end.
     """
     from ropebench.cli import jobs as runner
@@ -85,6 +83,16 @@ def train(ctx: typer.Context):
     code = _echo_outcomes(runner.outcomes)
     if code:
         raise typer.Exit(code)
+
+
+def _config_groups(*groups: str) -> str:
+    """``model (gpt2|small|tiny), ...``: the choices of each config group, read from conf/ (no torch import)."""
+    from ropebench.run.config import conf_dir
+
+    return ", ".join(f"{g} ({'|'.join(sorted(p.stem for p in (conf_dir() / g).glob('*.yaml')))})" for g in groups)
+
+
+train.__doc__ = train.__doc__.replace("{groups}", _config_groups("model", "pe", "data"))
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -145,27 +153,45 @@ def _resume(run_dir: Path, overrides) -> None:
 @scaling_options
 @hf_options("eval")
 def eval_length(
-    run_dir: Path = typer.Argument(..., help="A finished run directory, or a Hugging Face model (directory or "
-                                   "Hub id; needs --out)."),
+    run_dirs: list[Path] = typer.Argument(..., metavar="PATH", help=PATHS_HELP, show_default=False),
     lengths: str = typer.Option(None, help="Comma-separated lengths; default 1x,1.25x,1.5x,2x,4x,8x,16x of training."),
     protocol: str = typer.Option("nonoverlapping", help="nonoverlapping (ALiBi paper) or sliding."),
     stride: int = typer.Option(None, help="Sliding-window stride (default: half the evaluation length)."),
-    max_tokens: int = typer.Option(None, help="Tokens scored per length (default from the run's eval.max_tokens)."),
+    max_tokens: int = typer.Option(None, help="Tokens scored per length; 0 scores every token (default: the run's "
+                                   "eval.max_tokens)."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
     rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
 ):
-    """Perplexity of a finished run at each evaluation length, merged into RUN_DIR/eval_length.csv."""
+    """Perplexity at each evaluation length, merged into RUN_DIR/eval_length.csv of each finished run given or
+    found in a sweep directory (one after another; one that fails does not stop the others); or of a Hugging
+    Face model, into --out."""
     from ropebench.eval.lengths import parse_lengths
     from ropebench.eval.perplexity import eval_length as run_eval
     from ropebench.run.rundir import EVAL_CSV
 
-    # No --lengths: eval_length takes the run's eval.multiples x its training length (one config read).
+    # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
-    rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
-                    max_tokens=max_tokens, device=device)
-    typer.echo(str(Path(run_dir) / EVAL_CSV))
-    if any(r["status"].startswith("error") for r in rows):
-        raise typer.Exit(1)
+    _check_eval_options(wanted, protocol, stride, max_tokens)
+
+    def evaluate(run_dir: Path) -> list[dict]:
+        rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
+                        max_tokens=max_tokens, device=device)
+        typer.echo(str(Path(run_dir) / EVAL_CSV))
+        return rows
+
+    each_run(run_dirs, evaluate)
+
+
+def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None) -> None:
+    """The options all runs share, checked once before the first run by the code that checks them for each run,
+    so a typo is one error rather than one per run of a sweep. Without --lengths each run's own lengths bound
+    --stride: that check stays with the run."""
+    from omegaconf import OmegaConf
+
+    from ropebench.eval.perplexity import checked_probe
+
+    stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
+    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1)
 
 
 @app.command()
@@ -211,7 +237,9 @@ def plot(
         raise UserError("--length and --smooth apply to --by-position only")
     output_paths(out, "ropebench")
     if paths and str(paths[0]) == "decay":
-        written = _plot_decay(paths[1:], out, head_dim, base, max_distance, opts)
+        from ropebench.report.decay import plot_run_decay
+
+        written = plot_run_decay(paths[1:], out, head_dim, base, max_distance, opts)
     elif passkey:
         from ropebench.report.plot_passkey import plot_passkey
 
@@ -222,40 +250,6 @@ def plot(
         written = plot_length(paths, out, protocol=protocol, band=band, opts=opts)
     for path in written:
         typer.echo(str(path))
-
-
-def _plot_decay(run_dirs: list[Path], out: Path, head_dim, base, max_distance, opts=None):
-    from ropebench.report.decay import measured_attention_by_distance, plot_decay
-
-    if len(run_dirs) > 1:
-        raise UserError(f"plot decay takes at most one run directory, got {len(run_dirs)}")
-    measured = None
-    if run_dirs:
-        import torch
-
-        from ropebench.data import load_corpus
-        from ropebench.run.artifacts import load_model
-        from ropebench.run.rundir import RunDir
-
-        run = RunDir(run_dirs[0])
-        cfg = run.read_config()
-        model = load_model(run, cfg)
-        rotary = model.pe.decay_params()
-        if rotary is None:
-            raise UserError(f"plot decay needs a rotary encoding (rope, xpos); {run_dirs[0]} uses pe={cfg.pe.name}")
-        head_dim, base = head_dim or rotary[0], base or rotary[1]
-        max_distance = max_distance or 16 * int(cfg.train.seq_len)
-        val = load_corpus(cfg.data).val
-        spans = val.documents(min_len=max_distance + 1)[:8]
-        if not spans:
-            raise UserError(f"no validation document has {max_distance + 1} tokens; lower --max-distance")
-        tokens = torch.stack([torch.from_numpy(val.tokens[s : s + max_distance + 1].astype("int64"))
-                              for s, _ in spans])
-        measured = measured_attention_by_distance(model, tokens)
-    # The run's last two path parts ("compare/pe=rope,seed=0") name it without a machine-specific prefix.
-    run_name = "/".join(run_dirs[0].resolve().parts[-2:]) if run_dirs else None
-    return plot_decay(head_dim or 128, base or 10000.0, max_distance or 256, out, measured=measured,
-                      run_name=run_name, opts=opts)
 
 
 @app.command()
@@ -385,9 +379,12 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
-def main() -> None:
-    app(prog_name="ropebench")
+def main(args: list[str] | None = None) -> None:
+    """The `ropebench` program (``args``: the command line, default sys.argv); see cli.usage.run."""
+    from ropebench.cli.usage import run
+
+    run(app, args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,7 +10,8 @@ import typer
 def export_hf(
     run_dir: Path = typer.Argument(..., help="A finished run directory (pe=rope, nope or learned)."),
     out: Path = typer.Argument(..., help="The directory to write; it must not exist or be empty."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists and is not empty."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists and is not empty (an earlier "
+                               "export, say); a run or sweep directory is never replaced."),
 ):
     """Export a finished run so that transformers loads it with no ropebench import.
 

@@ -1,6 +1,6 @@
-"""`ropebench passkey RUN_DIR`: passkey retrieval accuracy by length and depth, and the effective context.
+"""`ropebench passkey PATH...`: passkey retrieval accuracy by length and depth, and the effective context.
 
-Registered in ropebench/cli.py; kept in its own module so the task's code lives in one place. The RoPE-scaling
+Registered in ropebench/cli/app.py; kept in its own module so the task's code lives in one place. The RoPE-scaling
 options are declared here once (``scaling_options``) and shared with `eval-length`.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from ropebench.cli.hf_eval import hf_options
+from ropebench.cli.hf_eval import PATHS_HELP, each_run, echo_effective_context, hf_options
 from ropebench.core.rope.freqs import SCALING_NAMES, scaling_from_options
 from ropebench.errors import UserError
 from ropebench.eval.runner import AS_TRAINED
@@ -73,28 +73,34 @@ def scaling_options(command):
 @scaling_options
 @hf_options("passkey")
 def passkey(
-    run_dir: Path = typer.Argument(..., help="A finished run directory, or a Hugging Face model (directory or Hub "
-                                   "id; needs --out)."),
+    run_dirs: list[Path] = typer.Argument(..., metavar="PATH", help=PATHS_HELP, show_default=False),
     lengths: str = typer.Option(None, help="Comma-separated lengths; default 1x,2x,4x,8x of training."),
     depths: str = typer.Option("0,0.25,0.5,0.75,1", help="Comma-separated key depths in [0, 1] (0: first)."),
     trials: int = typer.Option(32, help="Sequences (random keys) per length and depth."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
     rope_scaling: dict | None = None,
 ):
-    """Passkey retrieval: exact-match accuracy of the 5 greedy digits, merged into RUN_DIR/passkey.csv."""
+    """Passkey retrieval accuracy by length and key depth, merged into RUN_DIR/passkey.csv of each finished run
+    given or found in a sweep directory (OUT/passkey.csv for a Hugging Face model), and the effective context.
+
+    A run: ropebench's byte-level task; a trial succeeds when its 5 greedily decoded bytes are exactly the key's
+    digits. A Hugging Face model: the standard prompt in the model's own tokens; a trial succeeds when the key's
+    5 digits appear in the text of its 10 greedily decoded tokens.
+    """
     from ropebench.eval import passkey as pk
     from ropebench.eval.lengths import parse_lengths
 
-    # Every argument is checked before the model is loaded (passkey_accuracy checks the lengths against the
-    # task), so a typo costs nothing and writes nothing. No lengths: the default multiples of the run's length.
+    # Every argument is checked before any model is loaded (passkey_accuracy checks the lengths against the
+    # task), so a typo costs nothing and writes nothing. No lengths: the default multiples of each run's length.
     wanted = parse_lengths(lengths, 1) if lengths else None
     wanted_depths = pk.parse_depths(depths)
     if trials <= 0:
         raise UserError(f"--trials must be a positive integer, got {trials}")
-    rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device)
-    for label, found in pk.effective_contexts(rows).items():
-        text = ", ".join(f"{name.upper()} (>= {pk.THRESHOLDS[name]:.0%}): {found[name] or 'none'}" for name in found)
-        typer.echo(f"effective context [{label}] {text}", err=True)
-    typer.echo(str(Path(run_dir) / pk.CSV_NAME))
-    if any(r["status"].startswith("error") for r in rows):
-        raise typer.Exit(1)
+
+    def evaluate(run_dir: Path) -> list[dict]:
+        rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device)
+        echo_effective_context(rows)
+        typer.echo(str(Path(run_dir) / pk.CSV_NAME))
+        return rows
+
+    each_run(run_dirs, evaluate)

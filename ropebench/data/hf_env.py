@@ -48,3 +48,11 @@ def looks_like_path(spec: str) -> bool:
     whose names are ``name`` or ``owner/name``."""
     text = str(spec)
     return text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text
+
+
+def surely_local(spec: str) -> bool:
+    """Whether a path that may not exist can only mean this machine: it looks like a path (``looks_like_path``)
+    or its first component exists here (``runs/typo`` where ``runs/`` exists), so a typo is reported as a missing
+    path rather than looked up on the Hub."""
+    parts = Path(os.path.expanduser(str(spec))).parts
+    return looks_like_path(spec) or (bool(parts) and Path(parts[0]).exists())

@@ -8,7 +8,8 @@ that fails (out of memory included) while the others are kept, the merge of ever
   run's config (``pe.name``: the label plots and tables use; ``train.seq_len``: the model's
   ``max_position_embeddings``; ``data`` with ``tokenizer``: the model's own; ``hf.model``: the model), so
   ``plot`` and ``table`` read OUT like a run. It is written once, with the first rows -- a refused or failed
-  start writes nothing -- and a later evaluation into OUT must describe the same model and data;
+  start writes nothing -- and a later evaluation into OUT must describe the same model and data. A local model
+  is recorded by its absolute path (``HFRequest.model_id``), so it is the same model however a command names it;
 * the text is tokenized by the model's own tokenizer (``data.tokenizer``, ``ropebench.data.load_corpus``);
 * every check that can fail (the model, its tokenizer, --rope-scaling, OUT) runs before the weights load.
 """
@@ -33,6 +34,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Keys two evaluations into one OUT may differ in: evaluation settings (the rows carry them) and the cache.
 _MAY_DIFFER = ("eval", "data.cache_dir", "data.trust_remote_code")  # a permission, not what is measured
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_MODEL_PATHS = ("hf.model", "data.tokenizer")  # where OUT's config names a local model by its path
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ class HFRequest:
     @property
     def local(self) -> bool:
         return Path(os.path.expanduser(self.source)).is_dir()
+
+    @property
+    def model_id(self) -> str:
+        """The model as OUT's config (``hf.model``, ``data.tokenizer``) and the rows record it: a local directory's
+        absolute path -- ``hf/m`` typed here and ``/abs/hf/m`` typed elsewhere are one model -- else the Hub id."""
+        return str(Path(os.path.expanduser(self.source)).resolve()) if self.local else self.source
 
 
 class ResultsDir(RunDir):
@@ -195,7 +203,7 @@ def describe(request: HFRequest, config, data: dict, dtype, eval_node: dict | No
         raise UserError(f"'{request.source}' does not state its context length (max_position_embeddings), which "
                         "sets the default lengths and the scaling factor")
     # The label plots and tables show: the model's directory name, or the name part of its Hub id.
-    name = Path(request.source).resolve().name if request.local else request.source.rstrip("/").split("/")[-1]
+    name = Path(request.model_id).name if request.local else request.source.rstrip("/").split("/")[-1]
     label = request.label or name
     rope = getattr(config, "rope_parameters", None)
     # Plots and tables label a run by pe.name plus the global keys that differ between runs, and pe.* keys only
@@ -207,13 +215,25 @@ def describe(request: HFRequest, config, data: dict, dtype, eval_node: dict | No
         "data": data,
         "train": {"seq_len": max_len},
         "eval": eval_node or OmegaConf.to_container(OmegaConf.structured(EvalConfig), resolve=True, enum_to_str=True),
-        "hf": {"model": request.source, "dtype": str(dtype).removeprefix("torch.")},
+        "hf": {"model": request.model_id, "dtype": str(dtype).removeprefix("torch.")},
     }
+
+
+def _same_directory(old, new, out: Path) -> bool:
+    """Whether ``old``, a relative path that an OUT written before models were recorded by absolute path holds
+    as it was typed, names the directory ``new`` (absolute): resolved from OUT's parent (the usual place the
+    command ran, as in ``eval-length hf/m --out results``) or from the current directory."""
+    if not isinstance(old, str) or not isinstance(new, str) or not Path(new).is_absolute():
+        return False
+    old = Path(os.path.expanduser(old))
+    return not old.is_absolute() and any((base / old).resolve() == Path(new)
+                                         for base in (out.resolve().parent, Path.cwd()))
 
 
 def check_out(out: Path | None, config: dict, may_differ: tuple[str, ...] = _MAY_DIFFER) -> None:
     """OUT is new, or holds an evaluation of the same model on the same data (its rows are then merged);
-    ``may_differ``: the keys that need not match."""
+    ``may_differ``: the keys that need not match. A model path stored relative (by an older ropebench) matches
+    the directory it names (``_same_directory``)."""
     import yaml
 
     if out is None:
@@ -233,7 +253,8 @@ def check_out(out: Path | None, config: dict, may_differ: tuple[str, ...] = _MAY
                         "directory of their own (--out)")
     before, after = flatten_config(old), flatten_config(config)
     changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)
-               and not any(k == p or k.startswith(p + ".") for p in may_differ)]
+               and not any(k == p or k.startswith(p + ".") for p in may_differ)
+               and not (k in _MODEL_PATHS and _same_directory(before.get(k), after.get(k), out))]
     if changed:
         key = min(changed, key=lambda k: (k != "hf.model", k))  # the model first: the likeliest mix-up
         raise UserError(f"'{out}' holds another evaluation ({key}: {before.get(key)} → {after.get(key)} in "
@@ -258,9 +279,9 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
     # exported tokenizer, which gives the same ids) and the same lengths and regions.
     manifest = export_manifest(request)
     if request.data is None and manifest.get("data"):
-        data = {**manifest["data"], "tokenizer": request.source}
+        data = {**manifest["data"], "tokenizer": request.model_id}
     else:
-        data = data_node(request.data, request.source)
+        data = data_node(request.data, request.model_id)
     data["trust_remote_code"] = request.trust_remote_code  # the model's tokenizer tokenizes the text too
     # Offline unless a Hub id or Hub data asks for the network: a local directory never touches it.
     hf_env.prepare(network=not request.local or needs_network(OmegaConf.create(data)))
@@ -305,4 +326,4 @@ def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protoco
     # --batch-size at a time.
     checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens,
                              request.batch_size * max(lengths), buckets=32)
-    return run_probe(HFPerplexityProbe(checked, request.source), session, lengths, rope_scaling)
+    return run_probe(HFPerplexityProbe(checked, request.model_id), session, lengths, rope_scaling)

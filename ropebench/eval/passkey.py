@@ -21,6 +21,7 @@ from ropebench.run.rundir import PASSKEY_CSV, RunDir
 
 CSV_NAME = PASSKEY_CSV
 THRESHOLDS = {"pi": 0.2, "yarn": 0.8}  # effective context as PI (>= 20%) and YaRN (>= 80%) define it
+DEFINED_BY = {"pi": "PI", "yarn": "YaRN"}  # how the papers write their names
 COLUMNS = ("pe", "train_seq_len", "eval_len", "depth", "rope_scaling", "rope_factor", "rope_scale", "trials",
            "correct", "accuracy", "status")
 KEY = ("eval_len", "depth", "rope_scaling")

@@ -129,3 +129,35 @@ def plot_decay(head_dim: int, base: float, max_distance: int, out_path, measured
     opts = opts or FigureOptions()
     return render(lambda: decay_figure(head_dim, base, max_distance, measured, run_name, opts), out_path, "decay",
                   opts)
+
+
+def plot_run_decay(run_dirs: list[Path], out: Path, head_dim, base, max_distance, opts=None):
+    """The decay figure (``plot decay``): the formula's curve, and with one rotary run its attention by distance
+    measured on validation documents; head_dim / base / max_distance default to the run's, else 128 / 1e4 / 256."""
+    if len(run_dirs) > 1:
+        raise UserError(f"plot decay takes at most one run directory, got {len(run_dirs)}")
+    measured = None
+    if run_dirs:
+        from ropebench.data import load_corpus
+        from ropebench.run.artifacts import load_model
+        from ropebench.run.rundir import RunDir
+
+        run = RunDir(run_dirs[0])
+        cfg = run.read_config()
+        model = load_model(run, cfg)
+        rotary = model.pe.decay_params()
+        if rotary is None:
+            raise UserError(f"plot decay needs a rotary encoding (rope, xpos); {run_dirs[0]} uses pe={cfg.pe.name}")
+        head_dim, base = head_dim or rotary[0], base or rotary[1]
+        max_distance = max_distance or 16 * int(cfg.train.seq_len)
+        val = load_corpus(cfg.data).val
+        spans = val.documents(min_len=max_distance + 1)[:8]
+        if not spans:
+            raise UserError(f"no validation document has {max_distance + 1} tokens; lower --max-distance")
+        tokens = torch.stack([torch.from_numpy(val.tokens[s : s + max_distance + 1].astype("int64"))
+                              for s, _ in spans])
+        measured = measured_attention_by_distance(model, tokens)
+    # The run's last two path parts ("compare/pe=rope,seed=0") name it without a machine-specific prefix.
+    run_name = "/".join(run_dirs[0].resolve().parts[-2:]) if run_dirs else None
+    return plot_decay(head_dim or 128, base or 10000.0, max_distance or 256, out, measured=measured,
+                      run_name=run_name, opts=opts)

@@ -129,7 +129,7 @@ def markdown_table(rows: list[dict], value: str = "ppl") -> str:
 
 
 def _figure(rows: list[dict], value: str):
-    from ropebench.report.plot import _pyplot
+    from ropebench.report.plot import _label_log_axis, _log2_ticks, _pyplot
 
     plt = _pyplot()
     rows = [r for r in rows if r[f"{value}_n"]]
@@ -145,8 +145,11 @@ def _figure(rows: list[dict], value: str):
             xs = [r["eval_len"] for r in pts]
             ax.plot(xs, [r[f"{value}_mean"] for r in pts], style, label=method, markersize=3)
             ax.fill_between(xs, [r[f"{value}_min"] for r in pts], [r[f"{value}_max"] for r in pts], alpha=0.12)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log" if value == "ppl" else "linear")
+        _log2_ticks(ax, sorted({r["eval_len"] for r in rows}))
+        if value == "ppl":  # plain numbers on the log axis (20, 30, 50), not 5.4x10^1
+            ax.set_yscale("log")
+            low = min(r[f"{value}_min"] for r in rows)
+            _label_log_axis(ax.yaxis, low, max(r[f"{value}_max"] for r in rows))
         ax.set_title(f"{steps} fine-tuning steps")
         ax.set_xlabel("evaluation length (tokens)")
     axes[0][0].set_ylabel(("perplexity" if value == "ppl" else "passkey accuracy") + " (mean, min–max over seeds)")

@@ -27,6 +27,7 @@ from ropebench.report.results import (
     select,
     series_sort_key,
 )
+from ropebench.report.tokens import warn_unequal_tokens
 
 DPI = 200  # every raster figure ropebench writes
 FORMATS = ("png", "pdf", "svg")
@@ -244,6 +245,7 @@ def length_figure(paths: Iterable[str | Path], protocol: str = "nonoverlapping",
     """Build (not save) the perplexity-vs-length Figure; one legend entry per label."""
     choose("band", band, BANDS)
     rows = select(load_results(paths), protocol)
+    warn_unequal_tokens(rows)
     series = aggregate(rows)
     lengths = sorted({p.eval_len for s in series for p in s.points.values() if p.status == "ok"})
     if not lengths:

@@ -91,13 +91,16 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> S
             failed.append((run, f"evaluation: {exc}"))
     evaluated = [r for r in finished if (r / EVAL_CSV).is_file()]
     figure, table = [], None
-    if evaluated:
-        figure = plot_length(evaluated, sweep_dir / f"{name}.png")
-        table = write_table(evaluated, sweep_dir / "table.md", fmt="md")
-    if any(configs[r].get("init_from") for r in finished):  # an extension sweep: its own table and figure
+    if any(configs[r].get("init_from") for r in finished):
+        # An extension sweep: its table and figure are by method and steps (extend.md / extend.png); the
+        # generic ones would label each run by every differing key and share the figure's name.
         from ropebench.report.extend import write_extend_report
 
-        figure += write_extend_report(sweep_dir)[2:]
+        written = write_extend_report(sweep_dir)
+        table, figure = (written[1], written[2:]) if written else (None, [])
+    elif evaluated:
+        figure = plot_length(evaluated, sweep_dir / f"{name}.png")
+        table = write_table(evaluated, sweep_dir / "table.md", fmt="md")
     probed = [r for r in passkey_runs if (r / PASSKEY_CSV).is_file()]
     if probed:
         from ropebench.report.plot_passkey import plot_passkey

@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ropebench.errors import UserError, choose
 from ropebench.report.results import Point, aggregate, load_results, select
+from ropebench.report.tokens import warn_unequal_tokens
 
 FORMATS = ("md", "csv", "latex")
 _SUFFIX_FORMAT = {".md": "md", ".markdown": "md", ".csv": "csv", ".tex": "latex"}
@@ -33,8 +35,11 @@ def cell(point: Point | None) -> str:
 
 
 def _lengths(lengths: Sequence | None, available: Iterable[int]) -> list[int]:
+    """The table's columns: the evaluated lengths, or the ones asked for. A length no run was evaluated at
+    gets a warning (its column is all "—"), and refused when none of the asked lengths was evaluated."""
+    available = sorted(set(available))
     if lengths is None:
-        return sorted(set(available))
+        return available
     out = []
     for raw in lengths:
         text = str(raw).strip()
@@ -42,6 +47,14 @@ def _lengths(lengths: Sequence | None, available: Iterable[int]) -> list[int]:
         if value <= 0:
             raise UserError(f"evaluation length '{raw}' is not a positive integer; give lengths like 64,128,256")
         out.append(value)
+    absent = [n for n in out if n not in available]
+    have = ", ".join(map(str, available)) or "none"
+    if absent and len(absent) == len(out):
+        raise UserError(f"no run here was evaluated at length {', '.join(map(str, absent))}; the evaluated "
+                        f"lengths are {have}")
+    if absent:
+        print(f"warning: no run here was evaluated at length {', '.join(map(str, absent))} (its column is "
+              f"empty); the evaluated lengths are {have}", file=sys.stderr)
     return out
 
 
@@ -49,7 +62,9 @@ def table_cells(
     paths: Iterable[str | Path], lengths: Sequence | None = None, protocol: str = "nonoverlapping"
 ) -> tuple[list[int], list[tuple[str, list[str]]]]:
     """The table's columns and its rows as (label, cells), before any formatting."""
-    series = aggregate(select(load_results(paths), protocol))
+    rows = select(load_results(paths), protocol)
+    warn_unequal_tokens(rows)
+    series = aggregate(rows)
     cols = _lengths(lengths, (n for s in series for n in s.points))
     return cols, [(s.label, [cell(s.points.get(n)) for n in cols]) for s in series]
 

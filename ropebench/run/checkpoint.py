@@ -47,8 +47,20 @@ def _is_resumable(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESUMABLE)
 
 
+def _in_renamed_group(key: str, old: dict, new: dict) -> bool:
+    """Whether ``key`` lies in a config group whose choice differs (``pe.name: rope → alibi``): a key only one
+    of the two encodings (models, data sources) has is then implied by that one line."""
+    parts = key.split(".")
+    for depth in range(1, len(parts)):
+        name = ".".join(parts[:depth]) + ".name"
+        if name != key and name in old and name in new and old[name] != new[name]:
+            return True
+    return False
+
+
 def config_changes(saved, current, ignore_resumable: bool = True) -> list[str]:
-    """``key: old -> new`` for every key that differs between two configs (containers or DictConfigs)."""
+    """``key: old -> new`` for every key that differs between two configs (containers or DictConfigs); a key
+    present in one config only because a group's choice differs is left to that group's ``name`` line."""
     def plain(c):
         return OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else c
 
@@ -58,6 +70,8 @@ def config_changes(saved, current, ignore_resumable: bool = True) -> list[str]:
         if ignore_resumable and _is_resumable(key):
             continue
         if key not in old and _added_default(key, new[key]) or key not in new and _added_default(key, old[key]):
+            continue
+        if (key not in old or key not in new) and _in_renamed_group(key, old, new):
             continue
         if old.get(key, "<unset>") != new.get(key, "<unset>"):
             changes.append(f"{key}: {old.get(key, '<unset>')} → {new.get(key, '<unset>')}")

@@ -35,7 +35,7 @@ import torch
 
 from ropebench.errors import UserError
 from ropebench.run.artifacts import load_model
-from ropebench.run.rundir import RunDir
+from ropebench.run.rundir import CHECKPOINT, FINAL, WEIGHTS, RunDir
 
 SUPPORTED = ("rope", "nope", "learned")
 MANIFEST = "ropebench_export.json"
@@ -103,14 +103,44 @@ def check_exportable(cfg) -> None:
                         "architecture; export-hf supports pe=rope (rotate_values=false), nope, learned")
 
 
+def _is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a ropebench run: its config, a checkpoint, or final weights with final.json (an
+    export has model.safetensors too, but never final.json)."""
+    run = RunDir(path)
+    if (run / CHECKPOINT).is_file() or (run / WEIGHTS).is_file() and (run / FINAL).is_file():
+        return True
+    if not run.has_config():
+        return False
+    try:
+        run.read_config()  # a config.yaml with the sections of a run config
+    except (UserError, ValueError):  # not one (omegaconf's errors for a YAML list are ValueErrors)
+        return False
+    return True
+
+
+def _run_inside(out: Path) -> Path | None:
+    """The first run directory at or below ``out`` (``out`` itself, or a sweep's job), or None. Symbolic links
+    are not followed: replacing ``out`` removes the link, never what it points to."""
+    for root, dirs, _ in os.walk(out):
+        if _is_run_dir(Path(root)):
+            return Path(root)
+        dirs.sort()
+    return None
+
+
 def _check_out(out: Path, run_path: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out}' exists and is not a directory; choose a new directory for the export")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"'{out}' exists and is not empty; choose a new directory or pass --force to replace it")
     target, source = out.resolve(), run_path.resolve()
     if target == source or target in source.parents:
         raise UserError(f"'{out}' holds the run '{run_path}'; choose a directory outside it")
+    found = _run_inside(out) if out.is_dir() else None
+    if found is not None:  # a run is a record: not even --force replaces one (or a sweep of them)
+        what = "is a ropebench run directory" if found == out else f"holds the ropebench run '{found}'"
+        raise UserError(f"'{out}' {what}; export-hf never replaces a run, even with --force: choose another "
+                        "directory for the export")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"'{out}' exists and is not empty; choose a new directory or pass --force to replace it")
 
 
 def to_hf(model, cfg, eos_id: int):

@@ -161,9 +161,11 @@ class RunDir:
             cfg = OmegaConf.load(path)
         except Exception as exc:
             raise UserError(f"'{path}' is not valid YAML ({type(exc).__name__}); the run's config is damaged") from None
+        if not OmegaConf.is_dict(cfg):  # a list or a scalar: nothing to look keys up in
+            raise UserError(f"'{path}' is incomplete (no mapping); the run's config is damaged")
         missing = [k for k in ("model", "pe", "data", "train", "eval") if not OmegaConf.is_dict(cfg.get(k))]
-        if not OmegaConf.is_dict(cfg) or missing:
-            raise UserError(f"'{path}' is incomplete (no {', '.join(missing) or 'mapping'}); "
+        if missing:
+            raise UserError(f"'{path}' is incomplete (no {', '.join(missing)}); "
                             "the run's config is damaged")
         return cfg
 

@@ -59,6 +59,25 @@ def lr_at(step: int, t) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def warmup_warning(t) -> str | None:
+    """One line when the warmup is not shorter than the run: the schedule then never decays and (warmup longer
+    than the run) never reaches train.lr -- legal, but rarely what a short test run meant."""
+    if t.steps <= 0 or t.warmup_steps < t.steps:
+        return None
+    peak = (f"never reaches train.lr={t.lr}" if t.warmup_steps > t.steps
+            else f"reaches train.lr={t.lr} only at the last step and never decays")
+    return (f"warning: train.warmup_steps={t.warmup_steps} is not below train.steps={t.steps}: the learning rate "
+            f"{peak}; set train.warmup_steps lower")
+
+
+def finite_or_none(value) -> float | None:
+    """A loss as JSON can hold it: NaN and infinities are not JSON, so a non-finite (or absent) loss is null."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
 
@@ -115,7 +134,7 @@ class Trainer:
         self.log = log
         self.logger = None
         self.step = 0
-        self.train_loss = float("nan")
+        self.train_loss: float | None = None  # the last logged one; None until a step is logged
         self.record: dict = {}
         self.source: dict | None = None  # the run whose weights this one started from (init_from)
 
@@ -161,6 +180,7 @@ class Trainer:
         if changes:
             raise UserError(f"cannot resume {self.run}: its checkpoint was trained with other settings "
                             f"({'; '.join(changes)}); start a new run directory instead")
+        self._check_steps_reach(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["data_rng"])
@@ -169,11 +189,30 @@ class Trainer:
         self.source = state.get("source")
         self.log(f"resuming {self.run} from step {self.step}")
 
+    def _check_steps_reach(self, reached: int) -> None:
+        """A checkpoint cannot go back: ending before the step it reached would record a run that never trained
+        to its own length, marked finished so it could never be continued."""
+        steps = self.cfg.train.steps
+        if steps < reached:
+            raise UserError(f"train.steps={steps} is below step {reached}, which the checkpoint of '{self.run}' "
+                            f"has already reached; choose train.steps={reached} or more")
+
     def _open_logger(self) -> None:
         if self.dist.is_rank0:
             self.logger = RunLogger(self.run.path, self.cfg, resume_step=self.step, warn=self.log)
+            self._recall_last_record()
         else:
             self.logger = distributed.NullLogger()
+
+    def _recall_last_record(self) -> None:
+        """A resumed run that has no step left to train (stopped after its last checkpoint) finishes with the
+        metrics it logged at that step, not with none."""
+        if self.step == 0:
+            return
+        logged = [r for r in self.run.read_metrics() if r.get("step") == self.step]
+        if logged:
+            self.record = logged[-1]
+            self.train_loss = finite_or_none(self.record.get("train_loss"))
 
     # -- step -----------------------------------------------------------------------------------------------
     def train_step(self, step_fn) -> torch.Tensor:
@@ -213,10 +252,12 @@ class Trainer:
         if not math.isfinite(self.train_loss):
             self._diverged(self.train_loss)
         if self.step % t.eval_interval == 0 or self.step == t.steps:
-            record["val_loss"] = estimate_val_loss(self.model, self.corpus, self.cfg, self.device, self.amp, self.dist)
+            val_loss = estimate_val_loss(self.model, self.corpus, self.cfg, self.device, self.amp, self.dist)
+            record["val_loss"] = finite_or_none(val_loss)  # a NaN would make the line invalid JSON
         self.logger.log(record)
         self.record = record
-        return f"loss {self.train_loss:.3f}" + (f" val {record['val_loss']:.3f}" if "val_loss" in record else "")
+        val = record.get("val_loss")
+        return f"loss {self.train_loss:.3f}" + (f" val {val:.3f}" if val is not None else "")
 
     def _diverged(self, loss: float) -> None:
         kept = ("the last good checkpoint is kept" if (self.run / CHECKPOINT).is_file()
@@ -246,6 +287,9 @@ class Trainer:
         tokens_per_step = t.batch_size * t.seq_len
         self.log(f"training pe={self.cfg.pe.name} ({self.model.num_params() / 1e6:.2f}M non-embedding parameters) "
                  f"on {self.device}: {t.steps} steps x {tokens_per_step} tokens, seq_len {t.seq_len} -> {self.run}")
+        warning = warmup_warning(t) if self.step < t.steps else None  # only when a step is left to train
+        if warning:
+            self.log(warning)
         window_start, window_tokens = time.perf_counter(), 0
         bar_cm = progress_bar()
         bar_cm.disable = not self.dist.is_rank0  # one bar, not one per rank
@@ -275,9 +319,10 @@ class Trainer:
         save_model(self.model, str(tmp))
         make_readable(tmp)
         os.replace(tmp, self.run / WEIGHTS)
-        final = {"status": "finished", "steps": self.step, "train_loss": self.train_loss,
-                 "val_loss": self.record.get("val_loss"), "wall_s": wall_s, "params": self.model.num_params(),
-                 "device": str(self.device), "world_size": self.dist.world_size, "versions": software_versions()}
+        final = {"status": "finished", "steps": self.step, "train_loss": finite_or_none(self.train_loss),
+                 "val_loss": finite_or_none(self.record.get("val_loss")), "wall_s": wall_s,
+                 "params": self.model.num_params(), "device": str(self.device), "world_size": self.dist.world_size,
+                 "versions": software_versions()}
         if continued:
             final["continued"] = continued
         if self.source:
