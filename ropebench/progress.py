@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -13,8 +16,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-# soft_wrap: a printed path or command is never broken across lines, so pasting it works.
-console = Console(stderr=True, soft_wrap=True)
+# soft_wrap: a printed path or command is never broken across lines, so pasting it works. Off a terminal (a log,
+# CI) rich would assume 80 columns and cut the bar's rate, ETA and loss short; a log has room for them.
+console = Console(stderr=True, soft_wrap=True,
+                  width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 class _Progress(Progress):
