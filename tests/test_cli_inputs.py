@@ -166,3 +166,13 @@ def test_the_installed_program_prints_one_line():
     assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
     assert out.stderr.startswith("error: No such command 'trian'.")
     assert out.stderr.endswith("(ropebench --help lists the commands)\n")
+
+
+def test_an_error_raised_inside_the_progress_bar_is_the_only_line(sweep, tmp_path):
+    """The scaling is refused while the evaluation's bar is up; off a terminal rich would end that (empty) bar
+    with a blank line, so the error would be the second of two lines."""
+    run = copy_of(sweep, tmp_path) / "pe=rope"
+    result = invoke("eval-length", run, "--lengths", "32", "--rope-scaling", "longrope", "--short-factor", "1,2",
+                    "--long-factor", "1")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: rope_scaling.short_factor needs") and result.stderr.count("\n") == 1

@@ -50,17 +50,12 @@ def _is_run(path: Path) -> bool:
     return RunDir(path).has_config()
 
 
-def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def runs_below(path: Path) -> list[Path]:
-    """The run directories of a sweep directory: one level down, and two where a child is not a run
-    (sweeps/NAME/DATE/RUN given as sweeps/NAME) -- the rule ``find_runs`` applies to evaluated runs."""
-    children = _subdirs(path)
-    below = [c for c in children if _is_run(c)]
-    below += [g for c in children if not _is_run(c) for g in _subdirs(c) if _is_run(g)]
-    return sorted(below)
+    """The run directories of a sweep directory, finished or not (``rundir.runs_below``, the rule ``find_runs``
+    applies to evaluated runs)."""
+    from ropebench.run.rundir import runs_below as below
+
+    return below(path, _is_run)
 
 
 def hf_source(path: str) -> str | None:

@@ -193,10 +193,6 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
     if rope_scaling is None and trained:
         pe.set_scaling(None)  # `--rope-scaling none` on a run trained with scaling: the raw model
     try:
-        for length in todo:  # a scaling the encoding refuses (longrope's factor count) fails before any bar is drawn
-            spec, _ = scaling_for_length(rope_scaling, length, session.train_len)
-            if spec is not None:
-                pe.set_scaling(spec)
         with progress_bar() as bar:
             for length, cells in todo.items():
                 rows += _one_length(probe, session, length, cells, rope_scaling, bar)

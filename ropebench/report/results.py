@@ -17,7 +17,7 @@ from pathlib import Path
 from ropebench.errors import UserError, choose
 from ropebench.report.rows import int_or_none, read_rows
 from ropebench.run.config import flatten_config
-from ropebench.run.rundir import RunDir
+from ropebench.run.rundir import RunDir, runs_below
 
 LENGTH_CSV = "eval_length.csv"
 POSITIONS_CSV = "eval_positions.csv"
@@ -104,12 +104,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if _is_run_dir(path):
             found[path.resolve()] = None
             continue
-        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-        runs = [c for c in children if _is_run_dir(c)]
-        # Two levels: sweeps/<name>/<timestamp>/<run> given as sweeps/<name>.
-        runs += [
-            g for c in children if not _is_run_dir(c) for g in sorted(c.iterdir()) if g.is_dir() and _is_run_dir(g)
-        ]
+        runs = runs_below(path, _is_run_dir)  # one level down, or two (sweeps/<name>/<timestamp>/<run>)
         if not runs:
             what = (
                 "has no eval_length.csv; evaluate it first"
@@ -120,7 +115,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
                 )
             )
             raise UserError(f"path '{raw}' {what}")
-        for run in sorted(runs):
+        for run in runs:
             found[run.resolve()] = None
     return list(found)
 

@@ -35,7 +35,7 @@ import torch
 
 from ropebench.errors import UserError
 from ropebench.run.artifacts import load_model
-from ropebench.run.rundir import CHECKPOINT, FINAL, WEIGHTS, RunDir
+from ropebench.run.rundir import CHECKPOINT, RunDir
 
 SUPPORTED = ("rope", "nope", "learned")
 MANIFEST = "ropebench_export.json"
@@ -107,13 +107,13 @@ def _is_run_dir(path: Path) -> bool:
     """Whether ``path`` holds a ropebench run: its config, a checkpoint, or final weights with final.json (an
     export has model.safetensors too, but never final.json)."""
     run = RunDir(path)
-    if (run / CHECKPOINT).is_file() or (run / WEIGHTS).is_file() and (run / FINAL).is_file():
+    if (run / CHECKPOINT).is_file() or run.is_finished():
         return True
     if not run.has_config():
         return False
     try:
         run.read_config()  # a config.yaml with the sections of a run config
-    except (UserError, ValueError):  # not one (omegaconf's errors for a YAML list are ValueErrors)
+    except UserError:  # another program's config.yaml
         return False
     return True
 

@@ -123,6 +123,18 @@ def _warn(warn, message: str) -> None:
         warn(message)
 
 
+def runs_below(path: Path, is_run: Callable[[Path], bool]) -> list[Path]:
+    """The run directories of a sweep directory: its children that are runs (``is_run``), and the grandchildren
+    under a child that is not one (sweeps/NAME/DATE/RUN given as sweeps/NAME). Hidden directories are skipped."""
+    def subdirs(p: Path) -> list[Path]:
+        return sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith("."))
+
+    children = subdirs(Path(path))
+    below = [c for c in children if is_run(c)]
+    below += [g for c in children if not is_run(c) for g in subdirs(c) if is_run(g)]
+    return sorted(below)
+
+
 def _has_values(required: Sequence[str]) -> Callable[[dict], dict | None]:
     """A row parser for the run's own merges: every required column holds a value (``stride`` may be empty)."""
     return lambda row: None if any(not row[c] and c != "stride" for c in required) else row
