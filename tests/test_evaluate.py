@@ -61,8 +61,8 @@ def test_the_same_tokens_at_every_length_up_to_the_region():
     tokens = torch.zeros(64 * 2000, dtype=torch.int64).numpy()
     for length in (64, 80, 96, 100, 128, 1024):
         windows = make_windows(docs, length, "nonoverlapping", length)
-        _, count, *_ = score_windows(PositionLoss(), tokens, windows, length, 64, torch.device("cpu"), 4)
-        assert count == 65_536, length
+        scores = score_windows(PositionLoss(), tokens, windows, length, 64, torch.device("cpu"), 4)
+        assert scores.count == 65_536, length
 
 
 @pytest.mark.parametrize("doc_len,length,stride", [(11, 4, 2), (11, 4, 3), (12, 4, 3), (100, 16, 5), (33, 8, 8)])
@@ -102,12 +102,12 @@ def test_nll_is_averaged_per_token_not_per_window():
     # Two windows of L=4: the first scores all 4 targets (loss 0,1,2,3), the second only its last one (3).
     tokens = torch.arange(20).numpy()
     windows = [Window(0, 4, 0), Window(1, 1, 0)]
-    total, count, edges, bucket_nll, bucket_n = score_windows(PositionLoss(), tokens, windows, 4, 8,
-                                                              torch.device("cpu"), 2)
-    assert count == 5
-    assert total / count == pytest.approx((0 + 1 + 2 + 3 + 3) / 5)  # per token: 1.8; per window would be 2.25
-    assert edges == [0, 2, 4]
-    assert bucket_n == [2, 3] and bucket_nll == [1, 8]
+    s = score_windows(PositionLoss(), tokens, windows, 4, 8, torch.device("cpu"), 2)
+    assert s.count == 5
+    assert s.nll == pytest.approx((0 + 1 + 2 + 3 + 3) / 5)  # per token: 1.8; per window would be 2.25
+    assert s.edges == [0, 2, 4]
+    assert s.bucket_n == [2, 3] and s.bucket_nll == [1, 8]
+    assert s.doc_nll == [9] and s.doc_n == [5]
 
 
 def test_default_lengths_are_the_documented_multiples():

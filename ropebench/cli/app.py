@@ -160,6 +160,12 @@ def eval_length(
     max_tokens: int = typer.Option(None, help="Tokens scored per length; 0 scores every token (default: the run's "
                                    "eval.max_tokens)."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
+    split: str = typer.Option(None, help="Held-out documents to score: test (reported results) or val (choosing "
+                              "settings); default: the run's eval.split (test; val for runs without a test split)."),
+    crop: bool = typer.Option(True, "--crop/--no-crop", help="Beside each length past the training length L, the "
+                              "same tokens with their context cut to about L: ppl_crop and nll_gain."),
+    crop_stride: int = typer.Option(None, help="Stride of the cropped windows: cropped contexts hold L - stride + 1 "
+                                    "to L tokens (default: L / 8)."),
     rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
 ):
     """Perplexity at each evaluation length, merged into RUN_DIR/eval_length.csv of each finished run given or
@@ -171,18 +177,19 @@ def eval_length(
 
     # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
-    _check_eval_options(wanted, protocol, stride, max_tokens)
+    _check_eval_options(wanted, protocol, stride, max_tokens, split, crop_stride)
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
-                        max_tokens=max_tokens, device=device)
+                        max_tokens=max_tokens, device=device, split=split, crop=crop, crop_every=crop_stride)
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows
 
     each_run(run_dirs, evaluate)
 
 
-def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None) -> None:
+def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None,
+                        split: str | None = None, crop_stride: int | None = None) -> None:
     """The options all runs share, checked once before the first run by the code that checks them for each run,
     so a typo is one error rather than one per run of a sweep. Without --lengths each run's own lengths bound
     --stride: that check stays with the run."""
@@ -191,7 +198,8 @@ def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | 
     from ropebench.eval.perplexity import checked_probe
 
     stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
-    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1)
+    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1,
+                  split=split or "val", crop_every=crop_stride)
 
 
 @app.command()
@@ -203,6 +211,9 @@ def plot(
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
     by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
     passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
+    gain: bool = typer.Option(False, "--gain", help="The gain from context past the training length (cropped "
+                              "minus full NLL) against length, with a zero line."),
+    split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
     band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
     figsize: str = typer.Option(None, help="Figure size W,H in inches, e.g. 7,4.2."),
     title: str = typer.Option(None, help='Figure title instead of the default one; "" for none.'),
@@ -246,8 +257,12 @@ def plot(
         written = plot_passkey(paths, out, opts)
     elif by_position:
         written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
+    elif gain:
+        from ropebench.report.plot_gain import plot_gain
+
+        written = plot_gain(paths, out, protocol=protocol, band=band, opts=opts, split=split)
     else:
-        written = plot_length(paths, out, protocol=protocol, band=band, opts=opts)
+        written = plot_length(paths, out, protocol=protocol, band=band, opts=opts, split=split)
     for path in written:
         typer.echo(str(path))
 
@@ -259,18 +274,23 @@ def table(
     lengths: str = typer.Option(None, help="Comma-separated lengths (default: all evaluated)."),
     format: str = typer.Option("md", "--format", help="md, csv or latex."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to tabulate."),
+    metric: str = typer.Option("ppl", help="ppl (perplexity), gain (cropped minus full NLL, nats/token: > 0 when "
+                               "the context past the training length helps), hold or use (one length per run)."),
+    split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
 ):
-    """The perplexity table: encodings by evaluation length, mean ± std across seeds."""
+    """The result table: encodings by evaluation length, mean ± std across seeds (one seed: ± standard error
+    over documents)."""
     from ropebench.errors import choose
-    from ropebench.report.table import perplexity_table
+    from ropebench.report.table import METRICS, perplexity_table
 
     choose("format", format, ("md", "csv", "latex"))
+    choose("metric", metric, METRICS)
     wanted = None
     if lengths:
         from ropebench.eval.lengths import parse_lengths
 
         wanted = parse_lengths(lengths, 1)
-    typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol))
+    typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol, metric=metric, split=split))
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -342,7 +362,19 @@ def _run_sweep(name: str, overrides: list[str]):
 
 
 def _register_data_report() -> None:
-    from ropebench.cli.data_report import data_report
+    from ropebench.cli.data_report import data_report as report
+
+    def data_report(
+        target: list[str] = typer.Argument(None, metavar="[RUN_DIR | OVERRIDES...]", help="A run directory (its "
+                                           "data, tokenizer and evaluation settings), or config overrides as for "
+                                           "`train` (data=hf data.path=P data.tokenizer=T train.seq_len=128)."),
+        data: str = typer.Option("stdlib", help="A data preset (conf/data/)."),
+        paths: list[str] = typer.Option(None, help="Files or directories, with --data text_files."),
+        split: str = typer.Option("test", help="The held-out split to compare with training: test or val."),
+        top: int = typer.Option(5, help="How many of the largest overlaps to list."),
+    ):
+        """How much of the held-out documents, and of the regions eval-length scores, is already in training."""
+        report(data, paths, top, split, target)
 
     app.command("data-report")(user_errors(data_report))
 

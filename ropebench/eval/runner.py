@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.markup import escape
 
@@ -53,6 +53,8 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     order: tuple[str, ...]
+    # Values of columns added later, as rows written before them meant (e.g. split: val before the test split).
+    defaults: dict = field(default_factory=dict)
 
     def sort_key(self, row: dict) -> tuple:
         return tuple(_sortable(row.get(column, "")) for column in self.order)
@@ -124,6 +126,10 @@ class Probe(abc.ABC):
         """One dict per row written at ``length``: its key fields besides eval_len and rope_scaling, and its
         result fields left empty (what a row holds when the length cannot be measured)."""
 
+    def complete(self, row: dict, train_len: int) -> bool:
+        """Whether a row already written holds everything this probe would measure (a relaunch redoes it if not)."""
+        return True
+
     def prepare(self, session: Session) -> None:
         """Load what every length needs (e.g. the corpus), once, after the model and only if there is work."""
         return None
@@ -159,9 +165,10 @@ def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str 
     if label is None:
         cfg = run.read_config()
         label = scaling_label(resolve_scaling(cfg, AS_TRAINED), int(cfg.train.seq_len))
-    key = probe.table.key
-    done = {_identity(row, key) for row in run.read_rows(probe.table.name, required=key)
-            if not str(row.get("status", "")).startswith("error")}
+    key, train_len = probe.table.key, int(run.read_config().train.seq_len)
+    rows = run.read_rows(probe.table.name, required=tuple(k for k in key if k not in probe.table.defaults))
+    done = {_identity({**probe.table.defaults, **{k: v for k, v in row.items() if v not in ("", None)}}, key)
+            for row in rows if not str(row.get("status", "")).startswith("error") and probe.complete(row, train_len)}
     return {length: [cell for cell in probe.cells(length)
                      if _identity({**cell, "eval_len": length, "rope_scaling": label}, key) not in done]
             for length in lengths}
@@ -231,7 +238,8 @@ def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], 
     # Written after every length: a later failure never loses what was computed.
     for table, table_rows in [(probe.table, rows), *extra]:
         if table_rows:
-            session.run.merge_rows(table.name, table_rows, table.columns, table.key, sort_key=table.sort_key)
+            session.run.merge_rows(table.name, table_rows, table.columns, table.key, sort_key=table.sort_key,
+                                   fill=table.defaults)
     return rows
 
 
