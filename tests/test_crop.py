@@ -12,7 +12,7 @@ from torch import nn
 
 from ropebench.errors import UserError
 from ropebench.eval.crop import clustered_se, crop_stride, crop_windows, gain_is_significant
-from ropebench.eval.perplexity import Window, make_windows, score_windows
+from ropebench.eval.perplexity import make_windows, score_windows
 from ropebench.report.context import describe, hold_length, use_length
 
 

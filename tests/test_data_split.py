@@ -274,9 +274,9 @@ def test_a_test_document_inside_a_validation_one_moves_to_validation():
 
 
 def test_a_corpus_without_a_test_split_refuses_test_in_one_line(tmp_path, corpus_dir):
-    from ropebench.errors import UserError
-
     from omegaconf import OmegaConf
+
+    from ropebench.errors import UserError
 
     cfg = OmegaConf.to_container(data_config("text_files", [str(corpus_dir)]), resolve=True, enum_to_str=True)
     cfg = OmegaConf.create({**cfg, "cache_dir": str(tmp_path)})
