@@ -122,8 +122,8 @@ def test_bad_lengths_are_user_errors(text):
 
 def test_merge_replaces_same_key_and_keeps_others(tmp_path):
     run, t = RunDir(tmp_path), EVAL_TABLE
-    cols = ["pe", "eval_len", "protocol", "stride", "rope_scaling", "ppl", "status"]
-    row = {"pe": "rope", "protocol": "nonoverlapping", "rope_scaling": "none", "status": "ok"}
+    cols = ["pe", "eval_len", "split", "protocol", "stride", "rope_scaling", "ppl", "status"]
+    row = {"pe": "rope", "split": "test", "protocol": "nonoverlapping", "rope_scaling": "none", "status": "ok"}
     # Out of order on purpose: rows are sorted by length as numbers (128 after 64, not before it as text).
     run.merge_rows(t.name, [{**row, "eval_len": 128, "stride": 128, "ppl": 2.0},
                             {**row, "eval_len": 64, "stride": 64, "ppl": 1.0}], cols, t.key, t.sort_key)
@@ -132,7 +132,7 @@ def test_merge_replaces_same_key_and_keeps_others(tmp_path):
     assert len(lines) == 3
     assert lines[1].startswith("rope,64,") and lines[2].endswith(",3.0,ok")
     assert not list(tmp_path.glob(".*tmp"))
-    assert math.isclose(float(lines[2].split(",")[5]), 3.0)
+    assert math.isclose(float(lines[2].split(",")[6]), 3.0)
 
 
 def test_sort_key_puts_a_damaged_cell_last_instead_of_raising():
@@ -184,3 +184,15 @@ def test_end_to_end_dynamic_without_factor_equals_ntk(rope_run):
         assert (ntk["rope_factor"], ntk["rope_scale"]) == (f"{s:g}", f"{s:g}")
     assert by_type["dynamic"][48]["ppl"] != by_type["none"][48]["ppl"]  # the scaling did change something
     assert by_type["dynamic"][16]["ppl"] == by_type["none"][16]["ppl"]  # and nothing at the training length
+
+
+def test_rows_written_before_the_test_split_are_validation_rows(tmp_path):
+    """An old eval_length.csv (no split column) keeps its rows, read as validation, when new rows merge in."""
+    run, t = RunDir(tmp_path), EVAL_TABLE
+    (tmp_path / "eval_length.csv").write_text("pe,eval_len,protocol,stride,rope_scaling,ppl,status\n"
+                                              "rope,64,nonoverlapping,64,none,5.0,ok\n")
+    new = {"pe": "rope", "eval_len": 64, "split": "test", "protocol": "nonoverlapping", "stride": 64,
+           "rope_scaling": "none", "ppl": 6.0, "status": "ok"}
+    run.merge_rows(t.name, [new], t.columns, t.key, t.sort_key, fill=t.defaults)
+    rows = read_rows(tmp_path / "eval_length.csv")
+    assert [(r["split"], r["ppl"]) for r in rows] == [("test", "6.0"), ("val", "5.0")]

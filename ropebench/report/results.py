@@ -37,6 +37,7 @@ _IGNORED = (
     "resume",
     "init_from",  # where the weights came from: a path per seed; the method is in the other keys
     "sweep_name",
+    "lr_by_encoding",  # a sweep's table of rates: what a run trained with is train.lr
     "logger",
     "eval",
     "data.cache_dir",

@@ -167,6 +167,9 @@ class Config:
     init_from_seq_len: int = 0
     # Set by sweep configs; names the sweep in the run's metadata.
     sweep_name: str = ""
+    # A sweep's peak learning rate per encoding (e.g. each at its best, chosen on validation), read through
+    # `train.lr: ${oc.select:lr_by_encoding.${pe.name},${lr_by_encoding.default}}`; the run records train.lr.
+    lr_by_encoding: dict[str, float] = field(default_factory=dict)
 
 
 def flatten_config(node, prefix: str = "") -> dict[str, object]:

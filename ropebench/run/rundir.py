@@ -261,6 +261,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path / _LOCK)):
             fill = fill or {}
+            new_rows = [{**fill, **r} for r in new_rows]
             new_keys = {tuple(str(r[k]) for k in key) for r in new_rows}
             old = self.read_rows(name, required=tuple(k for k in key if k not in fill), warn=warn)
             old = [{**r, **{k: v for k, v in fill.items() if not r.get(k)}} for r in old]
