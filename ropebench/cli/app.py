@@ -172,12 +172,13 @@ def eval_length(
     found in a sweep directory (one after another; one that fails does not stop the others); or of a Hugging
     Face model, into --out."""
     from ropebench.eval.lengths import parse_lengths
+    from ropebench.eval.perplexity import check_options
     from ropebench.eval.perplexity import eval_length as run_eval
     from ropebench.run.rundir import EVAL_CSV
 
     # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
-    _check_eval_options(wanted, protocol, stride, max_tokens, split, crop_stride)
+    check_options(wanted, protocol, stride, max_tokens, split, crop_stride)
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
@@ -186,20 +187,6 @@ def eval_length(
         return rows
 
     each_run(run_dirs, evaluate)
-
-
-def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None,
-                        split: str | None = None, crop_stride: int | None = None) -> None:
-    """The options all runs share, checked once before the first run by the code that checks them for each run,
-    so a typo is one error rather than one per run of a sweep. Without --lengths each run's own lengths bound
-    --stride: that check stays with the run."""
-    from omegaconf import OmegaConf
-
-    from ropebench.eval.perplexity import checked_probe
-
-    stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
-    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1,
-                  split=split or "val", crop_every=crop_stride)
 
 
 @app.command()
@@ -257,12 +244,10 @@ def plot(
         written = plot_passkey(paths, out, opts)
     elif by_position:
         written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
-    elif gain:
+    else:
         from ropebench.report.plot_gain import plot_gain
 
-        written = plot_gain(paths, out, protocol=protocol, band=band, opts=opts, split=split)
-    else:
-        written = plot_length(paths, out, protocol=protocol, band=band, opts=opts, split=split)
+        written = (plot_gain if gain else plot_length)(paths, out, protocol=protocol, band=band, opts=opts, split=split)
     for path in written:
         typer.echo(str(path))
 
@@ -362,21 +347,9 @@ def _run_sweep(name: str, overrides: list[str]):
 
 
 def _register_data_report() -> None:
-    from ropebench.cli.data_report import data_report as report
+    from ropebench.cli.data_report import data_report_command
 
-    def data_report(
-        target: list[str] = typer.Argument(None, metavar="[RUN_DIR | OVERRIDES...]", help="A run directory (its "
-                                           "data, tokenizer and evaluation settings), or config overrides as for "
-                                           "`train` (data=hf data.path=P data.tokenizer=T train.seq_len=128)."),
-        data: str = typer.Option("stdlib", help="A data preset (conf/data/)."),
-        paths: list[str] = typer.Option(None, help="Files or directories, with --data text_files."),
-        split: str = typer.Option("test", help="The held-out split to compare with training: test or val."),
-        top: int = typer.Option(5, help="How many of the largest overlaps to list."),
-    ):
-        """How much of the held-out documents, and of the regions eval-length scores, is already in training."""
-        report(data, paths, top, split, target)
-
-    app.command("data-report")(user_errors(data_report))
+    app.command("data-report")(user_errors(data_report_command))
 
 
 _register_data_report()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from ropebench.data import load_corpus
 from ropebench.data.report import OverlapReport, corpus_overlap
 from ropebench.errors import UserError, choose
@@ -72,3 +74,16 @@ def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int =
     report, regions = corpus_overlap(corpus, tokenizer, split, top, spans, max(region, train_len))
     print(f"data={cfg.data.name}: " + "\n".join(report.lines() + (regions.lines() if regions else [])))
     return report
+
+
+def data_report_command(
+    target: list[str] = typer.Argument(None, metavar="[RUN_DIR | OVERRIDES...]", help="A run directory (its data, "
+                                       "tokenizer and evaluation settings), or config overrides as for `train` "
+                                       "(data=hf data.path=P data.tokenizer=T train.seq_len=128)."),
+    data: str = typer.Option("stdlib", help="A data preset (conf/data/)."),
+    paths: list[str] = typer.Option(None, help="Files or directories, with --data text_files."),
+    split: str = typer.Option("test", help="The held-out split to compare with training: test or val."),
+    top: int = typer.Option(5, help="How many of the largest overlaps to list."),
+):
+    """How much of the held-out documents, and of the regions eval-length scores, is already in training."""
+    data_report(data, paths, top, split, target)

@@ -201,9 +201,11 @@ class PerplexityProbe(Probe):
         full = self._score(session, windows, length, len(docs), meter)
         row.update(nll=full.nll, ppl=math.exp(full.nll), nll_se=full.se, n_tokens=full.count,
                    n_windows=len(windows), n_documents=len({w.doc for w in windows}), status="ok")
-        if self.crop:
-            self._add_crop(row, full, self._score(session, crop, train_len, len(docs), meter) if crop else full,
-                           train_len)
+        if self.crop and crop:
+            with session.scaling_at(train_len):
+                self._add_crop(row, full, self._score(session, crop, train_len, len(docs), meter), train_len)
+        elif self.crop:  # up to the training length the crop is the full evaluation: every context is <= L
+            self._add_crop(row, full, full, train_len)
         shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride",
                                       "rope_scaling")}
         positions = [{**shared, "position_start": full.edges[i], "position_end": full.edges[i + 1],
@@ -264,6 +266,18 @@ def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, ma
     return PerplexityProbe(protocol, stride, max_tokens, batch_tokens, buckets,
                            float(cfg.eval.get("region_multiple", 16)), int(cfg.eval.get("region_len", 0)),
                            split, crop, crop_every)
+
+
+def check_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None,
+                  split: str | None = None, crop_every: int | None = None) -> None:
+    """The options all runs of one command share, checked once before the first run by the code that checks them
+    for each run, so a typo is one error rather than one per run of a sweep. Without --lengths each run's own
+    lengths bound --stride: that check stays with the run."""
+    from omegaconf import OmegaConf
+
+    stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
+    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1,
+                  split=split or "val", crop_every=crop_every)
 
 
 def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.markup import escape
@@ -81,6 +82,7 @@ class Session:
         self.log = log
         self.model = None
         self.device = None
+        self.rope_scaling = None  # what this evaluation asked for (run_probe sets it); None: the raw model
 
     @property
     def train_len(self) -> int:
@@ -99,6 +101,23 @@ class Session:
             model = load_model(self.run, self.cfg, resolve_device(device or self.cfg.train.device))
         self.model = model.eval()
         self.device = next(model.parameters()).device
+
+
+    @contextmanager
+    def scaling_at(self, length: int):
+        """The model with this evaluation's RoPE scaling as it applies at ``length`` (the cropped baseline's
+        windows are the training length: a scaling that grows with the length is none there, a fixed one -- a
+        run fine-tuned with it -- stays), restored after."""
+        pe = getattr(self.model, "pe", None)
+        if pe is None or not pe.supports_rope_scaling:
+            yield
+            return
+        before = getattr(pe, "scaling", None)  # what it computes now (an HF model: its own modules, None)
+        pe.set_scaling(scaling_for_length(self.rope_scaling, length, self.train_len)[0])
+        try:
+            yield
+        finally:
+            pe.set_scaling(before)
 
 
 class Meter:
@@ -191,6 +210,7 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
     if session.model is None or model is not None:
         session.load_model(device, model)
     pe = session.model.pe
+    session.rope_scaling = rope_scaling
     if rope_scaling and not pe.supports_rope_scaling:
         raise UserError(f"--rope-scaling needs a RoPE-family run (an encoding that supports RoPE scaling); "
                         f"{session.run} uses pe={session.pe_name}")

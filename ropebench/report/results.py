@@ -273,6 +273,17 @@ def choose_split(rows: list[dict], split: str | None = None) -> str:
     return split
 
 
+def _warn_other_split(rows: list[dict], picked: list[dict], split: str) -> None:
+    """Runs whose results (of the protocol shown) are all on another split are left out of a table or figure:
+    say so, naming them."""
+    import sys
+
+    shown, protocols = {r["run_dir"] for r in picked}, {r["protocol"] for r in picked}
+    left = sorted({str(r["run_dir"]) for r in rows if r["run_dir"] not in shown and r["protocol"] in protocols})
+    if left:
+        print(f"warning: left out (no results on the {split} split; see --split): {', '.join(left)}", file=sys.stderr)
+
+
 def select(rows: list[dict], protocol: str, split: str | None = None) -> list[dict]:
     """Rows of one protocol and one held-out split (``choose_split``). Sliding rows carry ``stride_rule`` (see
     _stride_rules); when the rows hold more than one rule, labels gain ``[stride L/2]`` / ``[stride 32]`` so each
@@ -280,6 +291,7 @@ def select(rows: list[dict], protocol: str, split: str | None = None) -> list[di
     choose("protocol", protocol, PROTOCOLS)
     split = choose_split(rows, split)
     picked = [dict(r) for r in rows if r["protocol"] == protocol and (r.get("split") or "val") == split]
+    _warn_other_split(rows, picked, split)
     if not picked:
         have = sorted({r["protocol"] for r in rows}) or ["none"]
         raise UserError(f"no results for protocol '{protocol}'; the runs have: {', '.join(have)}")
