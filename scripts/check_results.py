@@ -51,7 +51,7 @@ def seed_count_problem(text: str, counts: tuple[int, int] | None) -> str:
     k, n = counts
     if k == n:
         ok = any(p in text for p in ("in every seed", f"in all {n} seeds", f"in each of the {n} seeds",
-                                     f"in {n} of {n} seeds"))
+                                     f"in {n} of {n} seeds", *(("(one seed)",) if n == 1 else ())))
         return "" if ok else f" [holds in every seed ({n}); the sentence must say so]"
     return "" if f"in {k} of {n} seeds" in text else f" [holds in {k} of {n} seeds; the sentence must say so]"
 
