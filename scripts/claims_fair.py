@@ -3,8 +3,6 @@ from the committed CSVs (see check_results.py)."""
 
 from __future__ import annotations
 
-import statistics
-
 from check_results import RESULTS, claim, rows
 
 PARAMETRIC = ("t5", "kerple", "fire", "learned")

@@ -47,7 +47,8 @@ from ropebench.run.rundir import EVAL_CSV, POSITIONS_CSV, RunDir
 PROTOCOLS = ("nonoverlapping", "sliding")
 COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling", "rope_factor",
            "rope_scale", "ppl", "nll", "nll_se", "ppl_crop", "nll_crop", "nll_gain", "gain_se", "crop_stride",
-           "n_tokens", "n_windows", "n_documents", "status", "tokenizer", "model")
+           "ppl_crop_source", "nll_gain_source", "gain_se_source", "n_tokens", "n_windows", "n_documents", "status",
+           "tokenizer", "model")
 POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling",
                     "position_start", "position_end", "mean_nll", "n_tokens")
 KEY = ("eval_len", "split", "protocol", "stride", "rope_scaling")
@@ -190,22 +191,35 @@ class PerplexityProbe(Probe):
                              max(1, self.batch_tokens // length), session.device, min(self.buckets, length),
                              n_docs, on_batch=meter.advance)
 
+    def crop_lengths(self, session: Session) -> dict[str, int]:
+        """The contexts the crop cuts to: the training length (columns ``ppl_crop``, ``nll_gain``, ...) and, for a
+        run fine-tuned from another (init_from), also the source's length (the same columns ``..._source``): does
+        the extended model use the context it was extended to, and past it?"""
+        if not self.crop:
+            return {}
+        lengths = {"": session.train_len}
+        source = int(session.cfg.get("init_from_seq_len", 0) or 0)
+        if 0 < source < session.train_len:
+            lengths["_source"] = source
+        return lengths
+
     def measure(self, session: Session, length: int, rows: list[dict], meter) -> list[tuple[Table, list]]:
         row = rows[0]
         docs = self.documents(session, length)
         windows = make_windows(docs, length, self.protocol, row["stride"])
-        train_len = session.train_len
-        crop = crop_windows(windows, length, train_len, self._crop_stride(train_len)) \
-            if self.crop and length > train_len else []
-        meter.total(len(windows) + len(crop))
+        crops = {suffix: crop_windows(windows, length, cut, self._crop_stride(cut)) if length > cut else []
+                 for suffix, cut in self.crop_lengths(session).items()}
+        meter.total(len(windows) + sum(map(len, crops.values())))
         full = self._score(session, windows, length, len(docs), meter)
         row.update(nll=full.nll, ppl=math.exp(full.nll), nll_se=full.se, n_tokens=full.count,
                    n_windows=len(windows), n_documents=len({w.doc for w in windows}), status="ok")
-        if self.crop and crop:
-            with session.scaling_at(train_len):
-                self._add_crop(row, full, self._score(session, crop, train_len, len(docs), meter), train_len)
-        elif self.crop:  # up to the training length the crop is the full evaluation: every context is <= L
-            self._add_crop(row, full, full, train_len)
+        for suffix, cut in self.crop_lengths(session).items():
+            if crops[suffix]:
+                with session.scaling_at(cut):
+                    cropped = self._score(session, crops[suffix], cut, len(docs), meter)
+            else:  # up to the crop length the crop is the full evaluation: every context is within it
+                cropped = full
+            row.update(self._crop_columns(full, cropped, suffix), crop_stride=self._crop_stride(session.train_len))
         shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride",
                                       "rope_scaling")}
         positions = [{**shared, "position_start": full.edges[i], "position_end": full.edges[i + 1],
@@ -213,16 +227,17 @@ class PerplexityProbe(Probe):
                      for i in range(len(full.bucket_n)) if full.bucket_n[i]]
         return [(POSITIONS_TABLE, positions)]
 
-    def _crop_stride(self, train_len: int) -> int:
-        return crop_stride(train_len, self.crop_stride)
+    def _crop_stride(self, cut: int) -> int:
+        return crop_stride(cut, min(self.crop_stride, cut))
 
-    def _add_crop(self, row: dict, full: Scores, cropped: Scores, train_len: int) -> None:
-        """The cropped baseline's columns; at lengths up to the training length it is the full score itself."""
+    @staticmethod
+    def _crop_columns(full: Scores, cropped: Scores, suffix: str) -> dict:
+        """The cropped baseline's columns (``suffix`` "" or "_source")."""
         if cropped.count != full.count:  # the crop scores exactly the full evaluation's targets, each once
             raise RuntimeError(f"cropped scoring covered {cropped.count} targets, the full one {full.count}")
         gain = [c - f for c, f in zip(cropped.doc_nll, full.doc_nll)]
-        row.update(nll_crop=cropped.nll, ppl_crop=math.exp(cropped.nll), nll_gain=cropped.nll - full.nll,
-                   gain_se=clustered_se(gain, full.doc_n), crop_stride=self._crop_stride(train_len))
+        return {f"ppl_crop{suffix}": math.exp(cropped.nll), f"nll_gain{suffix}": cropped.nll - full.nll,
+                f"gain_se{suffix}": clustered_se(gain, full.doc_n), **({"nll_crop": cropped.nll} if not suffix else {})}
 
     def summary(self, rows: list[dict]) -> str:
         row = rows[0]

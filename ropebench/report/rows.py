@@ -15,7 +15,7 @@ from ropebench.run.rundir import read_csv_rows
 _INTS = ("eval_len", "stride", "n_tokens", "n_windows", "n_documents", "train_seq_len", "position_start",
          "position_end", "trials", "correct")
 _FLOATS = ("ppl", "nll", "mean_nll", "rope_factor", "depth", "accuracy", "nll_se", "ppl_crop", "nll_crop", "nll_gain",
-           "gain_se")
+           "gain_se", "ppl_crop_source", "nll_gain_source", "gain_se_source")
 
 
 def int_or_none(value) -> int | None:

@@ -1,7 +1,8 @@
 """Result tables (encodings x evaluation lengths) as Markdown, CSV or LaTeX.
 
 ``--metric`` picks what a cell holds: ``ppl`` (perplexity), ``gain`` (nll_gain: cropped minus full NLL, nats per
-token; ropebench.eval.crop), or one length per label, ``hold`` / ``use`` (ropebench.report.context). Cells read
+token; ropebench.eval.crop), ``gain_source`` (the same with the context cut to the length a fine-tuned run's source
+was trained at), or one length per label, ``hold`` / ``use`` (ropebench.report.context). Cells read
 ``mean ± std`` (sample std over seeds) when a label has several seeds, else the value ``± its standard error over
 documents`` when the rows hold one; ``n/a`` where the encoding cannot run at that length (learned positions beyond
 max_len), ``—`` where nothing succeeded or nothing was evaluated.
@@ -22,8 +23,8 @@ from ropebench.report.results import Point, aggregate, load_results, select
 from ropebench.report.tokens import warn_few_documents, warn_unequal_tokens
 
 FORMATS = ("md", "csv", "latex")
-METRICS = ("ppl", "gain", "hold", "use")
-_VALUE = {"ppl": "ppl", "gain": "nll_gain"}
+METRICS = ("ppl", "gain", "gain_source", "hold", "use")
+_VALUE = {"ppl": "ppl", "gain": "nll_gain", "gain_source": "nll_gain_source"}
 _ONE_LENGTH = {"hold": f"hold length (ppl within {context.HOLD_TOLERANCE:.0%} of L)",
                "use": "use length (gain > 2 SE)"}
 _SUFFIX_FORMAT = {".md": "md", ".markdown": "md", ".csv": "csv", ".tex": "latex"}
@@ -79,7 +80,7 @@ def table_cells(paths: Iterable[str | Path], lengths: Sequence | None = None, pr
         return [_ONE_LENGTH[metric]], [(label, [context.describe([v for _, v in values[label]])]) for label in order]
     series = aggregate(rows, _VALUE[metric])
     cols = _lengths(lengths, (n for s in series for n in s.points))
-    fmt = "+.3f" if metric == "gain" else ".2f"
+    fmt = "+.3f" if metric.startswith("gain") else ".2f"
     return cols, [(s.label, [cell(s.points.get(n), fmt) for n in cols]) for s in series]
 
 
