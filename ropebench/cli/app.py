@@ -260,8 +260,8 @@ def table(
     format: str = typer.Option("md", "--format", help="md, csv or latex."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to tabulate."),
     metric: str = typer.Option("ppl", help="ppl (perplexity), gain (cropped minus full NLL, nats/token: > 0 when "
-                               "the context past the training length helps), gain_source (cut to an extended run's source length), hold or "
-                               "use (one length per run)."),
+                               "the context past the training length helps), gain_source (cut to an extended run's "
+                               "source length), hold or use (one length per run)."),
     split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
 ):
     """The result table: encodings by evaluation length, mean ± std across seeds (one seed: ± standard error

@@ -25,7 +25,8 @@ PROTOCOLS = ("nonoverlapping", "sliding")
 SPLITS = ("test", "val")
 # The standard error (over documents) of a value column, and how it converts: ppl's from nll's (delta method).
 SE_COLUMNS = {"ppl": ("nll_se", lambda value, se: value * se), "nll": ("nll_se", lambda value, se: se),
-              "nll_gain": ("gain_se", lambda value, se: se), "nll_gain_source": ("gain_se_source", lambda value, se: se)}
+              "nll_gain": ("gain_se", lambda value, se: se),
+              "nll_gain_source": ("gain_se_source", lambda value, se: se)}
 
 # Encodings in the order the paper's figures list them; unknown names sort after these, alphabetically.
 ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerple", "fire", "nope")
