@@ -106,8 +106,8 @@ def test_length_with_no_long_enough_document_is_recorded(finished_run):
     result = runner.invoke(app, ["eval-length", str(finished_run), "--lengths", "16,100000000"])
     assert result.exit_code == 0, result.output
     text = (finished_run / "eval_length.csv").read_text()
-    assert "no_document: no validation document has 100000001 tokens" in text
-    assert ",16,nonoverlapping," in text  # the length that could be evaluated is kept
+    assert "no_document: no test document has 100000001 tokens" in text
+    assert ",16,test,nonoverlapping," in text  # the length that could be evaluated is kept
 
 
 def test_plot_bad_path(tmp_path):

@@ -100,7 +100,8 @@ def hf_overrides(tiny_overrides: list[str], *extra: str) -> list[str]:
 # ---- bytes stay what they were ------------------------------------------------------------------------------
 
 def test_bytes_corpus_is_each_documents_utf8_bytes_under_its_old_cache_key(corpus_dir, tmp_path):
-    cfg = data_cfg(tmp_path, name="text_files", source="text_files", paths=[str(corpus_dir)])
+    # A two-way split (test_fraction 0, as in every run config written before the test split existed).
+    cfg = data_cfg(tmp_path, name="text_files", source="text_files", paths=[str(corpus_dir)], test_fraction=0.0)
     corpus = load_corpus(cfg, log=lambda *a: None)
     for side, split in (("train", corpus.train), ("val", corpus.val)):
         assert split.tokens.dtype == np.uint16
@@ -141,11 +142,13 @@ def test_every_local_format_gives_the_same_documents(sources, texts, tmp_path):
     for kind in ("parquet", "jsonl", "arrow"):
         cfg = data_cfg(tmp_path, name="hf", source="hf", path=str(sources[kind]), text_field="content")
         corpus = load_corpus(cfg, log=lambda *a: None)
-        for side, split in (("train", corpus.train), ("val", corpus.val)):
+        for side, split in (("train", corpus.train), ("val", corpus.val), ("test", corpus.test)):
             for name, doc in zip(corpus.names[side], documents(split)):
                 assert doc.tolist() == list(texts[int(name.split(":")[1])].encode("utf-8"))
-        streams[kind] = (corpus.names, corpus.train.tokens.tolist(), corpus.val.tokens.tolist())
-        assert len(corpus.names["train"]) + len(corpus.names["val"]) == len(texts) and corpus.names["val"]
+        streams[kind] = (corpus.names, corpus.train.tokens.tolist(), corpus.val.tokens.tolist(),
+                         corpus.test.tokens.tolist())
+        assert sum(len(corpus.names[side]) for side in ("train", "val", "test")) == len(texts)
+        assert corpus.names["val"] and corpus.names["test"]
     assert streams["parquet"] == streams["jsonl"] == streams["arrow"]  # one row, one document, wherever it lives
 
 
@@ -158,7 +161,9 @@ def test_val_split_is_used_whole_and_min_doc_tokens_drops_short_documents(source
     shortest = sorted(len(t.encode()) for t in texts[:30])[5]
     cfg.min_doc_tokens = shortest
     kept = load_corpus(cfg, log=lambda *a: None)
-    assert len(kept.names["train"]) == sum(len(t.encode()) >= shortest for t in texts[:30]) == 25
+    # The test documents are drawn from the data set's train split (it has no test split here).
+    assert len(kept.names["train"]) + len(kept.names["test"]) == sum(
+        len(t.encode()) >= shortest for t in texts[:30]) == 25
     assert kept.train.doc_lengths().min() >= shortest
 
 
@@ -167,7 +172,7 @@ def test_wikitext_articles_are_rebuilt_from_lines(tmp_path):
              " Beta follows . \n"] * 12
     datasets.Dataset.from_dict({"text": lines}).to_parquet(str(tmp_path / "wiki.parquet"))
     cfg = data_cfg(tmp_path / "cache", name="hf", source="hf", path=str(tmp_path / "wiki.parquet"),
-                   documents="wikitext_articles", val_fraction=0.3)
+                   documents="wikitext_articles", val_fraction=0.3, test_fraction=0.0)
     corpus = load_corpus(cfg, log=lambda *a: None)
     docs = [bytes(d.astype(np.uint8)).decode() for d in documents(corpus.train) + documents(corpus.val)]
     assert len(docs) == 24 and all(d.startswith((" = Alpha = \n", " = Beta = \n")) for d in docs)
