@@ -128,7 +128,6 @@ class Session:
             out.append(logits[..., :vocab].gather(1, where[..., None].expand(-1, -1, vocab)))
         return torch.cat(out)
 
-
     @contextmanager
     def scaling_at(self, length: int):
         """The model with this evaluation's RoPE scaling as it applies at ``length`` (the cropped baseline's
