@@ -16,8 +16,8 @@ from ropebench.data.tokenizer import special_lead
 
 def test_trials_in_a_bpe_tokenizer_hold_the_needle_at_the_depth(hf_dir):  # noqa: F811
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir / "llama")
-    lead = tuple(special_lead(tokenizer))
-    assert lead  # the Llama model expects its BOS first
+    assert special_lead(tokenizer) == []  # this tokenizer adds no BOS; give the trials one, to see it kept first
+    lead = (tokenizer.eos_token_id,)
     encoder = Encoder(lambda text: tokenizer.encode(text, add_special_tokens=False), lead)
     for task in TASKS:
         for depth in (0.0, 0.5, 1.0):
