@@ -11,6 +11,7 @@ import typer
 
 from ropebench.cli.hf_eval import PATHS_HELP, each_run, hf_options
 from ropebench.cli.passkey import scaling_options
+from ropebench.cli.probe import plot_heatmaps, probe, probe_table
 from ropebench.errors import UserError, user_errors
 
 app = typer.Typer(
@@ -198,6 +199,8 @@ def plot(
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
     by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
     passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
+    probe: bool = typer.Option(False, "--probe", help="Retrieval-probe heatmaps (length x depth), chance in each."),
+    task: str = typer.Option(None, help="--probe: only this task."),
     gain: bool = typer.Option(False, "--gain", help="The gain from context past the training length (cropped "
                               "minus full NLL) against length, with a zero line."),
     split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
@@ -238,10 +241,8 @@ def plot(
         from ropebench.report.decay import plot_run_decay
 
         written = plot_run_decay(paths[1:], out, head_dim, base, max_distance, opts)
-    elif passkey:
-        from ropebench.report.plot_passkey import plot_passkey
-
-        written = plot_passkey(paths, out, opts)
+    elif passkey or probe or task:
+        written = plot_heatmaps(paths, out, opts, passkey, probe, task)
     elif by_position:
         written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
     else:
@@ -259,9 +260,9 @@ def table(
     lengths: str = typer.Option(None, help="Comma-separated lengths (default: all evaluated)."),
     format: str = typer.Option("md", "--format", help="md, csv or latex."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to tabulate."),
-    metric: str = typer.Option("ppl", help="ppl (perplexity), gain (cropped minus full NLL, nats/token: > 0 when "
-                               "the context past the training length helps), gain_source (cut to an extended run's "
-                               "source length), hold or use (one length per run)."),
+    metric: str = typer.Option("ppl", help="ppl (perplexity), gain (cropped minus full NLL, nats/token: > 0 when the "
+                               "context past L helps), gain_source (cut to an extended run's source length), hold or "
+                               "use (one length per run), probe (retrieval-probe accuracy by task, beside chance)."),
     split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
 ):
     """The result table: encodings by evaluation length, mean ± std across seeds (one seed: ± standard error
@@ -270,12 +271,14 @@ def table(
     from ropebench.report.table import METRICS, perplexity_table
 
     choose("format", format, ("md", "csv", "latex"))
-    choose("metric", metric, METRICS)
+    choose("metric", metric, (*METRICS, "probe"))
     wanted = None
     if lengths:
         from ropebench.eval.lengths import parse_lengths
 
         wanted = parse_lengths(lengths, 1)
+    if metric == "probe":
+        return typer.echo(probe_table(paths, lengths=wanted, fmt=format))
     typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol, metric=metric, split=split))
 
 
@@ -337,12 +340,12 @@ def _run_sweep(name: str, overrides: list[str]):
     # One Ctrl-C asks every job to stop at its next step (jobs in worker processes get it too) and lets the
     # launcher wait for their checkpoints; jobs not yet started are skipped. A second press gives up at once.
     with StopFlag():
-        run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
+        composed = run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
     if stop_requested():
         return None
     sweep_dir = next(o.get_value_element_as_str() for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")
     refused = [(run, why) for run, status, why in runner.outcomes if status in ("failed", "refused")]
-    report = finish_sweep(Path(sweep_dir), name, refused=refused)
+    report = finish_sweep(Path(sweep_dir), name, refused=refused, probes=any(c.eval.get("probes") for c in composed))
     print_report(report)
     return report
 
@@ -360,6 +363,7 @@ def _register_passkey() -> None:
     from ropebench.cli.passkey import passkey  # imports only typer and ropebench.errors
 
     app.command("passkey")(user_errors(passkey))
+    app.command("probe")(user_errors(probe))
 
 
 _register_passkey()

@@ -1,6 +1,6 @@
-"""`eval-length PATH...` and `passkey PATH...`: what the paths name -- finished runs, sweep directories of them,
-or one Hugging Face causal LM -- the HF options, declared once (``hf_options``), and the loop over runs
-(``each_run``).
+"""`eval-length PATH...`, `passkey PATH...` and `probe PATH...`: what the paths name -- finished runs, sweep
+directories of them, or one Hugging Face causal LM -- the HF options, declared once (``hf_options``), and the loop
+over runs (``each_run``).
 
 A path is a run directory when it holds ropebench's ``config.yaml``; a sweep directory when run directories lie
 one or two levels below it (where ``ropebench.report.results.find_runs`` looks for evaluated runs); a Hugging Face
@@ -35,8 +35,8 @@ _OPTIONS = {
                                           "datasets source), or FILE_OR_DIR[,...].")),
     "dtype": (str, typer.Option(None, help="Hugging Face model: auto (float32 on CPU, the checkpoint's dtype on "
                                            "GPU), float32, bfloat16 or float16.")),
-    "batch_size": (int, typer.Option(None, help="Hugging Face model: windows (passkey: prompts) per forward "
-                                                "pass (default 1).")),
+    "batch_size": (int, typer.Option(None, help="Hugging Face model: windows (passkey: prompts; probe: sequences) "
+                                                "per forward pass (default 1).")),
     "label": (str, typer.Option(None, help="Hugging Face model: its name in plots and tables (default: the "
                                            "directory's name or the Hub id's).")),
     "train_len": (int, typer.Option(None, help="Hugging Face model: its training context L, for the default lengths "
@@ -143,8 +143,8 @@ def each_run(runs: list[Path], evaluate: Callable[[Path], list[dict]]) -> None:
 
 
 def hf_options(kind: str):
-    """Give `eval-length` (``kind="eval"``) or `passkey` the HF options. The command's ``run_dirs`` argument takes
-    the paths as typed, and the command receives the runs they name (``runs_of``); one HF model goes to this
+    """Give `eval-length` (``kind="eval"``), `passkey` or `probe` the HF options. The command's ``run_dirs`` argument
+    takes the paths as typed, and the command receives the runs they name (``runs_of``); one HF model goes to this
     module's evaluation instead, with the command's other arguments."""
     names = [n for n in _OPTIONS if kind == "eval" or n != "data"]
 
@@ -211,6 +211,10 @@ def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
                               max_tokens=args.get("max_tokens"), split=args.get("split"), crop=args.get("crop"),
                               crop_every=args.get("crop_stride"))
         written = Path(request.out) / EVAL_CSV
+    elif kind == "probe":
+        from ropebench.cli.probe import evaluate_hf
+
+        rows, written = evaluate_hf(request, args, args.get("rope_scaling"))
     else:
         from ropebench.eval import passkey as pk
         from ropebench.eval.hf_passkey import hf_passkey

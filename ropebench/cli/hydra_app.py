@@ -211,8 +211,9 @@ def show_config(flags: list[str], overrides: list[str]) -> None:
         sys.argv = saved
 
 
-def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "ropebench") -> None:
-    """Run ``task(cfg)`` under a real ``@hydra.main`` with these command-line overrides."""
+def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "ropebench") -> list:
+    """Run ``task(cfg)`` under a real ``@hydra.main`` with these command-line overrides; returns the configs composed
+    to check them (each swept value once)."""
     import hydra
 
     composed = check_overrides(overrides, allow_sweeps=multirun)
@@ -225,6 +226,7 @@ def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "r
         hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(task)()
     finally:
         sys.argv = saved
+    return composed
 
 
 def output_dir() -> Path:

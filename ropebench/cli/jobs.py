@@ -21,9 +21,10 @@ outcomes: list[tuple[Path, str, str]] = []
 
 
 def evaluate_after_training(run_dir: Path, model, logger, log) -> None:
-    """`eval.after_train`: perplexity at the default lengths (passkey accuracy for data=passkey), with the model
-    still in memory; the curve is mirrored to wandb."""
+    """`eval.after_train`: perplexity at the default lengths (passkey accuracy for data=passkey; the retrieval
+    probes with eval.probes), with the model still in memory; the curve is mirrored to wandb."""
     from ropebench.eval.passkey import passkey_accuracy, passkey_cells
+    from ropebench.eval.probes import probe_accuracy, wants_probes
 
     cfg = RunDir(run_dir).read_config()
     if cfg.data.source != "passkey":
@@ -32,6 +33,8 @@ def evaluate_after_training(run_dir: Path, model, logger, log) -> None:
         logger.log_eval_curve(eval_length(run_dir, model=model, log=log))
     if cfg.data.source == "passkey" or cfg.eval.get("passkey"):
         passkey_accuracy(run_dir, model=model, log=log, **passkey_cells(cfg))
+    if wants_probes(cfg):
+        probe_accuracy(run_dir, model=model, log=log)
 
 
 def _in_sweep() -> bool:

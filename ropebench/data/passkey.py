@@ -1,6 +1,7 @@
 """The passkey retrieval task (Mohtashami & Jaggi 2023, arXiv 2305.16300; the test PI and YaRN report): a
-5-digit key hidden in filler. This module makes the sequences -- for training (``data=passkey``) and for
-scoring (``ropebench.eval.passkey``) -- and nothing else.
+5-digit key hidden in filler. This module makes the sequences for training (``data=passkey``) and the sentences,
+keys and checks that scoring shares (``ropebench.data.probes`` builds the same sequences in any tokenizer for
+``ropebench.eval.passkey`` and ``ropebench probe``), and nothing else.
 
 A sequence of L + 1 byte tokens is ``filler | key sentence | filler | question | 5 answer digits``: the key
 sentence starts at ``round(depth x filler tokens)``, so depth 0 puts it first and depth 1 right before the
@@ -20,6 +21,7 @@ Layering: imports only torch and ``ropebench.errors``; ``ropebench.data`` import
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +45,9 @@ def check_length(length: int, what: str = "passkey length") -> int:
     return length
 
 
-def check_depth(depth: float) -> float:
+def check_depth(depth: float, task: str = "passkey") -> float:
     if not (isinstance(depth, (int, float)) and 0.0 <= depth <= 1.0):  # NaN fails both comparisons
-        raise UserError(f"passkey depth {depth} is outside [0, 1]; use fractions such as 0,0.25,0.5,0.75,1")
+        raise UserError(f"{task} depth {depth} is outside [0, 1]; use fractions such as 0,0.25,0.5,0.75,1")
     return float(depth)
 
 
@@ -69,10 +71,23 @@ def make_sequence(length: int, depth: float, digits: list[int], phase: int = 0) 
     return list(seq)
 
 
-def sample_batch(batch_size: int, length: int, generator: torch.Generator, depths=None) -> torch.Tensor:
-    """(B, length + 1) int64 sequences; random keys and filler phases, and depths uniform in [0, 1] unless given."""
+def cell_generator(length: int, depth: float, seed: int = 0) -> torch.Generator:
+    """The generator of the keys scored at (length, depth): seeded by the cell alone, so every run, scaling and
+    re-run sees the same keys there."""
+    cell = f"passkey:{length}:{depth:.6f}" + (f":{seed}" if seed else "")
+    return torch.Generator().manual_seed(zlib.crc32(cell.encode()))
+
+
+def draw_keys(batch_size: int, generator: torch.Generator) -> tuple[list[list[int]], list[int]]:
+    """(digits, filler phases) of ``batch_size`` sequences, drawn in this order from ``generator``."""
     digits = torch.randint(10, (batch_size, N_DIGITS), generator=generator).tolist()
     phases = torch.randint(len(FILLER), (batch_size,), generator=generator).tolist()
+    return digits, phases
+
+
+def sample_batch(batch_size: int, length: int, generator: torch.Generator, depths=None) -> torch.Tensor:
+    """(B, length + 1) int64 sequences; random keys and filler phases, and depths uniform in [0, 1] unless given."""
+    digits, phases = draw_keys(batch_size, generator)
     if depths is None:
         depths = torch.rand(batch_size, generator=generator, dtype=torch.float64).tolist()
     rows = [make_sequence(length, d, k, p) for d, k, p in zip(depths, digits, phases)]

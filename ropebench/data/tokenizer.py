@@ -110,6 +110,13 @@ class HFTokenizer(Tokenizer):
         return True
 
 
+def special_lead(hf) -> list[int]:
+    """The special tokens a transformers tokenizer puts before a text (a BOS), which its model expects first."""
+    plain = hf.encode("x", add_special_tokens=False)
+    full = hf.encode("x")
+    return full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
+
+
 def _content_hash(hf, eod_id: int, vocab_size: int) -> str:
     """A hash of what decides the ids: the fast tokenizer's full serialisation (vocabulary, merges, normaliser,
     pre-tokeniser, added tokens), else the vocabulary; the same tokenizer under another path hashes the same."""

@@ -160,17 +160,30 @@ class HFCausalLM(torch.nn.Module):
                                                               targets.split(self.batch_size))]
         return None, torch.cat(nll)
 
+    @torch.no_grad()
+    def logits_at(self, idx: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Float32 logits (B, A, V) at positions ``at`` (B, A) of ``idx`` (B, T): the head runs there only."""
+        out = []
+        with torch.autocast(device_type=idx.device.type, enabled=False):
+            for rows, where in zip(idx.split(self.batch_size), at.split(self.batch_size)):
+                hidden = self.hf.base_model(input_ids=rows, use_cache=False).last_hidden_state
+                out.append(self._logits(hidden.gather(1, where[..., None].expand(-1, -1, hidden.shape[-1]))))
+        return torch.cat(out)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.hf.get_output_embeddings()(hidden).float()
+        if self.logit_scale:
+            logits = logits * self.logit_scale
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
     def _nll(self, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         hidden = self.hf.base_model(input_ids=rows, use_cache=False).last_hidden_state
-        head = self.hf.get_output_embeddings()
-        step = max(1, LOGITS_BUDGET // (rows.shape[0] * head.weight.shape[0]))
+        step = max(1, LOGITS_BUDGET // (rows.shape[0] * self.hf.get_output_embeddings().weight.shape[0]))
         nll = torch.empty(targets.shape, dtype=torch.float32, device=rows.device)
         for start in range(0, rows.shape[1], step):
-            logits = head(hidden[:, start : start + step]).float()
-            if self.logit_scale:
-                logits = logits * self.logit_scale
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
+            logits = self._logits(hidden[:, start : start + step])
             nll[:, start : start + step] = F.cross_entropy(logits.transpose(1, 2), targets[:, start : start + step],
                                                            reduction="none")
         return nll

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ropebench.data.passkey import check_depth
+from ropebench.data.tokenizer import special_lead
 from ropebench.errors import UserError
 from ropebench.eval.hf_session import HFRequest, hf_scaling, open_session
 from ropebench.eval.passkey import DEFAULT_DEPTHS, DEFAULT_MULTIPLES, PasskeyProbe
@@ -55,10 +56,7 @@ class PromptBuilder:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        plain = tokenizer.encode("x", add_special_tokens=False)
-        full = tokenizer.encode("x")
-        # The special tokens the tokenizer puts before a text (a BOS), kept at the prompt's start.
-        self.lead = full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
+        self.lead = special_lead(tokenizer)  # a BOS, kept at the prompt's start
         self.task, self.question = self._encode(TASK), self._encode(QUESTION)
         self.unit = self._encode(FILLER)
 

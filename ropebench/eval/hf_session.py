@@ -95,6 +95,16 @@ class HFSession(Session):
         self.model = model.eval()
         self.device = next(model.parameters()).device
 
+    def encoder(self):
+        """The model's own tokenizer as the retrieval probes use it, with the BOS its model expects first."""
+        from ropebench.data.probes import Encoder
+        from ropebench.data.tokenizer import special_lead
+
+        return Encoder(self.tokenizer.encode, tuple(special_lead(self.tokenizer.hf)))
+
+    def logits_at(self, ids, at):
+        return self.model.logits_at(ids, at)
+
 
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()

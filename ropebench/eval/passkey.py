@@ -2,19 +2,23 @@
 and the effective context as PI (Chen et al., arXiv 2306.15595: >= 20%) and YaRN (Peng et al.,
 arXiv 2309.00071: >= 80%) define it.
 
-The sequences come from ``ropebench.data.passkey``; the loop around one length (config, model, scaling,
-statuses, the merge after every length) is ``ropebench.eval.runner``'s.
+This is the passkey task of the retrieval probes: its sequences are ``ropebench.data.probes``' (the sentences of
+``ropebench.data.passkey``, in the run's own tokens), decoded by the probes' greedy scorer
+(``ropebench.eval.probes.greedy_exact``); the loop around one length (config, model, scaling, statuses, the merge
+after every length) is ``ropebench.eval.runner``'s. `ropebench probe --task passkey` adds likelihood scoring.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 
 import torch
 
-from ropebench.data.passkey import N_DIGITS, check_depth, check_length, sample_batch
+from ropebench.data.passkey import check_depth, check_length
+from ropebench.data.probes import passkey_trials
 from ropebench.errors import UserError
+from ropebench.eval import probes
+from ropebench.eval.probes import check_lengths, greedy_exact
 from ropebench.eval.runner import AS_TRAINED, Probe, Session, Table, missing_cells, run_probe
 from ropebench.progress import console
 from ropebench.run.rundir import PASSKEY_CSV, RunDir
@@ -31,44 +35,19 @@ DEFAULT_MULTIPLES = (1, 2, 4, 8)
 
 
 def parse_depths(text: str | None) -> list[float]:
-    if not text:
-        return list(DEFAULT_DEPTHS)
-    depths = []
-    for item in text.split(","):
-        try:
-            value = float(item.strip())
-        except ValueError:
-            raise UserError(f"passkey depth '{item.strip()}' is not a number; use fractions such as "
-                            "0,0.25,0.5,0.75,1") from None
-        depths.append(check_depth(value))
-    return sorted(set(depths))
-
-
-def _cell_generator(length: int, depth: float) -> torch.Generator:
-    # Seeded by the cell alone: every run, scaling and re-run sees the same keys at (length, depth).
-    return torch.Generator().manual_seed(zlib.crc32(f"passkey:{length}:{depth:.6f}".encode()))
+    return probes.parse_depths(text, "passkey", DEFAULT_DEPTHS)
 
 
 @torch.no_grad()
-def count_correct(model, length: int, depth: float, trials: int, device, batch_tokens: int) -> int:
-    """How many of ``trials`` sequences get all 5 answer digits right, decoding greedily."""
-    from ropebench.data import VOCAB_SIZE
-
-    rows = sample_batch(trials, length, _cell_generator(length, depth), depths=[depth] * trials)
-    correct = 0
-    for chunk in rows.split(max(1, batch_tokens // length)):
-        ids = chunk[:, : length + 1 - N_DIGITS].to(device)
-        for _ in range(N_DIGITS):  # greedy, teacher-free: each digit is the argmax given the digits generated
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits, _ = model(ids)
-            ids = torch.cat([ids, logits[:, -1, :VOCAB_SIZE].argmax(-1, keepdim=True)], dim=1)
-        answer = chunk[:, -N_DIGITS:].to(device)
-        correct += int((ids[:, -N_DIGITS:] == answer).all(dim=1).sum())
-    return correct
+def count_correct(session: Session, length: int, depth: float, trials: int, batch_tokens: int) -> int:
+    """How many of ``trials`` passkey sequences decode greedily to their key, every digit exact."""
+    cell = passkey_trials(session.encoder(), length, depth, trials, candidates=1)
+    return sum(greedy_exact(session, cell, length, batch_tokens))
 
 
 class PasskeyProbe(Probe):
-    """Accuracy at one length, one row per depth. Dynamic NTK follows the current input while decoding
+    """Accuracy at one length, one row per depth: the passkey task of the retrieval probes
+    (``ropebench.eval.probes``), greedy scoring only. Dynamic NTK follows the current input while decoding
     (length - 4 to length - 1 tokens); ``rope_scale`` records it at the length."""
 
     table = PASSKEY_TABLE
@@ -83,8 +62,7 @@ class PasskeyProbe(Probe):
     def measure(self, session: Session, length: int, rows: list[dict], meter) -> list[tuple[Table, list]]:
         meter.total(len(rows))
         for row in rows:
-            correct = count_correct(session.model, length, row["depth"], self.trials, session.device,
-                                    self.batch_tokens)
+            correct = count_correct(session, length, row["depth"], self.trials, self.batch_tokens)
             row.update(correct=correct, accuracy=correct / self.trials, status="ok")
             meter.advance()
         return []
@@ -97,8 +75,9 @@ def _checked(cfg, lengths, depths, trials: int) -> tuple[list[int], list[float]]
     """Every argument checked before any work, so a bad value never leaves half a result."""
     train_len = int(cfg.train.seq_len)
     lengths = sorted(set(lengths or cfg.eval.get("lengths") or [m * train_len for m in DEFAULT_MULTIPLES]))
-    for length in lengths:
-        check_length(length)
+    if str(cfg.data.get("tokenizer", "bytes")) == "bytes":  # other tokenizers: check_lengths, in their tokens
+        for length in lengths:
+            check_length(length)
     depths = sorted({check_depth(d) for d in (DEFAULT_DEPTHS if depths is None else depths)})
     if not depths:
         raise UserError("no passkey depths given; use fractions such as 0,0.25,0.5,0.75,1")
@@ -124,6 +103,7 @@ def passkey_accuracy(run_dir, lengths: list[int] | None = None, depths: list[flo
     result yet for this scaling."""
     session = Session(run_dir, log or console.print)
     lengths, depths = _checked(session.cfg, lengths, depths, trials)
+    check_lengths(session.encoder(), ["passkey"], lengths, depths, trials, 1)  # a run with a tokenizer's tokens
     probe = PasskeyProbe(depths, trials, batch_tokens)
     return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
 

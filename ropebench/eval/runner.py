@@ -1,6 +1,7 @@
 """The probe runner: everything an evaluation of a finished run shares, whatever it measures.
 
-A *probe* (perplexity, passkey retrieval) measures one evaluation length. The runner does the rest, once:
+A *probe* (perplexity, passkey retrieval, the retrieval probes) measures one evaluation length. The runner does the
+rest, once:
 
 * reads the run's config (``RunDir.read_config``) and loads its model, each once;
 * refuses ``--rope-scaling`` unless the encoding declares it (``supports_rope_scaling``); with no scaling asked
@@ -35,6 +36,7 @@ from ropebench.run.rundir import RunDir
 
 #: rope_scaling not given: the scaling the run was trained with (``pe.scaling``; none for most runs)
 AS_TRAINED = "as_trained"
+LOGITS_BUDGET = 2**25  # logits alive at once in Session.logits_at (128 MiB of float32)
 
 
 def resolve_scaling(cfg, rope_scaling):
@@ -102,6 +104,29 @@ class Session:
         self.model = model.eval()
         self.device = next(model.parameters()).device
 
+    def encoder(self):
+        """The run's tokenizer (``data.tokenizer``) as the retrieval probes use it; a run expects no lead token."""
+        from ropebench.data.probes import Encoder
+        from ropebench.data.tokenizer import load_tokenizer
+
+        data = self.cfg.data
+        return Encoder(load_tokenizer(str(data.get("tokenizer", "bytes")), bool(data.get("trust_remote_code"))).encode)
+
+    def logits_at(self, ids, at):
+        """The model's logits (B, A, V) at positions ``at`` (B, A) of ``ids`` (B, T), over the run's vocabulary
+        (a checkpoint's padded rows left out); bfloat16 autocast on CUDA, as in training."""
+        import torch
+
+        from ropebench.data import vocab_size_for
+
+        vocab = vocab_size_for(self.cfg.data)
+        chunk = max(1, LOGITS_BUDGET // (ids.shape[1] * vocab))  # the model computes every position's logits
+        out = []
+        for rows, where in zip(ids.split(chunk), at.split(chunk)):
+            with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16, enabled=ids.device.type == "cuda"):
+                logits, _ = self.model(rows)
+            out.append(logits[..., :vocab].gather(1, where[..., None].expand(-1, -1, vocab)))
+        return torch.cat(out)
 
     @contextmanager
     def scaling_at(self, length: int):

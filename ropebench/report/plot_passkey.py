@@ -1,4 +1,5 @@
-"""The passkey figure: accuracy by evaluation length (x) and key depth (y), one heatmap per run label.
+"""The passkey figure: accuracy by evaluation length (x) and key depth (y), one heatmap per run label; and the
+heatmap machinery the retrieval probes' figure shares (``report.probes``).
 
 Runs that share a label (seeds of one configuration) are averaged cell by cell; each panel's title carries
 the effective context as PI (>= 20%) and YaRN (>= 80%) define it.
@@ -6,7 +7,7 @@ the effective context as PI (>= 20%) and YaRN (>= 80%) define it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 
 from ropebench.errors import UserError
@@ -17,25 +18,33 @@ from ropebench.report.results import input_dir, make_label, read_rows, read_run,
 REQUIRED = ("eval_len", "depth", "accuracy")
 
 
-def find_passkey_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories with a passkey.csv: given directly, as the CSV itself, or one or two levels down."""
+def find_result_runs(paths: Iterable[str | Path], csv_name: str, command: str) -> list[Path]:
+    """Run directories with ``csv_name``: given directly, as the CSV itself, or one or two levels down."""
     found: dict[Path, None] = {}
     for raw in paths:
-        path = input_dir(raw, CSV_NAME)
-        runs = [path] if (path / CSV_NAME).is_file() else sorted(
-            p.parent for pattern in (f"*/{CSV_NAME}", f"*/*/{CSV_NAME}") for p in path.glob(pattern))
+        path = input_dir(raw, csv_name)
+        runs = [path] if (path / csv_name).is_file() else sorted(
+            p.parent for pattern in (f"*/{csv_name}", f"*/*/{csv_name}") for p in path.glob(pattern))
         if not runs:
-            raise UserError(f"path '{raw}' holds no {CSV_NAME}; run `ropebench passkey RUN_DIR` first")
+            raise UserError(f"path '{raw}' holds no {csv_name}; run `ropebench {command} RUN_DIR` first")
         for run in runs:
             found[run.resolve()] = None
     return list(found)
 
 
-def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
-    """label -> rows (accuracy as float, None where not measured), labels in first-seen order.
+def find_passkey_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories with a passkey.csv: given directly, as the CSV itself, or one or two levels down."""
+    return find_result_runs(paths, CSV_NAME, "passkey")
+
+
+def load_panels(paths: Iterable[str | Path], csv_name: str, required: tuple[str, ...], command: str,
+                panel: Callable[[str, dict], Hashable] = lambda label, row: label) -> dict:
+    """panel -> rows (accuracy as float, None where not measured), panels in first-seen order; ``panel(label, row)``
+    names a row's panel from its run's label (encoding, scaling, swept keys).
 
     Damaged rows are skipped with one warning per file (see results.read_rows)."""
-    tables = {p: read_rows(p / CSV_NAME, REQUIRED, value="accuracy") for p in find_passkey_runs(paths)}
+    tables = {p: read_rows(p / csv_name, required, value="accuracy")
+              for p in find_result_runs(paths, csv_name, command)}
     runs = [read_run(p, (rows or [None])[0]) for p, rows in tables.items()]  # the CSV names pe without a config
     swept = swept_keys(runs)
     panels: dict[str, list[dict]] = {}
@@ -43,11 +52,17 @@ def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
         for row in tables[run.run_dir]:
             if row["status"] != "ok":
                 row["accuracy"] = None
+            row.update(run_dir=run.run_dir, seed=run.seed, pe=run.pe, train_seq_len=run.train_seq_len)
             label = make_label(run.pe, row["rope_scaling"], swept.get(run.run_dir, []))
-            panels.setdefault(label, []).append(row)
+            panels.setdefault(panel(label, row), []).append(row)
     if not any(r["accuracy"] is not None for rows in panels.values() for r in rows):
-        raise UserError("no successful passkey evaluations to plot; every row has a non-ok status")
+        raise UserError(f"no successful {command} evaluations to plot; every row has a non-ok status")
     return panels
+
+
+def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
+    """label -> rows (accuracy as float, None where not measured), labels in first-seen order."""
+    return load_panels(paths, CSV_NAME, REQUIRED, "passkey")
 
 
 def _grid(rows: list[dict]):
@@ -80,8 +95,9 @@ def _trials(rows: list[dict]) -> str:
     return f"{lo} trials per cell" if lo == hi else f"{lo}–{hi} trials per cell"
 
 
-def _panel(ax, image_kw: dict, label: str, rows: list[dict]):
-    """One label's heatmap with its cell values, effective context and trial count; returns the image."""
+def heatmap(ax, image_kw: dict, rows: list[dict]):
+    """Accuracy by length (x) and depth (y), each cell's value written in it; returns (image, lengths, depths,
+    cells) -- cells[depth][length] the mean over seeds, None where nothing was measured."""
     import numpy as np
 
     lengths, depths, cells = _grid(rows)
@@ -95,6 +111,12 @@ def _panel(ax, image_kw: dict, label: str, rows: list[dict]):
     ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set_xlabel("evaluation length (tokens)")
+    return image, lengths, depths, cells
+
+
+def _panel(ax, image_kw: dict, label: str, rows: list[dict]):
+    """One label's heatmap with its cell values, effective context and trial count; returns the image."""
+    image, lengths, depths, cells = heatmap(ax, image_kw, rows)
     mean_rows = _mean_rows(lengths, depths, cells)
     ctx = {name: effective_context(mean_rows, t) for name, t in THRESHOLDS.items()}
     ax.set_title(f"{label} ({_trials(rows)})\neffective context: PI {ctx['pi'] or '-'}, YaRN {ctx['yarn'] or '-'}",
@@ -102,12 +124,13 @@ def _panel(ax, image_kw: dict, label: str, rows: list[dict]):
     return image
 
 
-def passkey_figure(paths: Iterable[str | Path], opts: FigureOptions = FigureOptions()):
-    """Build (not save) the heatmap Figure."""
-    panels = load_passkey(paths)
+def heatmap_figure(panels: dict[str, list[dict]], draw: Callable, ylabel: str, colour_label: str, title: str | None,
+                   opts: FigureOptions, per_row: int = 3):
+    """One heatmap per panel, ``per_row`` to a row, one colour bar (0 to 1); ``draw(ax, image_kw, name, rows)``
+    draws a panel and returns its image."""
     plt = _pyplot()
     n = len(panels)
-    cols = min(n, 3)
+    cols = min(n, per_row)
     nrows = -(-n // cols)
     # constrained layout keeps the panel titles, depth labels and colour bar from overlapping
     fig, axes = plt.subplots(nrows, cols, figsize=opts.figsize or (4.4 * cols, 3.6 * nrows), squeeze=False,
@@ -116,15 +139,21 @@ def passkey_figure(paths: Iterable[str | Path], opts: FigureOptions = FigureOpti
     image_kw = {"cmap": plt.get_cmap("viridis").with_extremes(bad="0.85"), "vmin": 0.0, "vmax": 1.0}
     image = None
     for index, (ax, (label, rows)) in enumerate(zip(axes.flat, panels.items())):
-        image = _panel(ax, image_kw, label, rows)
+        image = draw(ax, image_kw, label, rows)
         if index % cols == 0:
-            ax.set_ylabel("key depth")
+            ax.set_ylabel(ylabel)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="exact-match accuracy (fraction of trials)")
-    if title := opts.title_or("Passkey retrieval"):
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=colour_label)
+    if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def passkey_figure(paths: Iterable[str | Path], opts: FigureOptions = FigureOptions()):
+    """Build (not save) the heatmap Figure."""
+    return heatmap_figure(load_passkey(paths), _panel, "key depth", "exact-match accuracy (fraction of trials)",
+                          opts.title_or("Passkey retrieval"), opts)
 
 
 def plot_passkey(paths: Iterable[str | Path], out: str | Path, opts: FigureOptions = FigureOptions()) -> list[Path]:

@@ -64,14 +64,16 @@ def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[P
     return finished, failed, unfinished
 
 
-def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> SweepReport:
+def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=(), probes: bool = False) -> SweepReport:
     """Complete every run's evaluation (a job killed mid-evaluation is finished here: only the missing lengths
-    are evaluated), then write the figure and the table into the sweep directory."""
+    are evaluated), then write the figure and the table into the sweep directory. ``probes``: the retrieval probes
+    for every run, not only those whose config asks for them (eval.probes)."""
     from ropebench.eval.passkey import passkey_accuracy, passkey_cells
     from ropebench.eval.perplexity import eval_length
+    from ropebench.eval.probes import probe_accuracy, wants_probes
     from ropebench.report.plot import plot_length
     from ropebench.report.table import write_table
-    from ropebench.run.rundir import PASSKEY_CSV
+    from ropebench.run.rundir import PASSKEY_CSV, PROBE_CSV
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -87,6 +89,8 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> S
                 eval_length(run, log=log, only_missing=True)
             if run in passkey_runs:
                 passkey_accuracy(run, log=log, only_missing=True, **passkey_cells(configs[run]))
+            if wants_probes(configs[run], probes):
+                probe_accuracy(run, log=log, only_missing=True)
         except UserError as exc:
             failed.append((run, f"evaluation: {exc}"))
     evaluated = [r for r in finished if (r / EVAL_CSV).is_file()]
@@ -106,6 +110,11 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> S
         from ropebench.report.plot_passkey import plot_passkey
 
         figure += plot_passkey(probed, sweep_dir / f"{name}_passkey.png")
+    probed = [r for r in finished if wants_probes(configs[r], probes) and (r / PROBE_CSV).is_file()]
+    if probed:
+        from ropebench.report.probes import plot_probes
+
+        figure += plot_probes(probed, sweep_dir / f"{name}_probes.png")
     return SweepReport(sweep_dir, finished, failed, unfinished, figure, table)
 
 

@@ -173,3 +173,9 @@ def write_table(
         f.write(text)
     os.replace(tmp, out)  # readers see the old table or the new one, never half of one
     return out
+
+
+def format_table(cols: list, rows: list[tuple[str, list[str]]], fmt: str) -> str:
+    """(label, cells) rows under the columns ``cols`` as Markdown, CSV or LaTeX (the probe table's formats)."""
+    choose("table format", fmt, FORMATS)
+    return {"md": _md, "csv": _csv, "latex": _latex}[fmt](cols, rows)

@@ -134,6 +134,8 @@ class EvalConfig:
     crop: bool = True
     # Stride of the cropped windows (0: training length / 8, so every cropped context is within 1/8 of it).
     crop_stride: int = 0
+    # Also measure the retrieval probes after training (`ropebench probe`'s defaults; not for data=passkey).
+    probes: bool = False
 
 
 @dataclass
