@@ -203,6 +203,8 @@ def plot(
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
     by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
     passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
+    task: bool = typer.Option(False, "--task", help="Task exact match against instance length (eval_task.csv), "
+                              "a panel per task."),
     band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
     figsize: str = typer.Option(None, help="Figure size W,H in inches, e.g. 7,4.2."),
     title: str = typer.Option(None, help='Figure title instead of the default one; "" for none.'),
@@ -244,6 +246,10 @@ def plot(
         from ropebench.report.plot_passkey import plot_passkey
 
         written = plot_passkey(paths, out, opts)
+    elif task:
+        from ropebench.report.tasks import plot_tasks
+
+        written = plot_tasks(paths, out, band=band, opts=opts)
     elif by_position:
         written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
     else:
@@ -259,12 +265,21 @@ def table(
     lengths: str = typer.Option(None, help="Comma-separated lengths (default: all evaluated)."),
     format: str = typer.Option("md", "--format", help="md, csv or latex."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to tabulate."),
+    task: bool = typer.Option(False, "--task", help="Task exact match by instance length (eval_task.csv), a "
+                              "table per task, and the mean rank across tasks."),
 ):
-    """The perplexity table: encodings by evaluation length, mean ± std across seeds."""
+    """The perplexity table: encodings by evaluation length, mean ± std across seeds (`--task`: task accuracy)."""
     from ropebench.errors import choose
     from ropebench.report.table import perplexity_table
 
     choose("format", format, ("md", "csv", "latex"))
+    if task:
+        from ropebench.report.tasks import task_table
+
+        if lengths:
+            raise UserError("--lengths applies to perplexity tables; a task table shows every evaluated bucket")
+        typer.echo(task_table(paths, fmt=format))
+        return
     wanted = None
     if lengths:
         from ropebench.eval.lengths import parse_lengths
@@ -357,6 +372,15 @@ def _register_passkey() -> None:
 
 
 _register_passkey()
+
+
+def _register_eval_task() -> None:
+    from ropebench.cli.task import eval_task  # imports only typer and the CLI helpers
+
+    app.command("eval-task")(user_errors(eval_task))
+
+
+_register_eval_task()
 
 
 def _register_export_hf() -> None:

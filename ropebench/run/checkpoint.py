@@ -34,7 +34,8 @@ ADDED_DEFAULTS = {"init_from": "", "init_from_seq_len": 0, "train.pose_target_le
                   "pe.extend": "none", "pe.scaling.type": "none", "data.tokenizer": "bytes", "data.path": "",
                   "data.subset": "", "data.split": "train", "data.val_split": "", "data.text_field": "text",
                   "data.documents": "rows", "data.min_doc_tokens": 0, "data.trust_remote_code": False,
-                  "data.hub_path": "", "data.hub_name": "", "data.text_column": "text"}
+                  "data.hub_path": "", "data.hub_name": "", "data.text_column": "text", "data.task": "",
+                  "data.task_len": 0, "train.random_positions": 0}
 
 
 def _added_default(key: str, value) -> bool:
