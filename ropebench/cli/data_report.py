@@ -24,8 +24,8 @@ def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int =
     """Print, for a data config, the largest share of a validation document's 32-byte n-grams found in one
     training document (naming both) and how many validation documents exceed 50%."""
     cfg = data_config(data, paths)
-    if cfg.source == "passkey":
-        raise UserError("data=passkey is generated on the fly: it has no documents to compare")
+    if cfg.source in ("passkey", "task"):
+        raise UserError(f"data={cfg.source} is generated on the fly: it has no documents to compare")
     if paths and cfg.source != "text_files":
         raise UserError(f"--paths {' '.join(map(str, paths))} is read only with data=text_files, not data={data}")
     report = corpus_overlap(load_corpus(cfg), top)

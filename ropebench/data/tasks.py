@@ -5,23 +5,24 @@ As in Kazemnejad et al. 2023 ("The Impact of Positional Encoding on Length Gener
 arXiv 2305.19466), a model is trained on instances of lengths U(1, L) and tested on longer ones, with the loss
 on the answer tokens only. An instance's *length* n counts its items, never its tokens:
 
-==========  ==========================================  ==============================  ======  ===========
-task        n is                                        tokens                          count   answer
-==========  ==========================================  ==============================  ======  ===========
-copy        digits                                      x1..xn = x1..xn .               2n + 2  n + 1
-reverse     digits                                      x1..xn = xn..x1 .               2n + 2  n + 1
-sort        digits (repeats allowed)                    x1..xn = sorted(x) .            2n + 2  n + 1
-addition    digits of each operand, least significant   a1..an + b1..bn = c1..c(n+1) .  3n + 4  n + 2
-            first; the sum has n + 1 digits (the last
-            is the carry, possibly 0)
-parity      bits; the answer is the running parity          b1..bn = p1..pn .               2n + 2  n + 1
+==========  ===============================================  ==================================  =======  ======
+task        n is                                             tokens                              count    answer
+==========  ===============================================  ==================================  =======  ======
+copy        digits                                           ^ x1..xn = x1..xn .                 2n + 3   n + 1
+reverse     digits                                           ^ x1..xn = xn..x1 .                 2n + 3   n + 1
+sort        digits (repeats allowed)                         ^ x1..xn = sorted(x) .              2n + 3   n + 1
+addition    digits of each operand, least significant        ^ a1 b1 .. an bn = c1..c(n+1) .     3n + 4   n + 2
+            first, interleaved; the sum has n + 1 digits
+            (the last is the carry, possibly 0)
+parity      bits; the answer is the running parity           ^ b1..bn = p1..pn .                 2n + 3   n + 1
             (p_i = parity of b1..bi, p_n the parity)
-mqar        key-value pairs (distinct keys; values      k1 v1 .. kn vn = q1 a1 .. qn    4n + 2  n + 1
-            digits), then every key queried once in      an .
-            random order (Arora et al. 2023, Zoology)
-==========  ==========================================  ==============================  ======  ===========
+mqar        key-value pairs (distinct keys; values digits),  ^ k1 v1 .. kn vn = q1 a1 .. qn an .  4n + 3   n + 1
+            then every key queried once in random order
+            (Arora et al. 2023, Zoology)
+==========  ===============================================  ==================================  =======  ======
 
-"=" is the answer marker and "." (EOS) ends every instance; the answer is what the model must produce: every
+"^" (BOS) starts every instance -- NoPE reads positions off it through the causal mask --, "=" is the answer
+marker and "." (EOS) ends every instance; the answer is what the model must produce: every
 token after "=" (the closing "." included), except MQAR's query keys, which are given. A model trained with
 ``train.seq_len`` T reads T tokens, so the longest training instance needs T >= tokens(L) - 1.
 
@@ -99,17 +100,16 @@ def make_sort(n: int, rng: random.Random) -> Instance:
     return _with_answer(_tok(x), _tok(sorted(x)), n)
 
 
-BASE = 10
 def make_addition(n: int, rng: random.Random) -> Instance:
-    """Binary addition (Deletang et al. 2023's suite, which Ruoss et al. 2023 use), least significant bit first so
-    that the carry flows in the order the bits are written, and the operands' bits interleaved (a1 b1 a2 b2 ..)
-    so that each sum bit reads one place of the prompt: with the operands one after the other, no encoding
-    learned it within the training range at this scale."""
-    a, b = _digits(n, rng, base=BASE), _digits(n, rng, base=BASE)
+    """Least significant digit first, so that the carry flows in the order the digits are written, and the
+    operands' digits interleaved (a1 b1 a2 b2 ..), so that each digit of the sum reads one place of the prompt:
+    with the operands one after the other, RoPE got 0.005 exact match inside the training range (L = 6, 1000
+    steps), interleaved 0.82 (3000 steps)."""
+    a, b = _digits(n, rng), _digits(n, rng)
     total, carry = [], 0
     for da, db in zip(a, b):
-        carry, bit = divmod(da + db + carry, BASE)
-        total.append(bit)
+        carry, digit = divmod(da + db + carry, 10)
+        total.append(digit)
     return _with_answer(_tok([d for pair in zip(a, b) for d in pair]), _tok([*total, carry]), n)
 
 
@@ -139,7 +139,7 @@ TASKS = {t.name: t for t in (
     Task("sort", make_sort, lambda n: 2 * n + 3, 6),
     Task("addition", make_addition, lambda n: 3 * n + 4, 4),
     Task("parity", make_parity, lambda n: 2 * n + 3, 6),
-    Task("mqar", make_mqar, lambda n: 4 * n + 3, 6, max_len=N_KEYS),
+    Task("mqar", make_mqar, lambda n: 4 * n + 3, 4, max_len=N_KEYS),
 )}
 
 

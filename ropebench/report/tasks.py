@@ -78,9 +78,11 @@ def load_task_rows(paths: Iterable[str | Path]) -> list[dict]:
         group = [run for run in runs if any(r["task"] == task for r in tables[run.run_dir])]
         swept = swept_keys(group)
         for run in group:
+            # Randomized positions off (0) is the ordinary encoding: "rope", beside "rope (random_positions=256)".
+            keys = [(k, v) for k, v in swept[run.run_dir] if not (k == "train.random_positions" and not v)]
             for row in (r for r in tables[run.run_dir] if r["task"] == task):
                 row.update(run_dir=run.run_dir, seed=run.seed, pe=run.pe,
-                           label=make_label(run.pe, row["rope_scaling"], swept[run.run_dir]))
+                           label=make_label(run.pe, row["rope_scaling"], keys))
                 out.append(row)
     if not any(r["status"] == "ok" for r in out):
         raise UserError("no successful task evaluations; every row has a non-ok status")
