@@ -7,11 +7,17 @@ result CSVs). A claim reads them through ropebench's own readers and returns the
 numbers formatted from the data -- and whether the data supports it; the check passes only when the data does
 AND that exact sentence stands in the folder's README (whitespace aside). So no README sentence states a number
 by hand, and tests/test_results.py fails CI when the data or the README moves away from the other.
+
+A comparative sentence (one that ranks, says better / worse / below / than ...) must hold per seed: its claim
+also returns (k, n), the number of seeds in which the comparison holds out of n, and the sentence must say so --
+"in every seed" (or "in all n seeds") when k = n, else "in k of n seeds". A comparative sentence whose claim
+returns no count, or whose wording does not match its count, fails.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -27,15 +33,35 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 @dataclass
 class Claim:
     folder: str
-    check: Callable[[], tuple[str, bool]]  # -> (the README sentence, whether the data supports it)
+    # -> (the README sentence, whether the data supports it[, (seeds in which it holds, seeds)])
+    check: Callable[[], tuple]
+    # A single measurement (memory, throughput): no seeds to hold in, so no per-seed count.
+    measurement: bool = False
+
+
+# Words that make a sentence compare or rank things: such a sentence must say in how many seeds it holds.
+COMPARATIVE = re.compile(r"\b(below|above|better|worse|best|worst|beats?|than|lower|higher|order|outperforms?|"
+                         r"ahead|behind|wins?|loses?|improves?|hurts?|ranks?|ranking)\b", re.IGNORECASE)
+
+
+def seed_count_problem(text: str, counts: tuple[int, int] | None) -> str:
+    """"" when the sentence states its per-seed count as the data gives it, else why not."""
+    if counts is None:
+        return " [comparative sentence without a per-seed count]" if COMPARATIVE.search(text) else ""
+    k, n = counts
+    if k == n:
+        ok = any(p in text for p in ("in every seed", f"in all {n} seeds", f"in each of the {n} seeds",
+                                     f"in {n} of {n} seeds", *(("(one seed)",) if n == 1 else ())))
+        return "" if ok else f" [holds in every seed ({n}); the sentence must say so]"
+    return "" if f"in {k} of {n} seeds" in text else f" [holds in {k} of {n} seeds; the sentence must say so]"
 
 
 CLAIMS: list[Claim] = []
 
 
-def claim(folder: str):
-    def register(fn: Callable[[], tuple[str, bool]]) -> Callable[[], tuple[str, bool]]:
-        CLAIMS.append(Claim(folder, fn))
+def claim(folder: str, measurement: bool = False):
+    def register(fn: Callable[[], tuple]) -> Callable[[], tuple]:
+        CLAIMS.append(Claim(folder, fn, measurement))
         return fn
 
     return register
@@ -95,9 +121,11 @@ def main() -> int:
     failed = 0
     for c in registered:
         try:
-            text, supported = c.check()
+            text, supported, *counts = c.check()
             problem = "" if supported else " [NOT SUPPORTED by the CSVs]"
             problem += "" if in_readme(c.folder, text) else " [NOT IN README]"
+            if not c.measurement:
+                problem += seed_count_problem(text, counts[0] if counts else None)
         except Exception as exc:  # a claim whose data is missing fails, with the reason
             text, problem = c.check.__name__, f" [{type(exc).__name__}: {exc}]"
         failed += bool(problem)

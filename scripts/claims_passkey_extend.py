@@ -106,7 +106,7 @@ def passkey_yarn_beats_dynamic():
     means = {s: statistics.fmean(acc[("rope", s, "yarn")][128]) for s in (0, 1, 2)}
     text = (f"At 128 tokens YaRN retrieves more keys than dynamic NTK in {len(wins)} of 3 seeds (YaRN: "
             + ", ".join(f"{means[s]:.0%}" for s in (0, 1, 2)) + "), yet stays below 80% in every seed.")
-    return text, len(wins) == 3 and max(means.values()) < 0.8
+    return text, len(wins) == 3 and max(means.values()) < 0.8, (len(wins), 3)
 
 
 # -- extend ------------------------------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def extpk_at_256():
              > acc[("direct", 200, s)][256]]
     text = (f"After 200 steps at 256 tokens (the fine-tuned length) the mean accuracy is {parts}; YaRN is above PI "
             f"and PI above direct fine-tuning in {len(order)} of 3 seeds.")
-    return text, len(order) >= 2
+    return text, len(order) >= 2, (len(order), 3)
 
 
 @claim("extend_passkey")
@@ -384,7 +384,7 @@ def extpk_short_loss():
             f"{parts}, against 100% for the base models."), ok
 
 
-@claim("hf")
+@claim("hf", measurement=True)
 def hf_memory():
     import json
 

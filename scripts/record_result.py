@@ -10,7 +10,9 @@ Copies figures (*.png, *.pdf), tables (*.md) and every run's CSV/JSON results (n
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +23,9 @@ from ropebench.bench.rope_bench import device_name
 from ropebench.run.rundir import CONFIG, RunDir
 
 SMALL = ("*.png", "*.pdf", "*.md", "*.csv", "*.tex")
+TEXT = ("*.yaml", "*.json", "*.jsonl", "*.csv", "*.md", "*.tex")
+# Absolute paths of the machine that made a result: under these roots, or the given sources.
+_ABSOLUTE = re.compile(r"(?<![\w.~$])/(?:tmp|home|root|work|Users|mnt|scratch|data|var)(?:/[^\s\"',|)\]]*)?")
 PER_RUN = ("eval_length.csv", "eval_positions.csv", "passkey.csv", "metrics.jsonl", "final.json")
 
 
@@ -40,15 +45,51 @@ def commit() -> str:
         return "unknown"
 
 
+def _relative(path: str, folder: Path, cache: str) -> str:
+    """What a committed result says instead of a path of the machine that made it: the path inside the results
+    folder holding the same name (a copied run, an export), ``$ROPEBENCH_CACHE`` for the token cache, else the
+    last component alone."""
+    clean = path.rstrip("/")
+    if cache and (clean == cache or clean.startswith(cache + "/")):
+        return "$ROPEBENCH_CACHE" + clean[len(cache):]
+    name = Path(clean).name
+    for candidate in (f"runs/{name}", name):
+        if (folder / candidate).exists():
+            return candidate
+    return f"<elsewhere>/{name}" if name else "<elsewhere>"
+
+
+def relativize(folder: Path) -> int:
+    """Rewrite every absolute path in the folder's text files as a path relative to the folder (see
+    ``_relative``); returns how many files changed. Committed results name no path of the machine that made
+    them."""
+    cache = os.path.expanduser(os.environ.get("ROPEBENCH_CACHE", "~/.cache/ropebench")).rstrip("/")
+    changed = 0
+    for pattern in TEXT:
+        for f in folder.rglob(pattern):
+            text = f.read_text()
+            new = _ABSOLUTE.sub(lambda m: _relative(m.group(0), folder, cache), text)
+            if new != text:
+                f.write_text(new)
+                changed += 1
+    return changed
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name")
-    p.add_argument("source", type=Path, nargs="+", help="run and/or sweep directories")
-    p.add_argument("--command", required=True, help="the exact command that produced it")
+    p.add_argument("source", type=Path, nargs="*", help="run and/or sweep directories")
+    p.add_argument("--command", default="", help="the exact command that produced it (required unless --paths-only)")
     p.add_argument("--wall", default="", help="wall-clock time of the command")
     p.add_argument("--note", default="")
+    p.add_argument("--paths-only", action="store_true", help="only rewrite absolute paths in results/NAME")
     args = p.parse_args(argv)
     target = Path("results") / args.name
+    if args.paths_only:
+        print(f"{target}: {relativize(target)} files with absolute paths rewritten")
+        return
+    if not args.source or not args.command:
+        p.error("give the run or sweep directories and --command")
     target.mkdir(parents=True, exist_ok=True)
     for pattern in SMALL:
         for src in args.source:
@@ -65,6 +106,7 @@ def main(argv=None) -> None:
         config = RunDir(run).config_path()
         if config.is_file():
             shutil.copy(config, dest / CONFIG)
+    relativize(target)
     readme = target / "README.md"
     body = readme.read_text() if readme.is_file() else f"# {args.name}\n"
     body += (f"\n## Provenance\n\n- command: `{args.command}`\n- commit: {commit()}\n- hardware: {hardware()}\n"

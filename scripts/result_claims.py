@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
+import claims_fair  # noqa: E402,F401  (registers the fair-baseline and context-use claims)
 import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
 import claims_throughput  # noqa: E402,F401  (registers the throughput claims)
 from check_results import RESULTS, claim, means, per_seed, ranking, rows, runs, table_matches

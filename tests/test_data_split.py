@@ -45,10 +45,16 @@ def reference_hash(window: bytes) -> int:
     return h ^ (h >> 31)
 
 
-def text_corpus(paths, cache: Path, val_fraction=0.1):
+def text_corpus(paths, cache: Path, val_fraction=0.1, test_fraction=0.1):
     cfg = data_config("text_files", [str(p) for p in paths])
-    cfg.cache_dir, cfg.val_fraction = str(cache), val_fraction
+    cfg.cache_dir, cfg.val_fraction, cfg.test_fraction = str(cache), val_fraction, test_fraction
     return data.load_corpus(cfg, log=lambda *a: None)
+
+
+def split(names, docs, val: float, test: float = 0.0):
+    """(train, val, test) indices as load_corpus draws them."""
+    sides, found = data._split_documents(names, docs, {"val": val, "test": test})
+    return sides["train"], sides["val"], sides["test"], found
 
 
 def test_fingerprints_are_the_polynomial_hash_of_each_window():
@@ -94,10 +100,13 @@ def test_groups_follow_mutual_links_and_contained_documents_follow_their_contain
     src = np.array([0, 1, 1, 2, 3, 4, 5, 6, 6])
     dst = np.array([1, 0, 2, 1, 4, 5, 4, 0, 4])
     assert dedup.near_duplicate_groups(7, src, dst).tolist() == [0, 0, 0, 3, 4, 4, 6]
-    is_val = np.array([True, True, True, True, False, False, True])
+    side = np.array([1, 1, 1, 1, 0, 0, 1])  # 0: training, 1: validation
     # 3 and 6 sit in validation while a document holding them is in training: both move; group 0-2 stays.
-    assert dedup.keep_contained_in_training(is_val, src, dst).tolist() == [True, True, True, False, False, False,
-                                                                           False]
+    assert dedup.follow_containers(side, src, dst).tolist() == [1, 1, 1, 0, 0, 0, 0]
+    # With a test side (2): 6 is inside 0 (validation) and 4 (training) -> training; 3 inside 4 -> training;
+    # a validation document inside a test one stays (only held-out documents move, and only towards training).
+    side = np.array([2, 2, 2, 2, 1, 1, 2])
+    assert dedup.follow_containers(side, src, dst).tolist() == [2, 2, 2, 1, 1, 1, 1]
 
 
 def write_pairs(directory: Path, rng, n_pairs: int) -> list[tuple[str, str]]:
@@ -131,8 +140,8 @@ def test_unrelated_documents_split_by_val_fraction():
     rng = np.random.default_rng(4)
     names = [f"f{k}.txt" for k in range(400)]
     docs = [random_text(rng, 100).encode() for _ in names]
-    train, val, found = data._split_documents(names, docs, 0.1)
-    assert sorted(train + val) == list(range(400)) and found["groups"] == found["moved_to_train"] == 0
+    train, val, test, found = split(names, docs, 0.1)
+    assert sorted(train + val) == list(range(400)) and found["groups"] == found["moved_to_train"] == 0 and not test
     assert 40 - 3 * 6 <= len(val) <= 40 + 3 * 6  # binomial(400, 0.1): mean 40, sd 6
     assert val == [i for i in sorted(range(400), key=lambda i: data._doc_hash(names[i], "order"))
                    if data._doc_hash(names[i], "split") < 0.1]  # with no near-duplicates: the split by name
@@ -145,7 +154,7 @@ def test_contained_document_moves_to_the_training_side():
     drawn_val = [k for k, n in enumerate(names) if data._doc_hash(n, "split") < 0.2]
     container = next(k for k in range(60) if k not in drawn_val)
     docs[drawn_val[0]] = docs[container][:600]  # all of it inside a training document, not the other way round
-    train, val, found = data._split_documents(names, docs, 0.2)
+    train, val, _, found = split(names, docs, 0.2)
     assert drawn_val[0] in train and container in train and found == {**found, "moved_to_train": 1, "groups": 0}
     assert sorted(val) == sorted(drawn_val[1:])
 
@@ -185,9 +194,13 @@ def test_report_on_a_built_corpus_finds_no_leak(tmp_path, capsys, monkeypatch):
 
     pairs = write_pairs(tmp_path / "docs", np.random.default_rng(7), 20)
     monkeypatch.setenv("ROPEBENCH_CACHE", str(tmp_path / "cache"))
-    report = data_report("text_files", [str(tmp_path / "docs")])
-    assert report.above_limit == 0 and report.n_val > 0 and report.n_val + report.n_train == 40
-    assert "more than 50% of their n-grams in one training document: 0" in capsys.readouterr().out
+    report = data_report("text_files", [str(tmp_path / "docs")], split="val")
+    assert report.above_limit == 0 and report.n_val > 0 and report.held_out == "validation"
+    test = data_report("text_files", [str(tmp_path / "docs")])
+    assert test.above_limit == 0 and test.held_out == "test" and report.n_val + test.n_val + test.n_train == 40
+    out = capsys.readouterr().out
+    assert "validation documents with more than 50% of their n-grams in one training document: 0" in out
+    assert "test documents with more than 50% of their n-grams in one training document: 0" in out
     assert any((data._doc_hash(a, "split") < 0.1) != (data._doc_hash(b, "split") < 0.1) for a, b in pairs), \
         "a split by each file's own name would have leaked some pair"
 
@@ -211,10 +224,107 @@ def test_no_validation_document_of_the_stdlib_mostly_repeats_a_training_one():
     """The whole standard library (~1,800 files, 30 MB), read directly: the split as load_corpus makes it."""
     names, files = data._stdlib_named()
     docs = [f.read_bytes() for f in files]
-    train, val, found = data._split_documents(names, docs, 0.1)
+    train, val, _, found = split(names, docs, 0.1)
     report = split_overlap([docs[i] for i in train], [names[i] for i in train],
                            [docs[i] for i in val], [names[i] for i in val])
     assert report.above_limit == 0, report.lines()
     assert 0.06 * len(docs) < len(val) < 0.14 * len(docs) and found["groups"] > 10
     cp860, cp869 = names.index("encodings/cp860.py"), names.index("encodings/cp869.py")
     assert (cp860 in val) == (cp869 in val)
+
+
+def test_three_way_split_keeps_validation_and_draws_test_from_training():
+    """Validation is the same with or without a test split (as before the test split existed); the test
+    documents come from the former training side, in the share asked for."""
+    rng = np.random.default_rng(8)
+    names = [f"g{k}.txt" for k in range(600)]
+    docs = [random_text(rng, 100).encode() for _ in names]
+    train2, val2, test2, _ = split(names, docs, 0.1)
+    train3, val3, test3, _ = split(names, docs, 0.1, 0.15)
+    assert val3 == val2 and not test2
+    assert set(train3) | set(test3) == set(train2) and not set(train3) & set(test3)
+    assert 90 - 3 * 9 <= len(test3) <= 90 + 3 * 9  # binomial(600, 0.15): mean 90, sd 8.7
+    assert set(test3) == {i for i, n in enumerate(names) if 0.1 <= data._doc_hash(n, "split") < 0.25}
+
+
+def test_test_split_holds_no_near_duplicate_of_training_or_validation(tmp_path):
+    pairs = write_pairs(tmp_path / "docs", np.random.default_rng(9), 30)
+    corpus = text_corpus([tmp_path / "docs"], tmp_path / "cache", val_fraction=0.25, test_fraction=0.3)
+    side = {name: s for s in ("train", "val", "test") for name in corpus.names[s]}
+    assert {side[a] for a, _ in pairs} == {"train", "val", "test"}  # all three sides are used ...
+    assert all(side[a] == side[b] for a, b in pairs)  # ... and every pair of near-duplicates is on one of them
+    tokens = {s: corpus.held_out(s) if s != "train" else corpus.train for s in ("train", "val", "test")}
+    docs = {s: [t.tokens[a:b].astype(np.uint8).tobytes() for a, b in zip(t.starts, t.ends)] for s, t in tokens.items()}
+    for held in ("val", "test"):
+        others = docs["train"] + (docs["val"] if held == "test" else [])
+        fraction, _, _ = dedup.best_containment(docs[held], others)
+        assert fraction.max() < 0.5
+
+
+def test_a_test_document_inside_a_validation_one_moves_to_validation():
+    rng = np.random.default_rng(10)
+    names = [f"t{k}" for k in range(80)]
+    docs = [random_text(rng, 400).encode() for _ in names]
+    drawn = {k: data._draw_side(data._doc_hash(n, "split"), {"val": 0.2, "test": 0.2}) for k, n in enumerate(names)}
+    inner = next(k for k, s in drawn.items() if s == 2)
+    container = next(k for k, s in drawn.items() if s == 1)
+    docs[inner] = docs[container][:600]
+    train, val, test, found = split(names, docs, 0.2, 0.2)
+    assert inner in val and container in val and found["moved_to_val"] == 1 and inner not in test
+
+
+def test_a_corpus_without_a_test_split_refuses_test_in_one_line(tmp_path, corpus_dir):
+    from omegaconf import OmegaConf
+
+    from ropebench.errors import UserError
+
+    cfg = OmegaConf.to_container(data_config("text_files", [str(corpus_dir)]), resolve=True, enum_to_str=True)
+    cfg = OmegaConf.create({**cfg, "cache_dir": str(tmp_path)})
+    del cfg["test_fraction"]  # a run recorded before the test split existed (plain YAML, no such key)
+    legacy = data.load_corpus(cfg, log=lambda *a: None)
+    assert legacy.test is None and legacy.held_out("val") is legacy.val
+    with pytest.raises(UserError, match="no test split .* --split val$"):
+        legacy.held_out("test")
+
+
+def test_report_measures_the_scored_regions_against_training(tmp_path, capsys, corpus_dir):
+    """The scored regions' share of n-grams found anywhere in training, checked with Python sets; a run
+    directory's own data and evaluation settings are what the report reads."""
+    from omegaconf import OmegaConf
+
+    from ropebench.cli.data_report import data_report
+    from ropebench.data.regions import region_spans
+
+    cfg = OmegaConf.create({"data": OmegaConf.to_container(data_config("text_files", [str(corpus_dir)])),
+                            "model": {}, "pe": {"name": "rope"}, "train": {"seq_len": 16},
+                            "eval": {"region_multiple": 4, "max_tokens": 512}})
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(cfg, run / "config.yaml")
+    data_report(target=[str(run)])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("scored regions:"))
+    corpus = data.load_corpus(cfg.data, log=lambda *a: None)
+    spans = region_spans(corpus.test, corpus.names["test"], 16, 64, 512)
+    assert 2 <= len(spans) <= 8 and all(b - a == 65 for a, b in spans)
+    regions = [corpus.test.tokens[a:b].astype(np.uint8).tobytes() for a, b in spans]
+    train_grams = set().union(*(ngrams(corpus.train.tokens[a:b].astype(np.uint8).tobytes())
+                                for a, b in zip(corpus.train.starts, corpus.train.ends)))
+    grams = [ngrams(r) for r in regions]
+    total, found = sum(map(len, grams)), sum(len(g & train_grams) for g in grams)
+    assert f"{len(spans)} test regions of 64 tokens; {found / total:.1%} of their {total} distinct" in line
+
+
+def test_regions_start_inside_documents_at_a_fixed_offset_drawn_from_the_name():
+    from ropebench.data.regions import region_offset, region_spans
+
+    starts, ends = np.array([0, 500, 540, 2000]), np.array([499, 539, 1999, 2600])
+    split = data.TokenSplit(np.zeros(2600, np.uint16), starts, ends)
+    names = ["a.py", "short.py", "c.py", "d.py"]
+    spans = region_spans(split, names, 64, 100)
+    assert [(a - s, b - a) for (a, b), s in zip(spans, (0, 540, 2000))] == \
+        [(region_offset(n, e - s - 101), 101) for n, s, e in (("a.py", 0, 499), ("c.py", 540, 1999),
+                                                               ("d.py", 2000, 2600))]
+    offsets = {region_offset(f"doc{k}", 1000) for k in range(200)}
+    assert len(offsets) > 150 and min(offsets) < 100 and max(offsets) > 900  # spread over the document
+    assert region_spans(split, names, 64, 100, max_tokens=150) == spans[:2]  # whole regions: ceil(150/100)

@@ -61,8 +61,8 @@ def test_the_same_tokens_at_every_length_up_to_the_region():
     tokens = torch.zeros(64 * 2000, dtype=torch.int64).numpy()
     for length in (64, 80, 96, 100, 128, 1024):
         windows = make_windows(docs, length, "nonoverlapping", length)
-        _, count, *_ = score_windows(PositionLoss(), tokens, windows, length, 64, torch.device("cpu"), 4)
-        assert count == 65_536, length
+        scores = score_windows(PositionLoss(), tokens, windows, length, 64, torch.device("cpu"), 4)
+        assert scores.count == 65_536, length
 
 
 @pytest.mark.parametrize("doc_len,length,stride", [(11, 4, 2), (11, 4, 3), (12, 4, 3), (100, 16, 5), (33, 8, 8)])
@@ -102,12 +102,12 @@ def test_nll_is_averaged_per_token_not_per_window():
     # Two windows of L=4: the first scores all 4 targets (loss 0,1,2,3), the second only its last one (3).
     tokens = torch.arange(20).numpy()
     windows = [Window(0, 4, 0), Window(1, 1, 0)]
-    total, count, edges, bucket_nll, bucket_n = score_windows(PositionLoss(), tokens, windows, 4, 8,
-                                                              torch.device("cpu"), 2)
-    assert count == 5
-    assert total / count == pytest.approx((0 + 1 + 2 + 3 + 3) / 5)  # per token: 1.8; per window would be 2.25
-    assert edges == [0, 2, 4]
-    assert bucket_n == [2, 3] and bucket_nll == [1, 8]
+    s = score_windows(PositionLoss(), tokens, windows, 4, 8, torch.device("cpu"), 2)
+    assert s.count == 5
+    assert s.nll == pytest.approx((0 + 1 + 2 + 3 + 3) / 5)  # per token: 1.8; per window would be 2.25
+    assert s.edges == [0, 2, 4]
+    assert s.bucket_n == [2, 3] and s.bucket_nll == [1, 8]
+    assert s.doc_nll == [9] and s.doc_n == [5]
 
 
 def test_default_lengths_are_the_documented_multiples():
@@ -122,8 +122,8 @@ def test_bad_lengths_are_user_errors(text):
 
 def test_merge_replaces_same_key_and_keeps_others(tmp_path):
     run, t = RunDir(tmp_path), EVAL_TABLE
-    cols = ["pe", "eval_len", "protocol", "stride", "rope_scaling", "ppl", "status"]
-    row = {"pe": "rope", "protocol": "nonoverlapping", "rope_scaling": "none", "status": "ok"}
+    cols = ["pe", "eval_len", "split", "protocol", "stride", "rope_scaling", "ppl", "status"]
+    row = {"pe": "rope", "split": "test", "protocol": "nonoverlapping", "rope_scaling": "none", "status": "ok"}
     # Out of order on purpose: rows are sorted by length as numbers (128 after 64, not before it as text).
     run.merge_rows(t.name, [{**row, "eval_len": 128, "stride": 128, "ppl": 2.0},
                             {**row, "eval_len": 64, "stride": 64, "ppl": 1.0}], cols, t.key, t.sort_key)
@@ -132,7 +132,7 @@ def test_merge_replaces_same_key_and_keeps_others(tmp_path):
     assert len(lines) == 3
     assert lines[1].startswith("rope,64,") and lines[2].endswith(",3.0,ok")
     assert not list(tmp_path.glob(".*tmp"))
-    assert math.isclose(float(lines[2].split(",")[5]), 3.0)
+    assert math.isclose(float(lines[2].split(",")[6]), 3.0)
 
 
 def test_sort_key_puts_a_damaged_cell_last_instead_of_raising():
@@ -184,3 +184,15 @@ def test_end_to_end_dynamic_without_factor_equals_ntk(rope_run):
         assert (ntk["rope_factor"], ntk["rope_scale"]) == (f"{s:g}", f"{s:g}")
     assert by_type["dynamic"][48]["ppl"] != by_type["none"][48]["ppl"]  # the scaling did change something
     assert by_type["dynamic"][16]["ppl"] == by_type["none"][16]["ppl"]  # and nothing at the training length
+
+
+def test_rows_written_before_the_test_split_are_validation_rows(tmp_path):
+    """An old eval_length.csv (no split column) keeps its rows, read as validation, when new rows merge in."""
+    run, t = RunDir(tmp_path), EVAL_TABLE
+    (tmp_path / "eval_length.csv").write_text("pe,eval_len,protocol,stride,rope_scaling,ppl,status\n"
+                                              "rope,64,nonoverlapping,64,none,5.0,ok\n")
+    new = {"pe": "rope", "eval_len": 64, "split": "test", "protocol": "nonoverlapping", "stride": 64,
+           "rope_scaling": "none", "ppl": 6.0, "status": "ok"}
+    run.merge_rows(t.name, [new], t.columns, t.key, t.sort_key, fill=t.defaults)
+    rows = read_rows(tmp_path / "eval_length.csv")
+    assert [(r["split"], r["ppl"]) for r in rows] == [("test", "6.0"), ("val", "5.0")]

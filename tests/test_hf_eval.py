@@ -84,7 +84,7 @@ def test_window_nll_is_the_models_own_loss(hf_dir, monkeypatch, name):
     torch.testing.assert_close(nll.mean(), own, rtol=1e-5, atol=1e-6)
 
 
-def scored_windows_nll(hf_dir, out, length):
+def scored_windows_nll(hf_dir, out, length, split):
     """Token-weighted NLL over the windows ropebench scored, each computed by the model's own loss with the
     unscored targets masked (-100): the independent reference for one evaluated length."""
     from omegaconf import OmegaConf
@@ -94,11 +94,12 @@ def scored_windows_nll(hf_dir, out, length):
     from ropebench.eval.runner import Session
 
     session = Session(out)
-    probe = PerplexityProbe(max_tokens=int(session.cfg.eval.max_tokens))
+    probe = PerplexityProbe(max_tokens=int(session.cfg.eval.max_tokens), split=split)
     probe.corpus = load_corpus(OmegaConf.create(session.cfg.data), log=lambda *a: None)
+    held_out = probe.corpus.held_out(split)
     model, total, count = load(hf_dir / "llama"), 0.0, 0
     for w in make_windows(probe.documents(session, length), length, "nonoverlapping", length):
-        ids = torch.from_numpy(probe.corpus.val.tokens[w.start : w.start + length + 1].astype("int64"))[None]
+        ids = torch.from_numpy(held_out.tokens[w.start : w.start + length + 1].astype("int64"))[None]
         labels = ids.clone()
         labels[:, : length + 1 - w.n_score] = -100  # HF shifts labels by one: these are the unscored targets
         with torch.no_grad():
@@ -114,7 +115,7 @@ def test_eval_length_scores_the_same_tokens_as_the_models_own_loss(hf_dir, corpu
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[0]["n_tokens"] == rows[1]["n_tokens"]  # the same targets at every length
     for row in rows:
-        nll, count = scored_windows_nll(hf_dir, out, row["eval_len"])
+        nll, count = scored_windows_nll(hf_dir, out, row["eval_len"], row["split"])
         assert row["n_tokens"] == count
         assert row["nll"] == pytest.approx(nll, rel=1e-5)
 
@@ -161,9 +162,9 @@ def fake_run(path):
     path.mkdir()
     (path / "config.yaml").write_text("model: {name: tiny}\npe: {name: rope}\ndata: {name: stdlib, tokenizer: bytes}"
                                       "\ntrain: {seq_len: 32}\neval: {max_tokens: 512}\nseed: 0\n")
-    (path / "eval_length.csv").write_text("pe,train_seq_len,eval_len,protocol,stride,rope_scaling,ppl,nll,status\n"
-                                          "rope,32,32,nonoverlapping,32,none,3.0,1.1,ok\n"
-                                          "rope,32,64,nonoverlapping,64,none,4.0,1.4,ok\n")
+    (path / "eval_length.csv").write_text("pe,train_seq_len,eval_len,split,protocol,stride,rope_scaling,ppl,nll,"
+                                          "status\nrope,32,32,test,nonoverlapping,32,none,3.0,1.1,ok\n"
+                                          "rope,32,64,test,nonoverlapping,64,none,4.0,1.4,ok\n")
     return path
 
 

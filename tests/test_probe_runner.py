@@ -112,7 +112,10 @@ def _warnings(text: str) -> list[str]:
 def test_damaged_eval_csv_keeps_the_new_rows_and_warns_once(run):
     path = run / "eval_length.csv"
     header = ",".join(ppl.COLUMNS)
-    old = "rope,16,40,nonoverlapping,40,none,,,9.5,2.25,512,13,2,ok"
+    cells = {"pe": "rope", "train_seq_len": 16, "eval_len": 40, "split": "test", "protocol": "nonoverlapping",
+             "stride": 40, "rope_scaling": "none", "ppl": 9.5, "nll": 2.25, "n_tokens": 512, "n_windows": 13,
+             "n_documents": 2, "status": "ok"}
+    old = ",".join(str(cells.get(c, "")) for c in ppl.COLUMNS)
     path.write_text(f"{header}\n{old}\nthis row is garbage\n")  # line 3: the wrong number of fields
     result = runner.invoke(app, ["eval-length", str(run), "--lengths", "16,32"])
     assert result.exit_code == 0, result.output
@@ -137,7 +140,10 @@ def test_eval_csv_without_a_key_column_is_replaced_by_the_new_rows(run):
 
 def test_a_text_cell_in_a_key_column_sorts_last_instead_of_crashing(run):
     path = run / "eval_length.csv"
-    path.write_text(",".join(ppl.COLUMNS) + "\nrope,16,abc,nonoverlapping,8,none,,,1,0,1,1,1,ok\n")
+    cells = {"pe": "rope", "train_seq_len": 16, "eval_len": "abc", "split": "test", "protocol": "nonoverlapping",
+             "stride": 8, "rope_scaling": "none", "ppl": 1, "nll": 0, "n_tokens": 1, "n_windows": 1,
+             "n_documents": 1, "status": "ok"}
+    path.write_text(",".join(ppl.COLUMNS) + "\n" + ",".join(str(cells.get(c, "")) for c in ppl.COLUMNS) + "\n")
     result = runner.invoke(app, ["eval-length", str(run), "--lengths", "16"])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert [r["eval_len"] for r in read_csv(path)] == ["16", "abc"]

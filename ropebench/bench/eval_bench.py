@@ -10,7 +10,9 @@ and the same number of scored tokens at every length. Per length it reports:
   and runs the same model call with nothing after it;
 * how many times the encoding's dense ``bias(T)`` was built per forward (an SDPA bias encoding must build one
   (H, T, T) tensor per forward, shared by every layer; FlexAttention builds none);
-* on CUDA, the peak memory of one ``score_windows`` call.
+* on CUDA, the peak memory of one ``score_windows`` call;
+* past the training length, the cost of the cropped baseline (``ropebench.eval.crop``: the same tokens scored
+  with their context cut to about the training length) as a ratio to the plain evaluation at that length.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from omegaconf import OmegaConf
 from ropebench.bench.rope_bench import device_name, pick_device
 from ropebench.bench.train_bench import PRESETS, pe_config, pick_preset
 from ropebench.errors import UserError, choose
+from ropebench.eval.crop import crop_stride, crop_windows
 from ropebench.eval.perplexity import make_windows, score_windows
 from ropebench.run.config import ModelConfig
 
@@ -90,16 +93,17 @@ def _warm_up(model, score: Callable[[], tuple], n_batches: int, device: torch.de
     with BiasCounter(model.pe) as counter:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        _, count, *_ = score()
+        count = score().count
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {"status": "ok", "n_tokens": count, "bias_calls_per_forward": counter.calls / n_batches,
             "bias_shapes": sorted({s for s in counter.shapes if s}), "peak_memory_bytes": peak}
 
 
 def time_length(models: dict, length: int, n_tokens: int, vocab: int, batch_tokens: int, buckets: int, reps: int,
-                device: torch.device) -> list[dict]:
-    """Rows for every encoding at one length: score_windows vs forward-only, medians of ``reps`` rounds whose
-    order alternates, so drift in the machine's speed hits every encoding alike."""
+                device: torch.device, train_len: int = 0) -> list[dict]:
+    """Rows for every encoding at one length: score_windows vs forward-only (and, past ``train_len``, the cropped
+    baseline), medians of ``reps`` rounds whose order alternates, so drift in the machine's speed hits every
+    encoding alike."""
     n_windows = max(1, n_tokens // length)
     tokens = np.random.default_rng(0).integers(0, vocab, n_windows * length + 1).astype(np.uint16)
     windows = make_windows([(0, len(tokens))], length, "nonoverlapping", length)
@@ -115,18 +119,25 @@ def time_length(models: dict, length: int, n_tokens: int, vocab: int, batch_toke
                 torch.cuda.empty_cache()
             rows[spec] = {"status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
             continue
-        runs[spec] = (score, functools.partial(forward_only, model, tokens, windows, length, batch_size, device),
-                      [], [])
+        timed = {"score": score, "forward": functools.partial(forward_only, model, tokens, windows, length,
+                                                              batch_size, device)}
+        if 0 < train_len < length:
+            cropped = crop_windows(windows, length, train_len, crop_stride(train_len))
+            timed["crop"] = functools.partial(score_windows, model, tokens, cropped, train_len,
+                                              max(1, batch_tokens // train_len), device, min(buckets, train_len))
+        runs[spec] = (timed, {name: [] for name in timed})
     names = list(runs)
     for r in range(reps):
         for spec in names if r % 2 == 0 else names[::-1]:
-            score, forward, score_s, forward_s = runs[spec]
-            score_s.append(_seconds(score, device))
-            forward_s.append(_seconds(forward, device))
-    for spec, (_, _, score_s, forward_s) in runs.items():
-        score_med, forward_med = statistics.median(score_s), statistics.median(forward_s)
-        rows[spec].update(tokens_per_s=rows[spec]["n_tokens"] / score_med, score_s=score_med,
-                          forward_only_s=forward_med, bookkeeping_frac=1 - forward_med / score_med)
+            timed, seconds = runs[spec]
+            for name, fn in timed.items():
+                seconds[name].append(_seconds(fn, device))
+    for spec, (_, seconds) in runs.items():
+        med = {name: statistics.median(values) for name, values in seconds.items()}
+        rows[spec].update(tokens_per_s=rows[spec]["n_tokens"] / med["score"], score_s=med["score"],
+                          forward_only_s=med["forward"], bookkeeping_frac=1 - med["forward"] / med["score"])
+        if "crop" in med:
+            rows[spec].update(crop_s=med["crop"], crop_ratio=med["crop"] / med["score"])
     return [{"encoding": spec, "eval_len": length, "n_windows": len(windows), "batch_size": batch_size, **row}
             for spec, row in rows.items()]
 
@@ -159,7 +170,8 @@ def bench_eval(encodings: list[str] | None = None, model: str = "auto", train_le
     echo(f"model {preset} (fresh init): {model_cfg.n_layer} layers, {model_cfg.n_embd} wide, {model_cfg.n_head} "
          f"heads; training length {train_len}; {n_tokens} scored tokens per length, {batch_tokens} tokens per "
          f"batch; attention={attention}; median of {reps}")
-    echo(f"  {'encoding':<12}{'length':>8}{'tokens/s':>12}{'bookkeeping':>13}{'bias/fwd':>10}{'peak MB':>9}")
+    echo(f"  {'encoding':<12}{'length':>8}{'tokens/s':>12}{'bookkeeping':>13}{'bias/fwd':>10}{'peak MB':>9}"
+         f"{'crop cost':>11}")
     from ropebench.core.model import GPT
 
     models = {}
@@ -168,7 +180,7 @@ def bench_eval(encodings: list[str] | None = None, model: str = "auto", train_le
         models[spec] = GPT(model_cfg, pe_cfg, vocab_size=vocab, train_seq_len=train_len).to(dev).eval()
     rows = []
     for length in lengths:
-        for row in time_length(models, length, n_tokens, vocab, batch_tokens, buckets, reps, dev):
+        for row in time_length(models, length, n_tokens, vocab, batch_tokens, buckets, reps, dev, train_len):
             rows.append(row)
             echo(_format(row))
     models.clear()
@@ -184,5 +196,6 @@ def _format(row: dict) -> str:
     if row["status"] != "ok":
         return f"  {row['encoding']:<12}{row['eval_len']:>8}  {row['status']}"
     peak = f"{row['peak_memory_bytes'] / 2**20:.0f}" if row["peak_memory_bytes"] is not None else "-"
+    crop = f"{row['crop_ratio']:.2f}x" if "crop_ratio" in row else "-"
     return (f"  {row['encoding']:<12}{row['eval_len']:>8}{row['tokens_per_s']:>12.0f}{row['bookkeeping_frac']:>13.1%}"
-            f"{row['bias_calls_per_forward']:>10.2g}{peak:>9}")
+            f"{row['bias_calls_per_forward']:>10.2g}{peak:>9}{crop:>11}")

@@ -160,38 +160,33 @@ def eval_length(
     max_tokens: int = typer.Option(None, help="Tokens scored per length; 0 scores every token (default: the run's "
                                    "eval.max_tokens)."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
+    split: str = typer.Option(None, help="Held-out documents to score: test (reported results) or val (choosing "
+                              "settings); default: the run's eval.split (test; val for runs without a test split)."),
+    crop: bool = typer.Option(True, "--crop/--no-crop", help="Beside each length past the training length L, the "
+                              "same tokens with their context cut to about L: ppl_crop and nll_gain."),
+    crop_stride: int = typer.Option(None, help="Stride of the cropped windows: cropped contexts hold L - stride + 1 "
+                                    "to L tokens (default: L / 8)."),
     rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
 ):
     """Perplexity at each evaluation length, merged into RUN_DIR/eval_length.csv of each finished run given or
     found in a sweep directory (one after another; one that fails does not stop the others); or of a Hugging
     Face model, into --out."""
     from ropebench.eval.lengths import parse_lengths
+    from ropebench.eval.perplexity import check_options
     from ropebench.eval.perplexity import eval_length as run_eval
     from ropebench.run.rundir import EVAL_CSV
 
     # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
-    _check_eval_options(wanted, protocol, stride, max_tokens)
+    check_options(wanted, protocol, stride, max_tokens, split, crop_stride)
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
-                        max_tokens=max_tokens, device=device)
+                        max_tokens=max_tokens, device=device, split=split, crop=crop, crop_every=crop_stride)
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows
 
     each_run(run_dirs, evaluate)
-
-
-def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None) -> None:
-    """The options all runs share, checked once before the first run by the code that checks them for each run,
-    so a typo is one error rather than one per run of a sweep. Without --lengths each run's own lengths bound
-    --stride: that check stays with the run."""
-    from omegaconf import OmegaConf
-
-    from ropebench.eval.perplexity import checked_probe
-
-    stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
-    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1)
 
 
 @app.command()
@@ -205,6 +200,9 @@ def plot(
     passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
     task: bool = typer.Option(False, "--task", help="Task exact match against instance length (eval_task.csv), "
                               "a panel per task."),
+    gain: bool = typer.Option(False, "--gain", help="The gain from context past the training length (cropped "
+                              "minus full NLL) against length, with a zero line."),
+    split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
     band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
     figsize: str = typer.Option(None, help="Figure size W,H in inches, e.g. 7,4.2."),
     title: str = typer.Option(None, help='Figure title instead of the default one; "" for none.'),
@@ -253,7 +251,9 @@ def plot(
     elif by_position:
         written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
     else:
-        written = plot_length(paths, out, protocol=protocol, band=band, opts=opts)
+        from ropebench.report.plot_gain import plot_gain
+
+        written = (plot_gain if gain else plot_length)(paths, out, protocol=protocol, band=band, opts=opts, split=split)
     for path in written:
         typer.echo(str(path))
 
@@ -265,12 +265,17 @@ def table(
     lengths: str = typer.Option(None, help="Comma-separated lengths (default: all evaluated)."),
     format: str = typer.Option("md", "--format", help="md, csv or latex."),
     protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to tabulate."),
+    metric: str = typer.Option("ppl", help="ppl (perplexity), gain (cropped minus full NLL, nats/token: > 0 when "
+                               "the context past the training length helps), gain_source (cut to an extended run's "
+                               "source length), hold or use (one length per run)."),
+    split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
     task: bool = typer.Option(False, "--task", help="Task exact match by instance length (eval_task.csv), a "
                               "table per task, and the mean rank across tasks."),
 ):
-    """The perplexity table: encodings by evaluation length, mean ± std across seeds (`--task`: task accuracy)."""
+    """The result table: encodings by evaluation length, mean ± std across seeds (one seed: ± standard error
+    over documents); `--task`: task accuracy."""
     from ropebench.errors import choose
-    from ropebench.report.table import perplexity_table
+    from ropebench.report.table import METRICS, perplexity_table
 
     choose("format", format, ("md", "csv", "latex"))
     if task:
@@ -280,12 +285,13 @@ def table(
             raise UserError("--lengths applies to perplexity tables; a task table shows every evaluated bucket")
         typer.echo(task_table(paths, fmt=format))
         return
+    choose("metric", metric, METRICS)
     wanted = None
     if lengths:
         from ropebench.eval.lengths import parse_lengths
 
         wanted = parse_lengths(lengths, 1)
-    typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol))
+    typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol, metric=metric, split=split))
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -357,9 +363,9 @@ def _run_sweep(name: str, overrides: list[str]):
 
 
 def _register_data_report() -> None:
-    from ropebench.cli.data_report import data_report
+    from ropebench.cli.data_report import data_report_command
 
-    app.command("data-report")(user_errors(data_report))
+    app.command("data-report")(user_errors(data_report_command))
 
 
 _register_data_report()

@@ -1,6 +1,11 @@
-"""`ropebench data-report`: how much of each validation document is already in a training document."""
+"""`ropebench data-report`: how much of the held-out text -- each document, and the regions evaluation scores --
+is already in training, for any data source and tokenizer (a run's own, or composed from overrides)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import typer
 
 from ropebench.data import load_corpus
 from ropebench.data.report import OverlapReport, corpus_overlap
@@ -20,14 +25,65 @@ def data_config(data: str = "stdlib", paths: list[str] | None = None):
     return cfg
 
 
-def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int = 5) -> OverlapReport:
-    """Print, for a data config, the largest share of a validation document's 32-byte n-grams found in one
-    training document (naming both) and how many validation documents exceed 50%."""
-    cfg = data_config(data, paths)
-    if cfg.source in ("passkey", "task"):
-        raise UserError(f"data={cfg.source} is generated on the fly: it has no documents to compare")
-    if paths and cfg.source != "text_files":
+def _config(data: str, paths: list[str] | None, target: list[str]):
+    """The full config the report reads: a run directory's own, overrides composed like `ropebench train`'s, or
+    the data preset (--data/--paths) with the default training and evaluation settings."""
+    from omegaconf import OmegaConf
+
+    from ropebench.run.rundir import RunDir
+
+    if target and Path(target[0]).is_dir():
+        if len(target) > 1 or data != "stdlib" or paths:
+            raise UserError(f"'{target[0]}' is a run directory: its data is the report's; give nothing else")
+        return RunDir(target[0]).read_config()
+    if paths and data != "text_files":
         raise UserError(f"--paths {' '.join(map(str, paths))} is read only with data=text_files, not data={data}")
-    report = corpus_overlap(load_corpus(cfg), top)
-    print(f"data={data}: " + "\n".join(report.lines()))
+    overrides = list(target or [])
+    if data != "stdlib" or paths:
+        overrides = [f"data={data}", *([f"data.paths=[{','.join(map(str, paths))}]"] if paths else []), *overrides]
+    from ropebench.cli.hydra_app import check_overrides
+
+    if not overrides:
+        data_config(data, paths)  # the preset exists (checked with the same message as before)
+    cfg = check_overrides(overrides, allow_sweeps=False)[0]
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int = 5, split: str = "test",
+                target: list[str] | None = None) -> OverlapReport:
+    """Print, for a held-out split (test by default): the largest share of a document's 32-byte n-grams found in
+    one training document (naming both), how many documents exceed 50%, and for the regions eval-length scores
+    (at the training length, with the config's eval settings) the share of their n-grams that occur anywhere in
+    training. TARGET: a run directory, or config overrides (data=hf data.path=P data.tokenizer=T ...)."""
+    from ropebench.data.regions import region_spans
+    from ropebench.data.tokenizer import load_tokenizer
+
+    choose("split", split, ("test", "val"))
+    if data in ("passkey", "task"):
+        raise UserError(f"data={data} is generated on the fly: it has no documents to compare")
+    cfg = _config(data, paths, target or [])
+    if str(cfg.data.source) in ("passkey", "task"):
+        raise UserError(f"data={cfg.data.source} is generated on the fly: it has no documents to compare")
+    corpus = load_corpus(cfg.data)
+    tokenizer = load_tokenizer(str(cfg.data.get("tokenizer", "bytes") or "bytes"),
+                               bool(cfg.data.get("trust_remote_code", False)))
+    train_len = int(cfg.train.seq_len)
+    region = int(cfg.eval.get("region_len", 0)) or int(float(cfg.eval.get("region_multiple", 16)) * train_len)
+    spans = region_spans(corpus.held_out(split), (corpus.names or {}).get(split), train_len, region,
+                         int(cfg.eval.get("max_tokens", 0)))
+    report, regions = corpus_overlap(corpus, tokenizer, split, top, spans, max(region, train_len))
+    print(f"data={cfg.data.name}: " + "\n".join(report.lines() + (regions.lines() if regions else [])))
     return report
+
+
+def data_report_command(
+    target: list[str] = typer.Argument(None, metavar="[RUN_DIR | OVERRIDES...]", help="A run directory (its data, "
+                                       "tokenizer and evaluation settings), or config overrides as for `train` "
+                                       "(data=hf data.path=P data.tokenizer=T train.seq_len=128)."),
+    data: str = typer.Option("stdlib", help="A data preset (conf/data/)."),
+    paths: list[str] = typer.Option(None, help="Files or directories, with --data text_files."),
+    split: str = typer.Option("test", help="The held-out split to compare with training: test or val."),
+    top: int = typer.Option(5, help="How many of the largest overlaps to list."),
+):
+    """How much of the held-out documents, and of the regions eval-length scores, is already in training."""
+    data_report(data, paths, top, split, target)

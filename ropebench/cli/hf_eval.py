@@ -39,6 +39,9 @@ _OPTIONS = {
                                                 "pass (default 1).")),
     "label": (str, typer.Option(None, help="Hugging Face model: its name in plots and tables (default: the "
                                            "directory's name or the Hub id's).")),
+    "train_len": (int, typer.Option(None, help="Hugging Face model: its training context L, for the default lengths "
+                                               "(multiples of L) and the cropped baseline (default: the config's "
+                                               "max_position_embeddings).")),
     "trust_remote_code": (bool, typer.Option(False, "--trust-remote-code",
                                              help="Hugging Face model: run the model's own Python code.")),
 }
@@ -187,7 +190,8 @@ def _request(source: str, given: dict, device: str | None):
 
     batch = given.get("batch_size")
     return HFRequest(source, given["out"], given.get("data"), given["dtype"] or "auto", device or "auto",
-                     1 if batch is None else batch, given["label"], bool(given["trust_remote_code"]))
+                     1 if batch is None else batch, given["label"], bool(given["trust_remote_code"]),
+                     given.get("train_len"))
 
 
 def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
@@ -204,7 +208,8 @@ def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
 
         rows = hf_eval_length(request, wanted, protocol=args.get("protocol", "nonoverlapping"),
                               stride=args.get("stride"), rope_scaling=args.get("rope_scaling"),
-                              max_tokens=args.get("max_tokens"))
+                              max_tokens=args.get("max_tokens"), split=args.get("split"), crop=args.get("crop"),
+                              crop_every=args.get("crop_stride"))
         written = Path(request.out) / EVAL_CSV
     else:
         from ropebench.eval import passkey as pk

@@ -36,6 +36,10 @@ VOCAB_SIZE = ByteTokenizer.vocab_size
 CACHE_VERSION = 2  # 2: near-duplicate groups split together, names relative to their root, names.json
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".tex", ".json", ".csv", ".html", ".c", ".h")
 SOURCES = ("stdlib", "text_files", "hf", "hub", "passkey", "task")  # hub: configs written before hf (WikiText)
+HELD_OUT = ("val", "test")
+# A held-out document mostly contained in a document of a side earlier here moves to that side: what is tested
+# is never mostly something trained on, or tuned on.
+SIDES = ("train", "val", "test")
 
 
 @dataclass
@@ -75,6 +79,15 @@ class Corpus:
     train: TokenSplit
     val: TokenSplit
     names: dict[str, list[str]] | None = None  # each split's document names, in the order of its documents
+    test: TokenSplit | None = None  # None: a corpus drawn before the test split existed (data.test_fraction 0)
+
+    def held_out(self, split: str) -> TokenSplit:
+        """The documents evaluation scores: ``val`` (choosing settings) or ``test`` (reported results)."""
+        choose("evaluation split", split, HELD_OUT)
+        if split == "test" and self.test is None:
+            raise UserError("this run's data has no test split (it was recorded before ropebench drew one, so its "
+                            "training data holds today's test documents); evaluate it with --split val")
+        return self.val if split == "val" else self.test
 
 
 def _doc_hash(name: str, salt: str) -> float:
@@ -144,8 +157,10 @@ def _fingerprint(cfg, names: list[str], files: list[Path], tokenizer: Tokenizer)
 
 
 def _tokens_key(cfg, tokenizer: Tokenizer) -> str:
-    """The part of a cache key that the tokenizer and the length filter add ("" for bytes and no filter)."""
-    key = "" if tokenizer.name == BYTES else f":tokenizer={tokenizer.fingerprint}"
+    """The part of a cache key that the test split, the tokenizer and the length filter add ("" for a corpus
+    of a run recorded before the test split, with bytes and no filter: the caches built then stay valid)."""
+    key = f":test={test_fraction(cfg)}:{cfg.get('test_split', '') or ''}" if test_fraction(cfg) else ""
+    key += "" if tokenizer.name == BYTES else f":tokenizer={tokenizer.fingerprint}"
     return key + (f":min_doc_tokens={_min_doc_tokens(cfg)}" if _min_doc_tokens(cfg) else "")
 
 
@@ -192,44 +207,71 @@ def _read_names(directory: Path, corpus: Corpus) -> dict[str, list[str]]:
             for split, part in (("train", corpus.train), ("val", corpus.val))}
 
 
-def _split_documents(names: list[str], blobs: list[bytes], val_fraction: float):
-    """Indices of the training and the validation documents, each in a fixed pseudo-random order (not
-    alphabetical), and what the near-duplicate search found.
+def test_fraction(cfg) -> float:
+    """data.test_fraction; 0 for a run recorded before the test split existed (its config has no such key)."""
+    return float(cfg.get("test_fraction", 0.0) or 0.0)
+
+
+def _draw_side(u: float, fractions: dict[str, float]) -> int:
+    """The side (index into SIDES) a group with hash ``u`` in [0, 1) goes to: validation first, then test, so
+    the validation documents are the same whatever the test fraction (and as before the test split existed)."""
+    low = 0.0
+    for side in ("val", "test"):
+        if low <= u < low + fractions.get(side, 0.0):
+            return SIDES.index(side)
+        low += fractions.get(side, 0.0)
+    return 0
+
+
+def _split_documents(names: list[str], blobs: list[bytes], fractions: dict[str, float]):
+    """Indices of each side's documents (``SIDES``), each in a fixed pseudo-random order (not alphabetical), and
+    what the near-duplicate search found; ``fractions`` gives the held-out sides' shares.
 
     Near-duplicates (``ropebench.data.dedup``) form groups; a group goes to one side, drawn from a hash of its
-    smallest member's name. A validation document still mostly contained in a training one (a licence header
-    file, a module that a larger one includes) then moves to training. Depends only on names and contents."""
+    smallest member's name. A held-out document still mostly contained in a training one (a licence header
+    file, a module that a larger one includes) then moves to training, and a test document mostly contained in
+    a validation one to validation. Depends only on names and contents."""
     start = time.perf_counter()
     src, dst = dedup.containment_links(blobs)
     group = dedup.near_duplicate_groups(len(names), src, dst).tolist()
     key: dict[int, str] = {}
     for i, g in enumerate(group):
         key[g] = min(key.get(g, names[i]), names[i])
-    drawn = np.array([_doc_hash(key[g], "split") < val_fraction for g in group], dtype=bool)
-    is_val = dedup.keep_contained_in_training(drawn, src, dst)
+    drawn = np.array([_draw_side(_doc_hash(key[g], "split"), fractions) for g in group], dtype=np.int64)
+    side = dedup.follow_containers(drawn, src, dst)
     sizes = np.bincount(group, minlength=len(names))
     found = {"groups": int((sizes > 1).sum()), "grouped_documents": int(sizes[sizes > 1].sum()),
-             "moved_to_train": int((drawn & ~is_val).sum()), "seconds": round(time.perf_counter() - start, 2)}
+             "moved_to_train": int(((drawn > 0) & (side == 0)).sum()),
+             "moved_to_val": int(((drawn == 2) & (side == 1)).sum()), "seconds": round(time.perf_counter() - start, 2)}
     order = sorted(range(len(names)), key=lambda i: _doc_hash(names[i], "order"))
-    return [i for i in order if not is_val[i]], [i for i in order if is_val[i]], found
+    return {name: [i for i in order if side[i] == k] for k, name in enumerate(SIDES)}, found
 
 
 def _documents(cfg, names: list[str], files: list[Path], cache_root: Path, log):
     """Each split's documents (UTF-8 bytes) and names, and what the build adds to info.json."""
+    fractions = {"val": float(cfg.val_fraction), "test": test_fraction(cfg)}
     if str(cfg.source) in ("hf", "hub"):
         loaded = hf_source.load_documents(hf_source.options(cfg), cache_root)
-        if "val" in loaded:  # the data set's own validation split, used unchanged
-            named = {side: part[0] for side, part in loaded.items()}
-            return {side: [t.encode("utf-8") for t in part[1]] for side, part in loaded.items()}, named, {}
+        own = {side: part for side, part in loaded.items() if side != "train"}  # the data set's own splits, whole
+        fractions = {side: f for side, f in fractions.items() if side not in own}
         names, texts = loaded["train"]
         blobs = [t.encode("utf-8") for t in texts]
     else:
+        own = {}
         blobs = [t.encode("utf-8") for t in _load_local_documents(files, cache_root)]
-    train, val, found = _split_documents(names, blobs, cfg.val_fraction)
+    drawn, found = _split_documents(names, blobs, fractions)
+    moved = f"; {found['moved_to_train']} contained in training documents moved there"
+    if found["moved_to_val"]:
+        moved += f", {found['moved_to_val']} test documents contained in validation ones moved there"
     log(f"near-duplicates: {found['grouped_documents']} documents in {found['groups']} groups, each kept on one "
-        f"side; {found['moved_to_train']} contained in training documents moved there ({found['seconds']} s)")
-    docs = {"train": [blobs[i] for i in train], "val": [blobs[i] for i in val]}
-    return docs, {"train": [names[i] for i in train], "val": [names[i] for i in val]}, {"near_duplicates": found}
+        f"side{moved} ({found['seconds']} s)")
+    docs = {side: [blobs[i] for i in idx] for side, idx in drawn.items()}
+    split_names = {side: [names[i] for i in idx] for side, idx in drawn.items()}
+    for side, (own_names, own_texts) in own.items():
+        docs[side], split_names[side] = [t.encode("utf-8") for t in own_texts], own_names
+    if not test_fraction(cfg) and "test" not in own:  # a corpus of a run from before the test split
+        docs.pop("test"), split_names.pop("test")
+    return docs, split_names, {"near_duplicates": found}
 
 
 def _tokenized(cfg, docs: dict[str, list[bytes]], names: dict[str, list[str]], tokenizer: Tokenizer):
@@ -259,13 +301,17 @@ def _build(cfg, directory: Path, key: str, names: list[str], files: list[Path], 
         own = str(cfg.source) in ("hf", "hub") and hf_source.options(cfg).val_split
         hint = f"data.val_split '{own}' holds none" if own else "add documents or raise data.val_fraction"
         raise UserError(f"data '{cfg.name}' has no validation documents{shortest}; {hint}")
+    if "test" in ids and not ids["test"]:
+        own = str(cfg.source) in ("hf", "hub") and hf_source.options(cfg).test_split
+        hint = f"data.test_split '{own}' holds none" if own else "add documents or raise data.test_fraction"
+        raise UserError(f"data '{cfg.name}' has no test documents{shortest}; {hint}")
     tmp = cache_root / f".tmp-{key}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     info = {"name": cfg.name, "source": str(cfg.source), "python": sys.version.split()[0],
             "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
-            "dtype": np.dtype(tokenizer.dtype).name, "train": _write_split(tmp, "train", ids["train"], tokenizer),
-            "val": _write_split(tmp, "val", ids["val"], tokenizer), **extra}
+            "dtype": np.dtype(tokenizer.dtype).name,
+            **{side: _write_split(tmp, side, part, tokenizer) for side, part in ids.items()}, **extra}
     (tmp / "names.json").write_text(json.dumps(split_names))
     (tmp / "info.json").write_text(json.dumps(info, indent=2))  # last: its presence marks a complete cache
     if (directory / "info.json").is_file():  # a parallel job built it meanwhile: keep theirs
@@ -331,6 +377,7 @@ def load_corpus(cfg, log=print) -> Corpus:
     if not (directory / "info.json").is_file():
         _build(cfg, directory, key, names, files, tokenizer, log)
     dtype = json.loads((directory / "info.json").read_text()).get("dtype", "uint16")
-    corpus = Corpus(_read_split(directory, "train", dtype), _read_split(directory, "val", dtype))
+    test = _read_split(directory, "test", dtype) if (directory / "test.bin").is_file() else None
+    corpus = Corpus(_read_split(directory, "train", dtype), _read_split(directory, "val", dtype), test=test)
     corpus.names = _read_names(directory, corpus)
     return corpus

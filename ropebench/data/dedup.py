@@ -183,15 +183,26 @@ def near_duplicate_groups(n_docs: int, src: np.ndarray, dst: np.ndarray) -> np.n
         label = new
 
 
-def keep_contained_in_training(is_val: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Move to training each validation document linked to a training one, until none is: a validation
-    document then never mostly repeats a training document (its group-mates follow it through their links)."""
-    is_val = is_val.copy()
+def follow_containers(side: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Sides are ranked (0 training, then the held-out ones); a document linked to one of a lower-ranked side
+    (mostly contained in it) moves to that side, until none is: a held-out document then never mostly repeats
+    a document of a side before it (its group-mates follow it through their links). Moves only go down, so
+    this ends."""
+    side = side.copy()
     while True:
-        leak = is_val[src] & ~is_val[dst]
+        leak = side[src] > side[dst]
         if not leak.any():
-            return is_val
-        is_val[src[leak]] = False
+            return side
+        np.minimum.at(side, src[leak], side[dst[leak]])
+
+
+def found_in(queries: list[bytes], refs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """For each query document: how many of its distinct n-grams occur anywhere in ``refs`` (all n-grams,
+    exactly), and how many it has."""
+    q = ngram_sets(queries, 1)
+    r = ngram_sets(refs, 1, within=q.distinct_hashes())
+    hit = _in_sorted(q.hash, r.distinct_hashes())
+    return np.bincount(q.doc[hit], minlength=len(queries)), q.sizes()
 
 
 def best_containment(queries: list[bytes], refs: list[bytes]):

@@ -36,6 +36,7 @@ class HFOptions:
     val_split: str  # "" splits ``split`` by document
     text_field: str
     documents: str
+    test_split: str = ""  # "" draws the test documents from ``split`` (data.test_fraction)
 
 
 def options(cfg) -> HFOptions:
@@ -45,7 +46,7 @@ def options(cfg) -> HFOptions:
                          str(cfg.get("text_column", "text")), "wikitext_articles")
     return HFOptions(str(cfg.get("path", "")), str(cfg.get("subset", "") or ""), str(cfg.get("split", "train")),
                      str(cfg.get("val_split", "") or ""), str(cfg.get("text_field", "text")),
-                     str(cfg.get("documents", "rows")))
+                     str(cfg.get("documents", "rows")), str(cfg.get("test_split", "") or ""))
 
 
 def is_local(path: str) -> bool:
@@ -73,7 +74,8 @@ def _files(path: str) -> list[Path]:
 
 def source_key(opts: HFOptions) -> str:
     """What identifies the documents: the settings, and for a local source each file's path, size and time."""
-    h = hashlib.sha1(json.dumps(asdict(opts), sort_keys=True).encode())
+    settings = {k: v for k, v in asdict(opts).items() if v or k != "test_split"}  # keys made before it stay valid
+    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     if is_local(opts.path):
         for f in _files(opts.path):
             st = f.stat()
@@ -82,13 +84,14 @@ def source_key(opts: HFOptions) -> str:
 
 
 def load_documents(opts: HFOptions, cache: Path) -> dict[str, tuple[list[str], list[str]]]:
-    """``{"train": (names, texts)}``, plus ``"val"`` when ``val_split`` is set. Names are ``split:row`` (or
-    ``split:article``), so the document-level split depends only on the data."""
+    """``{"train": (names, texts)}``, plus ``"val"`` / ``"test"`` when ``val_split`` / ``test_split`` is set.
+    Names are ``split:row`` (or ``split:article``), so the document-level split depends only on the data."""
     if opts.documents not in DOCUMENTS:
         raise UserError(f"unknown data.documents '{opts.documents}'; choose one of: {', '.join(DOCUMENTS)}")
     local = is_local(opts.path)
     datasets = hf_env.import_datasets(network=not local)
-    wanted = {"train": opts.split, **({"val": opts.val_split} if opts.val_split else {})}
+    wanted = {"train": opts.split, **({"val": opts.val_split} if opts.val_split else {}),
+              **({"test": opts.test_split} if opts.test_split else {})}
     out = {}
     for side, split in wanted.items():
         texts = _column(_load_split(datasets, opts, split, local, cache), opts)

@@ -105,4 +105,4 @@ def load_passkey_corpus(cfg):
     """The ``data=passkey`` corpus: nothing to read or cache, sequences are generated from the torch generator."""
     from ropebench.data import Corpus  # data imports this module: the corpus type only on use
 
-    return Corpus(PasskeySplit("train"), PasskeySplit("val"))
+    return Corpus(PasskeySplit("train"), PasskeySplit("val"), test=PasskeySplit("test"))

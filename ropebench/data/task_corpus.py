@@ -65,4 +65,5 @@ def load_task_corpus(cfg):
     from ropebench.data import Corpus  # data imports this module: the corpus type only on use
 
     task, length = tasks.get_task(cfg.task).name, tasks.train_len(cfg)
-    return Corpus(TaskSplit(task, length, test=False), TaskSplit(task, length, test=True))
+    held_out = TaskSplit(task, length, test=True)  # validation and test: both the test side of the split
+    return Corpus(TaskSplit(task, length, test=False), held_out, test=held_out)

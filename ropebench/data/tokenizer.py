@@ -42,6 +42,10 @@ class Tokenizer:
         """Ids of many documents at once (the fast path for whole corpora)."""
         return [np.asarray(self.encode(t), dtype=self.dtype) for t in texts]
 
+    def decode_bytes(self, ids: np.ndarray) -> bytes:
+        """The UTF-8 text of ``ids`` (data-report compares texts, whatever tokenized them)."""
+        raise NotImplementedError
+
     @property
     def dtype(self) -> type:
         """The token cache's element type: the smallest unsigned integer that holds every id."""
@@ -65,6 +69,10 @@ class ByteTokenizer(Tokenizer):
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+
+    def decode_bytes(self, ids: np.ndarray) -> bytes:
+        ids = np.asarray(ids)
+        return ids[ids != self.eod_id].astype(np.uint8).tobytes()
 
 
 class HFTokenizer(Tokenizer):
@@ -93,6 +101,9 @@ class HFTokenizer(Tokenizer):
                           return_token_type_ids=False, verbose=False)["input_ids"]
             out += [np.asarray(row, dtype=self.dtype) for row in ids]
         return out
+
+    def decode_bytes(self, ids: np.ndarray) -> bytes:
+        return self.hf.decode(np.asarray(ids).tolist(), skip_special_tokens=True).encode("utf-8")
 
     def save(self, directory) -> bool:
         self.hf.save_pretrained(str(directory))

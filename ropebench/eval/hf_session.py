@@ -49,6 +49,7 @@ class HFRequest:
     batch_size: int = 1
     label: str | None = None
     trust_remote_code: bool = False
+    train_len: int | None = None  # the model's training context; None: its max_position_embeddings
 
     @property
     def local(self) -> bool:
@@ -198,7 +199,9 @@ def describe(request: HFRequest, config, data: dict, dtype, eval_node: dict | No
 
     from ropebench.run.config import EvalConfig
 
-    max_len = getattr(config, "max_position_embeddings", None)
+    max_len = request.train_len or getattr(config, "max_position_embeddings", None)
+    if request.train_len is not None and request.train_len <= 0:
+        raise UserError(f"--train-len must be a positive integer, got {request.train_len}")
     if not isinstance(max_len, int) or max_len <= 0:
         raise UserError(f"'{request.source}' does not state its context length (max_position_embeddings), which "
                         "sets the default lengths and the scaling factor")
@@ -316,7 +319,8 @@ class HFPerplexityProbe(PerplexityProbe):
 
 def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                    stride: int | None = None, rope_scaling: dict | None = None, max_tokens: int | None = None,
-                   log=console.print) -> list[dict]:
+                   log=console.print, split: str | None = None, crop: bool | None = None,
+                   crop_every: int | None = None) -> list[dict]:
     """Perplexity of an HF model at each length (default: ``eval.multiples`` x max_position_embeddings),
     merged into OUT/eval_length.csv and OUT/eval_positions.csv; returns the rows."""
     rope_scaling = hf_scaling(rope_scaling)
@@ -325,5 +329,6 @@ def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protoco
     # Enough tokens per batch of windows for --batch-size windows at every length; HFCausalLM runs them
     # --batch-size at a time.
     checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens,
-                             request.batch_size * max(lengths), buckets=32)
+                            request.batch_size * max(lengths), buckets=32, split=split, crop=crop,
+                            crop_every=crop_every)
     return run_probe(HFPerplexityProbe(checked, request.model_id), session, lengths, rope_scaling)

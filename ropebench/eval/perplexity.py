@@ -1,4 +1,4 @@
-"""Perplexity beyond the training length, on validation documents, with the two standard protocols.
+"""Perplexity beyond the training length, on held-out documents, with the two standard protocols.
 
 * ``nonoverlapping`` (Press et al., ALiBi, arXiv 2108.12409, main tables): each document is cut into
   consecutive windows of L tokens and every token is scored. When L does not divide the document's targets, a
@@ -9,16 +9,20 @@
   ending at the document's end picks up the rest), so every scored token after the first window sees at least
   L - S tokens of context.
 
-Negative log-likelihood is averaged per token, never per window. A length L uses validation documents with
-at least L + 1 tokens (L inputs plus the target of the last one); when none has that many the row says so.
+Negative log-likelihood is averaged per token, never per window, with its standard error over documents
+(``nll_se``). A length L uses held-out documents -- the test split by default (``eval.split``), validation when
+choosing settings -- with at least L + 1 tokens; when none has that many the row says so.
 
-So that every length scores the same text, each document contributes the same region: its first
-R = max(L, eval.region_multiple x training length) tokens (R = 16 x L_train by default, the longest default
-length; ``eval.region_len`` sets it in tokens, so runs trained at different lengths score the same text).
-Both protocols score every target of every region exactly once, so all lengths up to R score exactly
-the same targets of the same documents (the same n_tokens), chunked differently; the token budget
-(``eval.max_tokens``) is spent on whole regions: the first ceil(max_tokens / R) documents in a fixed
-pseudo-random order, so every length up to R sees exactly the same documents.
+So that every length scores the same text, each document contributes the same region
+(``ropebench.data.regions``): R + 1 tokens at a fixed pseudo-random offset, R = max(L, eval.region_multiple x
+training length) (16 x L_train by default, the longest default length; ``eval.region_len`` sets it in tokens, so
+runs trained at different lengths score the same text). Both protocols score every target of every region
+exactly once, so all lengths up to R score exactly the same targets of the same documents (the same
+n_tokens), chunked differently; the token budget (``eval.max_tokens``) is spent on whole regions.
+
+Beside every length past the training length, the cropped baseline (``eval.crop``, on by default; see
+``ropebench.eval.crop``) scores the same targets with their context cut to about the training length:
+``ppl_crop``, and ``nll_gain`` with its standard error ``gain_se``.
 
 The loop around one length (config, model, scaling, statuses, the merge after every length) is
 ``ropebench.eval.runner``'s; this module only scores windows.
@@ -31,21 +35,29 @@ from dataclasses import dataclass
 
 import torch
 
+from ropebench.data.corpus import HELD_OUT, test_fraction
+from ropebench.data.regions import region_spans
 from ropebench.errors import UserError, choose
+from ropebench.eval.crop import clustered_se, crop_stride, crop_windows
 from ropebench.eval.lengths import run_lengths
 from ropebench.eval.runner import AS_TRAINED, Probe, Session, Table, missing_cells, run_probe
 from ropebench.progress import console
 from ropebench.run.rundir import EVAL_CSV, POSITIONS_CSV, RunDir
 
 PROTOCOLS = ("nonoverlapping", "sliding")
-COLUMNS = ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling", "rope_factor", "rope_scale",
-           "ppl", "nll", "n_tokens", "n_windows", "n_documents", "status", "tokenizer", "model")
-POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling", "position_start",
-                    "position_end", "mean_nll", "n_tokens")
-KEY = ("eval_len", "protocol", "stride", "rope_scaling")
-_ORDER = ("rope_scaling", "protocol", "eval_len", "stride")
-EVAL_TABLE = Table(EVAL_CSV, COLUMNS, KEY, _ORDER)
-POSITIONS_TABLE = Table(POSITIONS_CSV, POSITION_COLUMNS, (*KEY, "position_start"), (*_ORDER, "position_start"))
+COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling", "rope_factor",
+           "rope_scale", "ppl", "nll", "nll_se", "ppl_crop", "nll_crop", "nll_gain", "gain_se", "crop_stride",
+           "ppl_crop_source", "nll_gain_source", "gain_se_source", "n_tokens", "n_windows", "n_documents", "status",
+           "tokenizer", "model")
+POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling",
+                    "position_start", "position_end", "mean_nll", "n_tokens")
+KEY = ("eval_len", "split", "protocol", "stride", "rope_scaling")
+_ORDER = ("split", "rope_scaling", "protocol", "eval_len", "stride")
+# Rows written before the test split existed scored validation documents.
+_BEFORE_SPLITS = {"split": "val"}
+EVAL_TABLE = Table(EVAL_CSV, COLUMNS, KEY, _ORDER, _BEFORE_SPLITS)
+POSITIONS_TABLE = Table(POSITIONS_CSV, POSITION_COLUMNS, (*KEY, "position_start"), (*_ORDER, "position_start"),
+                        _BEFORE_SPLITS)
 
 
 @dataclass(frozen=True)
@@ -75,15 +87,38 @@ def make_windows(docs, length: int, protocol: str, stride: int) -> list[Window]:
     return windows
 
 
+@dataclass
+class Scores:
+    """Summed NLL and token counts over scored targets: in all, per document (index of the spans), per bucket of
+    window positions."""
+
+    total: float
+    count: int
+    doc_nll: list[float]
+    doc_n: list[float]
+    edges: list[int]
+    bucket_nll: list[float]
+    bucket_n: list[float]
+
+    @property
+    def nll(self) -> float:
+        return self.total / self.count
+
+    @property
+    def se(self) -> float:
+        return clustered_se(self.doc_nll, self.doc_n)
+
+
 @torch.no_grad()
 def score_windows(model, tokens, windows: list[Window], length: int, batch_size: int, device, buckets: int,
-                  on_batch=lambda n: None):
-    """Total NLL and token count over the scored targets, plus per-position-bucket edges and sums."""
+                  n_docs: int = 0, on_batch=lambda n: None) -> Scores:
+    """Sum the NLL of every window's last ``n_score`` targets (``length`` inputs each), ``batch_size`` windows
+    per forward pass."""
     edges = torch.linspace(0, length, buckets + 1).long()
     bucket_of = torch.bucketize(torch.arange(length), edges[1:], right=True).to(device)
-    bucket_nll = torch.zeros(buckets, dtype=torch.float64, device=device)
-    bucket_n = torch.zeros(buckets, dtype=torch.float64, device=device)
-    total, count = 0.0, 0
+    sums = torch.zeros(2, buckets, dtype=torch.float64, device=device)  # per bucket: nll, count
+    n_docs = max(n_docs, 1 + max((w.doc for w in windows), default=0))
+    per_doc = torch.zeros(2, n_docs, dtype=torch.float64, device=device)  # per document: nll, count
     position = torch.arange(length, device=device)
     for i in range(0, len(windows), batch_size):
         chunk = windows[i : i + batch_size]
@@ -92,27 +127,31 @@ def score_windows(model, tokens, windows: list[Window], length: int, batch_size:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             _, nll = model(rows[:, :-1], rows[:, 1:], reduction="none")
         n_score = torch.tensor([w.n_score for w in chunk], device=device)
-        mask = position[None, :] >= (length - n_score)[:, None]
+        mask = (position[None, :] >= (length - n_score)[:, None]).double()
         nll = nll.double() * mask
-        total += nll.sum().item()
-        count += int(mask.sum())
-        bucket_nll.index_add_(0, bucket_of, nll.sum(0))
-        bucket_n.index_add_(0, bucket_of, mask.double().sum(0))
+        sums[0].index_add_(0, bucket_of, nll.sum(0))
+        sums[1].index_add_(0, bucket_of, mask.sum(0))
+        doc = torch.tensor([w.doc for w in chunk], device=device)
+        per_doc[0].index_add_(0, doc, nll.sum(1))
+        per_doc[1].index_add_(0, doc, mask.sum(1))
         on_batch(len(chunk))
-    return total, count, edges.tolist(), bucket_nll.tolist(), bucket_n.tolist()
+    (bucket_nll, bucket_n), (doc_nll, doc_n) = sums.tolist(), per_doc.tolist()
+    return Scores(sum(doc_nll), int(round(sum(doc_n))), doc_nll, doc_n, edges.tolist(), bucket_nll, bucket_n)
 
 
 class PerplexityProbe(Probe):
-    """Perplexity at one length and protocol; also the mean loss by position bucket (eval_positions.csv)."""
+    """Perplexity at one length and protocol, and with ``crop`` the cropped baseline beside it (see
+    ropebench/eval/crop.py); also the mean loss by position bucket (eval_positions.csv)."""
 
     table = EVAL_TABLE
     label = "eval"
 
     def __init__(self, protocol: str = "nonoverlapping", stride: int | None = None, max_tokens: int = 0,
-                 batch_tokens: int = 8192, buckets: int = 32, region_multiple: float = 16, region_len: int = 0):
+                 batch_tokens: int = 8192, buckets: int = 32, region_multiple: float = 16, region_len: int = 0,
+                 split: str = "test", crop: bool = False, crop_stride: int = 0):
         self.protocol, self.stride, self.max_tokens = protocol, stride, max_tokens
         self.batch_tokens, self.buckets, self.region_multiple = batch_tokens, buckets, region_multiple
-        self.region_len = region_len
+        self.region_len, self.split, self.crop, self.crop_stride = region_len, split, crop, crop_stride
         self.corpus = None
         self.tokenizer = "bytes"  # what ppl is per: a byte, or a token of this tokenizer (data.tokenizer)
 
@@ -120,52 +159,105 @@ class PerplexityProbe(Probe):
         return length if self.protocol == "nonoverlapping" else (self.stride or max(1, length // 2))
 
     def cells(self, length: int) -> list[dict]:
-        return [{"protocol": self.protocol, "stride": self.step(length), "ppl": "", "nll": "", "n_tokens": 0,
-                 "n_windows": 0, "n_documents": 0, "tokenizer": self.tokenizer}]
+        return [{"split": self.split, "protocol": self.protocol, "stride": self.step(length), "ppl": "", "nll": "",
+                 "n_tokens": 0, "n_windows": 0, "n_documents": 0, "tokenizer": self.tokenizer}]
+
+    def complete(self, row: dict, train_len: int) -> bool:
+        """A row asked for with the crop needs its crop columns (a row from an evaluation without it does not
+        count as done)."""
+        return not (self.crop and int(float(row["eval_len"])) > train_len and row.get("nll_gain", "") == "")
 
     def prepare(self, session: Session) -> None:
         from ropebench.data import load_corpus
 
         self.corpus = load_corpus(session.cfg.data, log=session.log)
+        self.corpus.held_out(self.split)  # a run without a test split is refused before any length is scored
 
     def documents(self, session: Session, length: int) -> list[tuple[int, int]]:
-        """The spans scored at ``length``: whole regions of the first documents long enough for them."""
-        region = max(length, self.region_len or int(self.region_multiple * session.train_len))
-        val = self.corpus.val
-        docs = val.documents(min_len=region + 1) or val.documents(min_len=length + 1)
-        if self.max_tokens:  # whole regions: the same documents at every length up to the region
-            docs = docs[: math.ceil(self.max_tokens / region)]
-        return [(start, min(end, start + region + 1)) for start, end in docs]
+        """The spans scored at ``length`` (``ropebench.data.regions``): the same regions at every length up to
+        the region length."""
+        region = self.region_len or int(self.region_multiple * session.train_len)
+        return region_spans(self.corpus.held_out(self.split), (self.corpus.names or {}).get(self.split), length,
+                            region, self.max_tokens)
 
     def unavailable(self, session: Session, length: int) -> str | None:
         if self.documents(session, length):
             return None
-        longest = int(self.corpus.val.doc_lengths().max())
-        return f"no_document: no validation document has {length + 1} tokens (longest has {longest})"
+        longest = int(self.corpus.held_out(self.split).doc_lengths().max())
+        return f"no_document: no {self.split} document has {length + 1} tokens (longest has {longest})"
+
+    def _score(self, session: Session, windows: list[Window], length: int, n_docs: int, meter) -> Scores:
+        return score_windows(session.model, self.corpus.held_out(self.split).tokens, windows, length,
+                             max(1, self.batch_tokens // length), session.device, min(self.buckets, length),
+                             n_docs, on_batch=meter.advance)
+
+    def crop_lengths(self, session: Session) -> dict[str, int]:
+        """The contexts the crop cuts to: the training length (columns ``ppl_crop``, ``nll_gain``, ...) and, for a
+        run fine-tuned from another (init_from), also the source's length (the same columns ``..._source``): does
+        the extended model use the context it was extended to, and past it?"""
+        if not self.crop:
+            return {}
+        lengths = {"": session.train_len}
+        source = int(session.cfg.get("init_from_seq_len", 0) or 0)
+        if 0 < source < session.train_len:
+            lengths["_source"] = source
+        return lengths
 
     def measure(self, session: Session, length: int, rows: list[dict], meter) -> list[tuple[Table, list]]:
         row = rows[0]
-        windows = make_windows(self.documents(session, length), length, self.protocol, row["stride"])
-        meter.total(len(windows))
-        total, count, edges, bucket_nll, bucket_n = score_windows(
-            session.model, self.corpus.val.tokens, windows, length, max(1, self.batch_tokens // length),
-            session.device, min(self.buckets, length), on_batch=meter.advance)
-        nll = total / count
-        row.update(nll=nll, ppl=math.exp(nll), n_tokens=count, n_windows=len(windows),
-                   n_documents=len({w.doc for w in windows}), status="ok")
-        shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling")}
-        positions = [{**shared, "position_start": edges[i], "position_end": edges[i + 1],
-                      "mean_nll": bucket_nll[i] / bucket_n[i], "n_tokens": int(bucket_n[i])}
-                     for i in range(len(bucket_n)) if bucket_n[i]]
+        docs = self.documents(session, length)
+        windows = make_windows(docs, length, self.protocol, row["stride"])
+        crops = {suffix: crop_windows(windows, length, cut, self._crop_stride(cut)) if length > cut else []
+                 for suffix, cut in self.crop_lengths(session).items()}
+        meter.total(len(windows) + sum(map(len, crops.values())))
+        full = self._score(session, windows, length, len(docs), meter)
+        row.update(nll=full.nll, ppl=math.exp(full.nll), nll_se=full.se, n_tokens=full.count,
+                   n_windows=len(windows), n_documents=len({w.doc for w in windows}), status="ok")
+        for suffix, cut in self.crop_lengths(session).items():
+            if crops[suffix]:
+                with session.scaling_at(cut):
+                    cropped = self._score(session, crops[suffix], cut, len(docs), meter)
+            else:  # up to the crop length the crop is the full evaluation: every context is within it
+                cropped = full
+            row.update(self._crop_columns(full, cropped, suffix), crop_stride=self._crop_stride(session.train_len))
+        shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride",
+                                      "rope_scaling")}
+        positions = [{**shared, "position_start": full.edges[i], "position_end": full.edges[i + 1],
+                      "mean_nll": full.bucket_nll[i] / full.bucket_n[i], "n_tokens": int(full.bucket_n[i])}
+                     for i in range(len(full.bucket_n)) if full.bucket_n[i]]
         return [(POSITIONS_TABLE, positions)]
 
+    def _crop_stride(self, cut: int) -> int:
+        return crop_stride(cut, min(self.crop_stride, cut))
+
+    @staticmethod
+    def _crop_columns(full: Scores, cropped: Scores, suffix: str) -> dict:
+        """The cropped baseline's columns (``suffix`` "" or "_source")."""
+        if cropped.count != full.count:  # the crop scores exactly the full evaluation's targets, each once
+            raise RuntimeError(f"cropped scoring covered {cropped.count} targets, the full one {full.count}")
+        gain = [c - f for c, f in zip(cropped.doc_nll, full.doc_nll)]
+        return {f"ppl_crop{suffix}": math.exp(cropped.nll), f"nll_gain{suffix}": cropped.nll - full.nll,
+                f"gain_se{suffix}": clustered_se(gain, full.doc_n), **({"nll_crop": cropped.nll} if not suffix else {})}
+
     def summary(self, rows: list[dict]) -> str:
-        return f"ppl {rows[0]['ppl']:.3f} over {rows[0]['n_tokens']} tokens"
+        row = rows[0]
+        gain = f", gain {row['nll_gain']:+.4f} ± {row['gain_se']:.4f} nats" if row.get("nll_gain", "") != "" else ""
+        return f"ppl {row['ppl']:.3f} over {row['n_tokens']} tokens{gain}"
+
+
+def default_split(cfg) -> str:
+    """The held-out documents a run is evaluated on unless told: its ``eval.split`` (test, by default), or
+    validation for a run recorded before the test split existed (the only held-out documents it has)."""
+    data = cfg.get("data") or {}
+    has_test = (test_fraction(data) > 0 or bool(data.get("test_split", "")) or data.get("source") == "passkey")
+    return str(cfg.eval.get("split", "test")) if has_test else "val"
 
 
 def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, max_tokens: int | None,
-                   batch_tokens: int, buckets: int) -> PerplexityProbe:
-    """Every option checked before the model is loaded: a typo costs nothing and writes nothing."""
+                  batch_tokens: int, buckets: int, split: str | None = None, crop: bool | None = None,
+                  crop_every: int | None = None) -> PerplexityProbe:
+    """Every option checked before the model is loaded: a typo costs nothing and writes nothing. Options left
+    None take the run's ``eval`` settings (``split``, ``crop``, ``crop_stride``)."""
     choose("protocol", protocol, PROTOCOLS)
     if stride is not None:
         if protocol != "sliding":
@@ -181,31 +273,53 @@ def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, ma
                         "0 scores every token")
     if batch_tokens <= 0:
         raise UserError(f"batch_tokens must be a positive integer, got {batch_tokens}")
+    split = choose("evaluation split (--split)", split or default_split(cfg), HELD_OUT)
+    crop = bool(cfg.eval.get("crop", True)) if crop is None else crop
+    crop_every = int(cfg.eval.get("crop_stride", 0)) if crop_every is None else crop_every
+    if crop_every < 0:
+        raise UserError(f"crop stride must be >= 0 (0: the training length / 8), got {crop_every}")
     return PerplexityProbe(protocol, stride, max_tokens, batch_tokens, buckets,
-                           float(cfg.eval.get("region_multiple", 16)), int(cfg.eval.get("region_len", 0)))
+                           float(cfg.eval.get("region_multiple", 16)), int(cfg.eval.get("region_len", 0)),
+                           split, crop, crop_every)
+
+
+def check_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None,
+                  split: str | None = None, crop_every: int | None = None) -> None:
+    """The options all runs of one command share, checked once before the first run by the code that checks them
+    for each run, so a typo is one error rather than one per run of a sweep. Without --lengths each run's own
+    lengths bound --stride: that check stays with the run."""
+    from omegaconf import OmegaConf
+
+    stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
+    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1,
+                  split=split or "val", crop_every=crop_every)
 
 
 def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                 stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED, max_tokens: int | None = None,
                 batch_tokens: int = 8192, device: str | None = None, model=None, buckets: int = 32,
-                log=console.print, only_missing: bool = False) -> list[dict]:
-    """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length); merge the
-    rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them. ``only_missing``: only the lengths
-    that have no result yet for this protocol and scaling (a relaunch completes an interrupted evaluation)."""
+                log=console.print, only_missing: bool = False, split: str | None = None, crop: bool | None = None,
+                crop_every: int | None = None) -> list[dict]:
+    """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length) on its test
+    (or ``split``) documents, with the cropped baseline beside every length past the training length unless
+    ``crop`` is False; merge the rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them.
+    ``only_missing``: only the lengths that have no result yet for this protocol, split and scaling (a relaunch
+    completes an interrupted evaluation)."""
     session = Session(run_dir, log)
     lengths = lengths or run_lengths(session.cfg)
-    probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets)
+    probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets, split, crop,
+                          crop_every)
     probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
     return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
 
 
 def missing_lengths(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                     stride: int | None = None) -> list[int]:
-    """The wanted lengths (default: the run's evaluation lengths) that have no row for ``protocol`` under the
-    run's own (trained) scaling in RUN/eval_length.csv; a row that records an error counts as missing."""
+    """The wanted lengths (default: the run's evaluation lengths) that have no row for ``protocol`` and the run's
+    evaluation split (with the crop columns when the run asks for them) under the run's own (trained) scaling in
+    RUN/eval_length.csv; a row that records an error counts as missing."""
     run = RunDir(run_dir)
     cfg = run.read_config()
-    choose("protocol", protocol, PROTOCOLS)
     lengths = lengths or run_lengths(cfg)
-    probe = PerplexityProbe(protocol, stride)
+    probe = checked_probe(cfg, lengths, protocol, stride, 0, 1, 1)
     return [length for length, cells in missing_cells(run, probe, lengths).items() if cells]

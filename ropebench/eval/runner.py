@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from rich.markup import escape
 
@@ -53,6 +54,8 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     order: tuple[str, ...]
+    # Values of columns added later, as rows written before them meant (e.g. split: val before the test split).
+    defaults: dict = field(default_factory=dict)
 
     def sort_key(self, row: dict) -> tuple:
         return tuple(_sortable(row.get(column, "")) for column in self.order)
@@ -79,6 +82,7 @@ class Session:
         self.log = log
         self.model = None
         self.device = None
+        self.rope_scaling = None  # what this evaluation asked for (run_probe sets it); None: the raw model
 
     @property
     def train_len(self) -> int:
@@ -97,6 +101,23 @@ class Session:
             model = load_model(self.run, self.cfg, resolve_device(device or self.cfg.train.device))
         self.model = model.eval()
         self.device = next(model.parameters()).device
+
+
+    @contextmanager
+    def scaling_at(self, length: int):
+        """The model with this evaluation's RoPE scaling as it applies at ``length`` (the cropped baseline's
+        windows are the training length: a scaling that grows with the length is none there, a fixed one -- a
+        run fine-tuned with it -- stays), restored after."""
+        pe = getattr(self.model, "pe", None)
+        if pe is None or not pe.supports_rope_scaling:
+            yield
+            return
+        before = getattr(pe, "scaling", None)  # what it computes now (an HF model: its own modules, None)
+        pe.set_scaling(scaling_for_length(self.rope_scaling, length, self.train_len)[0])
+        try:
+            yield
+        finally:
+            pe.set_scaling(before)
 
 
 class Meter:
@@ -123,6 +144,10 @@ class Probe(abc.ABC):
     def cells(self, length: int) -> list[dict]:
         """One dict per row written at ``length``: its key fields besides eval_len and rope_scaling, and its
         result fields left empty (what a row holds when the length cannot be measured)."""
+
+    def complete(self, row: dict, train_len: int) -> bool:
+        """Whether a row already written holds everything this probe would measure (a relaunch redoes it if not)."""
+        return True
 
     def prepare(self, session: Session) -> None:
         """Load what every length needs (e.g. the corpus), once, after the model and only if there is work."""
@@ -159,9 +184,10 @@ def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str 
     if label is None:
         cfg = run.read_config()
         label = scaling_label(resolve_scaling(cfg, AS_TRAINED), int(cfg.train.seq_len))
-    key = probe.table.key
-    done = {_identity(row, key) for row in run.read_rows(probe.table.name, required=key)
-            if not str(row.get("status", "")).startswith("error")}
+    key, train_len = probe.table.key, int(run.read_config().train.seq_len)
+    rows = run.read_rows(probe.table.name, required=tuple(k for k in key if k not in probe.table.defaults))
+    done = {_identity({**probe.table.defaults, **{k: v for k, v in row.items() if v not in ("", None)}}, key)
+            for row in rows if not str(row.get("status", "")).startswith("error") and probe.complete(row, train_len)}
     return {length: [cell for cell in probe.cells(length)
                      if _identity({**cell, "eval_len": length, "rope_scaling": label}, key) not in done]
             for length in lengths}
@@ -184,6 +210,7 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
     if session.model is None or model is not None:
         session.load_model(device, model)
     pe = session.model.pe
+    session.rope_scaling = rope_scaling
     if rope_scaling and not pe.supports_rope_scaling:
         raise UserError(f"--rope-scaling needs a RoPE-family run (an encoding that supports RoPE scaling); "
                         f"{session.run} uses pe={session.pe_name}")
@@ -231,7 +258,8 @@ def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], 
     # Written after every length: a later failure never loses what was computed.
     for table, table_rows in [(probe.table, rows), *extra]:
         if table_rows:
-            session.run.merge_rows(table.name, table_rows, table.columns, table.key, sort_key=table.sort_key)
+            session.run.merge_rows(table.name, table_rows, table.columns, table.key, sort_key=table.sort_key,
+                                   fill=table.defaults)
     return rows
 
 

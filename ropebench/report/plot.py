@@ -241,10 +241,10 @@ def _legend_notes(band: str, seeds: set[int], ends: bool) -> list:
 
 
 def length_figure(paths: Iterable[str | Path], protocol: str = "nonoverlapping", band: str = "minmax",
-                  opts: FigureOptions = FigureOptions()):
+                  opts: FigureOptions = FigureOptions(), split: str | None = None):
     """Build (not save) the perplexity-vs-length Figure; one legend entry per label."""
     choose("band", band, BANDS)
-    rows = select(load_results(paths), protocol)
+    rows = select(load_results(paths), protocol, split)
     warn_unequal_tokens(rows)
     series = aggregate(rows)
     lengths = sorted({p.eval_len for s in series for p in s.points.values() if p.status == "ok"})
@@ -276,9 +276,10 @@ def length_figure(paths: Iterable[str | Path], protocol: str = "nonoverlapping",
 
 
 def plot_length(paths: Iterable[str | Path], out: str | Path, protocol: str = "nonoverlapping",
-                band: str = "minmax", opts: FigureOptions = FigureOptions()) -> list[Path]:
+                band: str = "minmax", opts: FigureOptions = FigureOptions(), split: str | None = None) -> list[Path]:
     """Perplexity vs evaluation length; returns the written paths."""
-    return render(lambda: length_figure(paths, protocol=protocol, band=band, opts=opts), out, "ppl_vs_length", opts)
+    return render(lambda: length_figure(paths, protocol=protocol, band=band, opts=opts, split=split), out,
+                  "ppl_vs_length", opts)
 
 
 def moving_average(values: list[float], k: int) -> list[float]:

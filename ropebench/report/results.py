@@ -22,6 +22,11 @@ from ropebench.run.rundir import RunDir, runs_below
 LENGTH_CSV = "eval_length.csv"
 POSITIONS_CSV = "eval_positions.csv"
 PROTOCOLS = ("nonoverlapping", "sliding")
+SPLITS = ("test", "val")
+# The standard error (over documents) of a value column, and how it converts: ppl's from nll's (delta method).
+SE_COLUMNS = {"ppl": ("nll_se", lambda value, se: value * se), "nll": ("nll_se", lambda value, se: se),
+              "nll_gain": ("gain_se", lambda value, se: se),
+              "nll_gain_source": ("gain_se_source", lambda value, se: se)}
 
 # Encodings in the order the paper's figures list them; unknown names sort after these, alphabetically.
 ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerple", "fire", "nope")
@@ -33,6 +38,7 @@ _IGNORED = (
     "resume",
     "init_from",  # where the weights came from: a path per seed; the method is in the other keys
     "sweep_name",
+    "lr_by_encoding",  # a sweep's table of rates: what a run trained with is train.lr
     "logger",
     "eval",
     "data.cache_dir",
@@ -68,6 +74,8 @@ class Point:
     max: float = math.nan
     # "ok" when n > 0; "n/a" when the encoding cannot run at this length; "missing" otherwise.
     status: str = "missing"
+    # One seed: the value's standard error over documents (``SE_COLUMNS``), NaN when the rows do not hold it.
+    se: float = math.nan
 
 
 @dataclass
@@ -254,11 +262,37 @@ def _stride_rules(rows: list[dict]) -> list[dict]:
     return out
 
 
-def select(rows: list[dict], protocol: str) -> list[dict]:
-    """Rows of one protocol. Sliding rows carry ``stride_rule`` (see _stride_rules); when the rows hold more
-    than one rule, labels gain ``[stride L/2]`` / ``[stride 32]`` so each rule is one curve per label."""
+def choose_split(rows: list[dict], split: str | None = None) -> str:
+    """The held-out split a table or figure shows: ``split`` if given, else test where any row has it (reported
+    results), else validation (runs from before the test split, learning-rate searches)."""
+    have = {r.get("split") or "val" for r in rows}
+    if split is None:
+        return "test" if "test" in have else "val"
+    choose("split", split, SPLITS)
+    if rows and split not in have:
+        raise UserError(f"no results on the {split} split; the runs have: {', '.join(sorted(have))}")
+    return split
+
+
+def _warn_other_split(rows: list[dict], picked: list[dict], split: str) -> None:
+    """Runs whose results (of the protocol shown) are all on another split are left out of a table or figure:
+    say so, naming them."""
+    import sys
+
+    shown, protocols = {r["run_dir"] for r in picked}, {r["protocol"] for r in picked}
+    left = sorted({str(r["run_dir"]) for r in rows if r["run_dir"] not in shown and r["protocol"] in protocols})
+    if left:
+        print(f"warning: left out (no results on the {split} split; see --split): {', '.join(left)}", file=sys.stderr)
+
+
+def select(rows: list[dict], protocol: str, split: str | None = None) -> list[dict]:
+    """Rows of one protocol and one held-out split (``choose_split``). Sliding rows carry ``stride_rule`` (see
+    _stride_rules); when the rows hold more than one rule, labels gain ``[stride L/2]`` / ``[stride 32]`` so each
+    rule is one curve per label."""
     choose("protocol", protocol, PROTOCOLS)
-    picked = [dict(r) for r in rows if r["protocol"] == protocol]
+    split = choose_split(rows, split)
+    picked = [dict(r) for r in rows if r["protocol"] == protocol and (r.get("split") or "val") == split]
+    _warn_other_split(rows, picked, split)
     if not picked:
         have = sorted({r["protocol"] for r in rows}) or ["none"]
         raise UserError(f"no results for protocol '{protocol}'; the runs have: {', '.join(have)}")
@@ -282,6 +316,14 @@ def series_sort_key(series: Series):
     return rank, series.pe, _natural(series.label)
 
 
+def _one_seed_se(rows: list[dict], value: str) -> float:
+    """The standard error of a single row's value (NaN for several rows, or a row without one)."""
+    column, convert = SE_COLUMNS.get(value, (None, None))
+    if len(rows) != 1 or column is None or rows[0].get(column) is None:
+        return math.nan
+    return convert(rows[0][value], rows[0][column])
+
+
 def aggregate(rows: list[dict], value: str = "ppl") -> list[Series]:
     """Group rows by label and aggregate seeds into mean, sample std, min and max per evaluation length.
 
@@ -299,10 +341,12 @@ def aggregate(rows: list[dict], value: str = "ppl") -> list[Series]:
         points: dict[int, Point] = {}
         for length in sorted({r["eval_len"] for r in group if r["eval_len"] is not None}):
             at = [r for r in group if r["eval_len"] == length]
-            vals = [r[value] for r in at if r["status"] == "ok" and r[value] is not None]
+            ok = [r for r in at if r["status"] == "ok" and r.get(value) is not None]
+            vals = [r[value] for r in ok]
             if vals:
                 std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                points[length] = Point(length, len(vals), statistics.fmean(vals), std, min(vals), max(vals), "ok")
+                points[length] = Point(length, len(vals), statistics.fmean(vals), std, min(vals), max(vals), "ok",
+                                       _one_seed_se(ok, value))
             elif any(r["status"].startswith("not_applicable") for r in at):
                 points[length] = Point(length, status="n/a")
             else:

@@ -14,7 +14,8 @@ from ropebench.run.rundir import read_csv_rows
 # The numeric columns of every results file ropebench writes (lengths, positions, passkey).
 _INTS = ("eval_len", "stride", "n_tokens", "n_windows", "n_documents", "train_seq_len", "position_start",
          "position_end", "trials", "correct")
-_FLOATS = ("ppl", "nll", "mean_nll", "rope_factor", "depth", "accuracy")
+_FLOATS = ("ppl", "nll", "mean_nll", "rope_factor", "depth", "accuracy", "nll_se", "ppl_crop", "nll_crop", "nll_gain",
+           "gain_se", "ppl_crop_source", "nll_gain_source", "gain_se_source")
 
 
 def int_or_none(value) -> int | None:
@@ -37,6 +38,7 @@ def _parse_row(raw: dict, value: str | None) -> dict | None:
                 return None
     row["status"] = (row.get("status") or "ok").strip()
     row["rope_scaling"] = (row.get("rope_scaling") or "none").strip()
+    row["split"] = (row.get("split") or "val").strip()  # rows written before the test split scored validation
     if row.get("eval_len") is None or row["eval_len"] <= 0:
         return None
     if value and row["status"] == "ok" and not (raw.get(value) or "").strip():

@@ -1,8 +1,11 @@
-"""Perplexity tables (encodings x evaluation lengths) as Markdown, CSV or LaTeX.
+"""Result tables (encodings x evaluation lengths) as Markdown, CSV or LaTeX.
 
-Cells read ``mean ± std`` (sample std over seeds) when a label has several seeds, else the value; ``n/a``
-where the encoding cannot run at that length (learned positions beyond max_len), ``—`` where nothing
-succeeded or nothing was evaluated.
+``--metric`` picks what a cell holds: ``ppl`` (perplexity), ``gain`` (nll_gain: cropped minus full NLL, nats per
+token; ropebench.eval.crop), ``gain_source`` (the same with the context cut to the length a fine-tuned run's source
+was trained at), or one length per label, ``hold`` / ``use`` (ropebench.report.context). Cells read
+``mean ± std`` (sample std over seeds) when a label has several seeds, else the value ``± its standard error over
+documents`` when the rows hold one; ``n/a`` where the encoding cannot run at that length (learned positions beyond
+max_len), ``—`` where nothing succeeded or nothing was evaluated.
 """
 
 from __future__ import annotations
@@ -15,23 +18,29 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ropebench.errors import UserError, choose
+from ropebench.report import context
 from ropebench.report.results import Point, aggregate, load_results, select
-from ropebench.report.tokens import warn_unequal_tokens
+from ropebench.report.tokens import warn_few_documents, warn_unequal_tokens
 
 FORMATS = ("md", "csv", "latex")
+METRICS = ("ppl", "gain", "gain_source", "hold", "use")
+_VALUE = {"ppl": "ppl", "gain": "nll_gain", "gain_source": "nll_gain_source"}
+_ONE_LENGTH = {"hold": f"hold length (ppl within {context.HOLD_TOLERANCE:.0%} of L)",
+               "use": "use length (gain > 2 SE)"}
 _SUFFIX_FORMAT = {".md": "md", ".markdown": "md", ".csv": "csv", ".tex": "latex"}
 NA = "n/a"
 MISSING = "—"
 
 
-def cell(point: Point | None) -> str:
+def cell(point: Point | None, fmt: str = ".2f") -> str:
     if point is None or point.status == "missing":
         return MISSING
     if point.status == "n/a":
         return NA
-    if point.n > 1:
-        return f"{point.mean:.2f} ± {point.std:.2f}"
-    return f"{point.mean:.2f}"
+    spread = point.std if point.n > 1 else point.se
+    if point.n > 1 or spread == spread:  # NaN: one seed without a standard error
+        return f"{point.mean:{fmt}} ± {spread:{fmt[1:] if fmt.startswith('+') else fmt}}"
+    return f"{point.mean:{fmt}}"
 
 
 def _lengths(lengths: Sequence | None, available: Iterable[int]) -> list[int]:
@@ -58,15 +67,21 @@ def _lengths(lengths: Sequence | None, available: Iterable[int]) -> list[int]:
     return out
 
 
-def table_cells(
-    paths: Iterable[str | Path], lengths: Sequence | None = None, protocol: str = "nonoverlapping"
-) -> tuple[list[int], list[tuple[str, list[str]]]]:
+def table_cells(paths: Iterable[str | Path], lengths: Sequence | None = None, protocol: str = "nonoverlapping",
+                metric: str = "ppl", split: str | None = None) -> tuple[list, list[tuple[str, list[str]]]]:
     """The table's columns and its rows as (label, cells), before any formatting."""
-    rows = select(load_results(paths), protocol)
+    choose("table metric (--metric)", metric, METRICS)
+    rows = select(load_results(paths), protocol, split)
     warn_unequal_tokens(rows)
-    series = aggregate(rows)
+    warn_few_documents(rows)
+    if metric in _ONE_LENGTH:
+        values = context.per_run(rows, metric)
+        order = [s.label for s in aggregate(rows)]
+        return [_ONE_LENGTH[metric]], [(label, [context.describe([v for _, v in values[label]])]) for label in order]
+    series = aggregate(rows, _VALUE[metric])
     cols = _lengths(lengths, (n for s in series for n in s.points))
-    return cols, [(s.label, [cell(s.points.get(n)) for n in cols]) for s in series]
+    fmt = "+.3f" if metric.startswith("gain") else ".2f"
+    return cols, [(s.label, [cell(s.points.get(n), fmt) for n in cols]) for s in series]
 
 
 def _md(cols: list[int], rows) -> str:
@@ -123,11 +138,13 @@ def _latex(cols: list[int], rows) -> str:
 
 
 def perplexity_table(
-    paths: Iterable[str | Path], lengths: Sequence | None = None, fmt: str = "md", protocol: str = "nonoverlapping"
+    paths: Iterable[str | Path], lengths: Sequence | None = None, fmt: str = "md", protocol: str = "nonoverlapping",
+    metric: str = "ppl", split: str | None = None,
 ) -> str:
-    """Rows: labels (encodings); columns: evaluation lengths (default: every evaluated length)."""
+    """Rows: labels (encodings); columns: evaluation lengths (default: every evaluated length), or one length
+    per label for ``metric`` hold / use."""
     choose("table format", fmt, FORMATS)
-    cols, rows = table_cells(paths, lengths, protocol)
+    cols, rows = table_cells(paths, lengths, protocol, metric, split)
     return render_table(fmt, cols, rows)
 
 
@@ -142,6 +159,8 @@ def write_table(
     lengths: Sequence | None = None,
     fmt: str | None = None,
     protocol: str = "nonoverlapping",
+    metric: str = "ppl",
+    split: str | None = None,
 ) -> Path:
     """Write perplexity_table to ``out`` atomically; ``fmt`` defaults from the suffix (.md, .csv, .tex)."""
     out = Path(out)
@@ -152,7 +171,7 @@ def write_table(
                 f"cannot tell the table format from '{out}'; use a .md, .csv or .tex file name "
                 "or pass a format (md, csv, latex)"
             )
-    text = perplexity_table(paths, lengths=lengths, fmt=fmt, protocol=protocol)
+    text = perplexity_table(paths, lengths=lengths, fmt=fmt, protocol=protocol, metric=metric, split=split)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as f:

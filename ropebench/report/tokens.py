@@ -62,3 +62,29 @@ def warn_unequal_tokens(rows: list[dict]) -> None:
 
     for line in unequal_token_warnings(rows):
         print(f"warning: {line}", file=sys.stderr)
+
+
+#: A length whose number rests on fewer held-out documents than this gets a warning: its mean moves with a few
+#: documents' topics, whatever its standard error says.
+MIN_DOCUMENTS = 20
+
+
+def few_document_warnings(rows: list[dict]) -> list[str]:
+    """One line naming the lengths whose results rest on fewer than MIN_DOCUMENTS documents."""
+    few: dict[int, int] = {}
+    for r in _latest(rows).values():
+        n = r.get("n_documents")
+        if n is not None and n < MIN_DOCUMENTS:
+            few[r["eval_len"]] = min(few.get(r["eval_len"], n), n)
+    if not few:
+        return []
+    detail = ", ".join(f"{length} ({n})" for length, n in sorted(few.items()))
+    return [f"some results rest on fewer than {MIN_DOCUMENTS} documents (length (documents): {detail}); their "
+            "means move with a few documents' topics -- read them with their standard errors"]
+
+
+def warn_few_documents(rows: list[dict]) -> None:
+    import sys
+
+    for line in few_document_warnings(rows):
+        print(f"warning: {line}", file=sys.stderr)

@@ -24,7 +24,7 @@ from ropebench.run.rundir import CHECKPOINT, atomic_write
 # what is evaluated afterwards, and permissions (remote code). Everything else is part of the experiment.
 RESUMABLE = ("train.steps", "train.log_interval", "train.eval_interval", "train.ckpt_interval", "train.eval_batches",
              "train.device", "train.threads", "train.compile", "train.peak_tflops", "eval", "logger", "resume",
-             "sweep_name", "data.cache_dir", "data.trust_remote_code")
+             "sweep_name", "data.cache_dir", "data.trust_remote_code", "lr_by_encoding")
 
 
 # Keys added after runs were recorded, with the value that means "as before": a saved config without the key
@@ -34,8 +34,9 @@ ADDED_DEFAULTS = {"init_from": "", "init_from_seq_len": 0, "train.pose_target_le
                   "pe.extend": "none", "pe.scaling.type": "none", "data.tokenizer": "bytes", "data.path": "",
                   "data.subset": "", "data.split": "train", "data.val_split": "", "data.text_field": "text",
                   "data.documents": "rows", "data.min_doc_tokens": 0, "data.trust_remote_code": False,
-                  "data.hub_path": "", "data.hub_name": "", "data.text_column": "text", "data.task": "",
-                  "data.task_len": 0, "train.random_positions": 0}
+                  "data.hub_path": "", "data.hub_name": "", "data.text_column": "text", "pe.lr_mult": 1.0,
+                  "pe.weight_decay": None, "data.test_fraction": 0.0, "data.test_split": "", "lr_by_encoding": {},
+                  "data.task": "", "data.task_len": 0, "train.random_positions": 0}
 
 
 def _added_default(key: str, value) -> bool:

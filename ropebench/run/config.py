@@ -6,6 +6,7 @@ The YAML files in ``conf/`` fill these in; the schemas are registered in Hydra's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -29,6 +30,7 @@ Dtype = Choice("Dtype", {n: n for n in ("auto", "float32", "bfloat16", "float16"
 DataSource = Choice("DataSource", {n: n for n in ("stdlib", "text_files", "hf", "hub", "passkey", "task")})
 Documents = Choice("Documents", {n: n for n in ("rows", "wikitext_articles")})
 WandbMode = Choice("WandbMode", {n: n for n in ("disabled", "offline", "online")})
+EvalSplit = Choice("EvalSplit", {n: n for n in ("test", "val")})
 
 
 @dataclass
@@ -68,6 +70,12 @@ class DataConfig:
     # Let a tokenizer that ships its own Python code (auto_map) run it; only for a source you trust.
     trust_remote_code: bool = False
     val_fraction: float = 0.1
+    # Held-out test documents, drawn like validation (near-duplicates on one side): learning rates and other
+    # choices are made on validation, results are reported on test. A run recorded before the test split
+    # existed has no such key and reads as 0 (no test split: its training data holds those documents).
+    test_fraction: float = 0.1
+    # A split of the data set used whole as the test set (e.g. `test`); empty: drawn by test_fraction.
+    test_split: str = ""
     # data=task: the task (copy, reverse, sort, addition, parity, mqar) and L, the longest training instance
     # (training lengths are U(1, L); 0: the task's default).
     task: str = ""
@@ -127,6 +135,13 @@ class EvalConfig:
     passkey: bool = False
     passkey_trials: int = 16
     passkey_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    # Which held-out documents evaluation scores: test (reported results) or val (choosing settings).
+    split: EvalSplit = EvalSplit.test
+    # Beside each length longer than the training length, score the same tokens with each token's context cut
+    # to (about) the training length: ppl_crop and nll_gain (see ropebench/eval/crop.py).
+    crop: bool = True
+    # Stride of the cropped windows (0: training length / 8, so every cropped context is within 1/8 of it).
+    crop_stride: int = 0
 
 
 @dataclass
@@ -160,6 +175,9 @@ class Config:
     init_from_seq_len: int = 0
     # Set by sweep configs; names the sweep in the run's metadata.
     sweep_name: str = ""
+    # A sweep's peak learning rate per encoding (e.g. each at its best, chosen on validation), read through
+    # `train.lr: ${oc.select:lr_by_encoding.${pe.name},${lr_by_encoding.default}}`; the run records train.lr.
+    lr_by_encoding: dict[str, float] = field(default_factory=dict)
 
 
 def flatten_config(node, prefix: str = "") -> dict[str, object]:
@@ -299,11 +317,24 @@ def encoding_length(t) -> int:
     return max(int(t.seq_len), int(t.get("random_positions", 0) or 0), int(t.get("pose_target_len", 0) or 0))
 
 
+def _check_test_fraction(d, own_val_split: bool) -> None:
+    """A new run's test split: a fraction in (0, 1) that leaves training documents beside validation. A run
+    recorded before the split existed has no key: nothing to check."""
+    test = d.get("test_fraction")
+    if test is None or d.source in ("passkey", "task") or (d.source in ("hf", "hub") and d.get("test_split", "")):
+        return
+    _check(0 < test < 1, f"data.test_fraction must be in (0, 1), got {test}")
+    taken = test + (0 if own_val_split else d.val_fraction)
+    _check(taken < 1, f"data.val_fraction + data.test_fraction must be below 1 (training needs documents), got "
+                      f"{d.val_fraction} + {test}")
+
+
 def _check_data(d) -> None:
     """The data node's checks. A run config saved before data=hf lacks its keys: they read as their defaults."""
     own_split = d.source == "hub" or (d.source == "hf" and d.get("val_split", ""))
     if not own_split:
         _check(0 < d.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    _check_test_fraction(d, own_split)
     _check(d.source != "text_files" or len(d.paths) > 0, "data=text_files needs data.paths=[DIR_OR_FILE,...]")
     _check(d.source != "hf" or bool(d.get("path", "")),
            "data=hf needs data.path=HUB_NAME_OR_LOCAL_PATH (a Hub data set, a directory, or parquet/json/arrow/csv/txt "
@@ -317,6 +348,15 @@ def _check_data(d) -> None:
            f"data=task has its own vocabulary; it takes no data.tokenizer (got {tokenizer}; use data.tokenizer=bytes)")
     if d.get("documents") is not None:
         choose("data.documents", str(d.documents), [c.value for c in Documents])
+
+
+def _check_pe_optimizer(pe) -> None:
+    """The encoding's own optimizer settings (its parameters' group; see run/trainer.make_optimizer)."""
+    mult, decay = pe.get("lr_mult", 1.0), pe.get("weight_decay")
+    _check(mult is not None and math.isfinite(mult) and mult > 0,
+           f"pe.lr_mult must be a positive number (the encoding's learning rate / train.lr), got {mult}")
+    _check(decay is None or (math.isfinite(decay) and decay >= 0),
+           f"pe.weight_decay must be >= 0, or null to follow train.weight_decay, got {decay}")
 
 
 def validate_config(cfg) -> None:
@@ -340,6 +380,8 @@ def validate_config(cfg) -> None:
     _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1/beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
     _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 turns clipping off), got {t.grad_clip}")
     _check(t.threads >= 0, f"train.threads must be >= 0 (0: torch's default), got {t.threads}")
+    _check(e.get("crop_stride", 0) >= 0, f"eval.crop_stride must be >= 0 (0: training length / 8), got "
+                                         f"{e.get('crop_stride')}")
     _check(e.max_tokens >= 0, f"eval.max_tokens must be >= 0 (0: every token), got {e.max_tokens}")
     _check(e.region_multiple >= 1, f"eval.region_multiple must be >= 1, got {e.region_multiple}")
     _check(e.get("region_len", 0) >= 0, f"eval.region_len must be >= 0 (0: region_multiple), got {e.get('region_len')}")
@@ -354,8 +396,9 @@ def validate_config(cfg) -> None:
 
         check_task_config(d, t.seq_len)
     # Hydra checks these at composition; a continued run's saved config (plain YAML) is checked here.
+    _check_pe_optimizer(cfg.pe)
     for key, kind in (("model.attention", Attention), ("train.dtype", Dtype), ("data.source", DataSource),
-                      ("logger.wandb.mode", WandbMode)):
+                      ("logger.wandb.mode", WandbMode), ("eval.split", EvalSplit)):
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
             choose(key, str(value), [c.value for c in kind])

@@ -252,17 +252,21 @@ class RunDir:
         return read_csv_rows(self.path / name, required, _has_values(required), warn)
 
     def merge_rows(self, name: str, new_rows: list[dict], columns: Sequence[str], key: Sequence[str],
-                   sort_key: Callable[[dict], tuple] | None = None, warn=None) -> None:
+                   sort_key: Callable[[dict], tuple] | None = None, warn=None, fill: dict | None = None) -> None:
         """Replace rows with the same key, keep every other row, write atomically -- under a lock, so two
         commands merging into one file at once both keep their rows. Malformed old rows are dropped with one
-        warning; the new rows are always written."""
+        warning; the new rows are always written. ``fill``: values for columns an old row lacks (added since),
+        as it meant them."""
         from filelock import FileLock
 
         path = self.path / name
         self.path.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path / _LOCK)):
+            fill = fill or {}
+            new_rows = [{**fill, **r} for r in new_rows]
             new_keys = {tuple(str(r[k]) for k in key) for r in new_rows}
-            old = self.read_rows(name, required=key, warn=warn)
+            old = self.read_rows(name, required=tuple(k for k in key if k not in fill), warn=warn)
+            old = [{**r, **{k: v for k, v in fill.items() if not r.get(k)}} for r in old]
             rows = [r for r in old if tuple(r.get(k, "") for k in key) not in new_keys] + list(new_rows)
             if sort_key is not None:
                 rows.sort(key=sort_key)

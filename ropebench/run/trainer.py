@@ -82,10 +82,32 @@ def finite_or_none(value) -> float | None:
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
 
+def _encoding_groups(model: torch.nn.Module, t) -> tuple[list[dict], set[int]]:
+    """One or two parameter groups per position-encoding module (every ``PositionEncoding`` in the model, so a
+    per-layer pattern is covered): its learning rate is train.lr x ``pe.lr_mult``; its weight decay
+    ``pe.weight_decay``, or, when that is null, the model's rule (matrices decayed, vectors not)."""
+    from ropebench.core.pe.base import PositionEncoding
+
+    groups, taken = [], set()
+    for module in (m for m in model.modules() if isinstance(m, PositionEncoding)):
+        params = [p for p in module.parameters() if p.requires_grad and id(p) not in taken]
+        taken.update(id(p) for p in params)
+        mult, decay = float(module.cfg.get("lr_mult", 1.0)), module.cfg.get("weight_decay")
+        for is_matrix in (True, False):
+            part = [p for p in params if (p.dim() >= 2) == is_matrix]
+            wd = float(decay) if decay is not None else (t.weight_decay if is_matrix else 0.0)
+            if part:
+                groups.append({"params": part, "weight_decay": wd, "lr_mult": mult})
+    return groups, taken
+
+
 def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    pe_groups, taken = _encoding_groups(model, t)
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    decay = [p for p in rest if p.dim() >= 2]
+    no_decay = [p for p in rest if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay, "lr_mult": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}, *pe_groups]
     # The fused kernel (CUDA, and the CPU since PyTorch 2.4) does the whole update in one pass per tensor: on the
     # CPU it is about 3x faster than the per-tensor loop, a few percent of a small model's training step.
     # It rounds differently from the loop only in the last bit (a resumed run is still bitwise the same).
@@ -233,8 +255,9 @@ class Trainer:
     # -- step -----------------------------------------------------------------------------------------------
     def train_step(self, step_fn) -> torch.Tensor:
         t = self.cfg.train
+        lr = lr_at(self.step, t)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, t)
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         # Every rank draws the global batch from the same generator and keeps its rows of it.
         batch = self.dist.shard(*self._batch())
         pin = self.device.type == "cuda"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from omegaconf import MISSING
@@ -31,6 +32,11 @@ from torch import Tensor, nn
 @dataclass
 class PEConfig:
     name: str = MISSING
+    # The encoding's own parameters (tables, slopes, MLPs, scales) train in a group of their own: learning rate
+    # train.lr x lr_mult, and weight decay weight_decay (null: train.weight_decay on matrices, none on vectors,
+    # like the model's). A table that starts at zero moves about lr per Adam step, so a small rate can starve it.
+    lr_mult: float = 1.0
+    weight_decay: Optional[float] = None  # noqa: UP045 (OmegaConf's structured configs need Optional)
 
 
 class PositionEncoding(nn.Module):
