@@ -135,8 +135,8 @@ class TaskProbe(Probe):
         done = [r for r in rows if r.get("status") == "ok"]
         if not done:
             return rows[0].get("status", "")
-        return ", ".join(f"{r['len_min']}-{r['eval_len']}: exact {r['exact_match']:.3f}, per token "
-                         f"{r['token_accuracy']:.3f}" for r in done)
+        return ", ".join(("" if r["len_min"] == r["eval_len"] else f"lengths {r['len_min']}-{r['eval_len']}: ")
+                         + f"exact match {r['exact_match']:.3f}, per token {r['token_accuracy']:.3f}" for r in done)
 
 
 def _checked(cfg, buckets, trials: int):
