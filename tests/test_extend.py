@@ -185,7 +185,7 @@ def test_position_ids_are_refused_by_encodings_that_ignore_them():
     from ropebench.errors import UserError
 
     with pytest.raises(UserError, match="takes no position ids"):
-        tiny_model("alibi")(torch.zeros(1, 4, dtype=torch.long), pos=torch.arange(4)[None])
+        tiny_model("nope")(torch.zeros(1, 4, dtype=torch.long), pos=torch.arange(4)[None])
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -195,7 +195,8 @@ def test_position_ids_are_refused_by_encodings_that_ignore_them():
     (["train.pose_target_len=8"], "train.pose_target_len=8 must be >= train.seq_len=16"),
     (["train.steps=0"], "0 only with init_from"),
     (["pe=alibi", "pe.scaling.type=linear", "pe.scaling.factor=2"], "scaling"),
-    (["pe=alibi", "train.pose_target_len=64"], "position ids"),
+    (["pe=nope", "train.pose_target_len=64"], "position ids"),
+    (["pe=learned", "pe.max_len=32", "train.pose_target_len=64"], "stops at max_len=32"),
 ])
 def test_bad_extension_settings_are_one_line_and_write_nothing(tiny_overrides, tmp_path, extra, expected):
     run = tmp_path / "run"

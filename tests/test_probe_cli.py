@@ -118,8 +118,8 @@ def test_bad_input_is_one_line_and_writes_nothing(run, bad, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--task", "vt"], "--task applies to --probe only"),
-    (["--probe", "--task", "needle"], "unknown probe task 'needle'"),
+    (["--probe-task", "vt"], "--probe-task applies to --probe only"),
+    (["--probe", "--probe-task", "needle"], "unknown probe task 'needle'"),
     (["--probe", "--passkey"], "--probe and --passkey are two figures"),
 ])
 def test_plot_options_are_checked(run, tmp_path, args, message):

@@ -200,7 +200,9 @@ def plot(
     by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
     passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
     probe: bool = typer.Option(False, "--probe", help="Retrieval-probe heatmaps (length x depth), chance in each."),
-    task: str = typer.Option(None, help="--probe: only this task."),
+    probe_task: str = typer.Option(None, help="--probe: only this probe task."),
+    task: bool = typer.Option(False, "--task", help="Task exact match against instance length (eval_task.csv), "
+                              "a panel per task."),
     gain: bool = typer.Option(False, "--gain", help="The gain from context past the training length (cropped "
                               "minus full NLL) against length, with a zero line."),
     split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
@@ -241,8 +243,12 @@ def plot(
         from ropebench.report.decay import plot_run_decay
 
         written = plot_run_decay(paths[1:], out, head_dim, base, max_distance, opts)
-    elif passkey or probe or task:
-        written = plot_heatmaps(paths, out, opts, passkey, probe, task)
+    elif passkey or probe or probe_task:
+        written = plot_heatmaps(paths, out, opts, passkey, probe, probe_task)
+    elif task:
+        from ropebench.report.tasks import plot_tasks
+
+        written = plot_tasks(paths, out, band=band, opts=opts)
     elif by_position:
         written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
     else:
@@ -264,13 +270,22 @@ def table(
                                "context past L helps), gain_source (cut to an extended run's source length), hold or "
                                "use (one length per run), probe (retrieval-probe accuracy by task, beside chance)."),
     split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
+    task: bool = typer.Option(False, "--task", help="Task exact match by instance length (eval_task.csv), a "
+                              "table per task, and the mean rank across tasks."),
 ):
     """The result table: encodings by evaluation length, mean ± std across seeds (one seed: ± standard error
-    over documents)."""
+    over documents); `--task`: task accuracy."""
     from ropebench.errors import choose
     from ropebench.report.table import METRICS, perplexity_table
 
     choose("format", format, ("md", "csv", "latex"))
+    if task:
+        from ropebench.report.tasks import task_table
+
+        if lengths:
+            raise UserError("--lengths applies to perplexity tables; a task table shows every evaluated bucket")
+        typer.echo(task_table(paths, fmt=format))
+        return
     choose("metric", metric, (*METRICS, "probe"))
     wanted = None
     if lengths:
@@ -367,6 +382,15 @@ def _register_passkey() -> None:
 
 
 _register_passkey()
+
+
+def _register_eval_task() -> None:
+    from ropebench.cli.task import eval_task  # imports only typer and the CLI helpers
+
+    app.command("eval-task")(user_errors(eval_task))
+
+
+_register_eval_task()
 
 
 def _register_export_hf() -> None:

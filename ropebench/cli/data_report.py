@@ -59,11 +59,11 @@ def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int =
     from ropebench.data.tokenizer import load_tokenizer
 
     choose("split", split, ("test", "val"))
-    if data == "passkey":
-        raise UserError("data=passkey is generated on the fly: it has no documents to compare")
+    if data in ("passkey", "task"):
+        raise UserError(f"data={data} is generated on the fly: it has no documents to compare")
     cfg = _config(data, paths, target or [])
-    if str(cfg.data.source) == "passkey":
-        raise UserError("data=passkey is generated on the fly: it has no documents to compare")
+    if str(cfg.data.source) in ("passkey", "task"):
+        raise UserError(f"data={cfg.data.source} is generated on the fly: it has no documents to compare")
     corpus = load_corpus(cfg.data)
     tokenizer = load_tokenizer(str(cfg.data.get("tokenizer", "bytes") or "bytes"),
                                bool(cfg.data.get("trust_remote_code", False)))

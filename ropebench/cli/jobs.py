@@ -21,12 +21,18 @@ outcomes: list[tuple[Path, str, str]] = []
 
 
 def evaluate_after_training(run_dir: Path, model, logger, log) -> None:
-    """`eval.after_train`: perplexity at the default lengths (passkey accuracy for data=passkey; the retrieval
-    probes with eval.probes), with the model still in memory; the curve is mirrored to wandb."""
+    """`eval.after_train`: perplexity at the default lengths (passkey accuracy for data=passkey, task accuracy for
+    data=task; the retrieval probes with eval.probes), with the model still in memory; the perplexity curve is
+    mirrored to wandb."""
     from ropebench.eval.passkey import passkey_accuracy, passkey_cells
     from ropebench.eval.probes import probe_accuracy, wants_probes
 
     cfg = RunDir(run_dir).read_config()
+    if cfg.data.source == "task":
+        from ropebench.eval.task import task_accuracy
+
+        task_accuracy(run_dir, model=model, log=log)
+        return
     if cfg.data.source != "passkey":
         from ropebench.eval.perplexity import eval_length
 

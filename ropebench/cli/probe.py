@@ -77,7 +77,7 @@ def evaluate_hf(request, args: dict, rope_scaling) -> tuple[list[dict], Path]:
 def plot_heatmaps(paths: list[Path], out: Path, opts, passkey: bool, probe: bool, task: str | None) -> list[Path]:
     """`plot --passkey` or `plot --probe [--task T]`: the heatmaps, after their options are checked."""
     if task is not None and not probe:
-        raise UserError("--task applies to --probe only")
+        raise UserError("--probe-task applies to --probe only")
     if probe and passkey:
         raise UserError("--probe and --passkey are two figures; ask for one")
     if passkey:

@@ -132,7 +132,7 @@ class GPT(nn.Module):
     def _attention_fn(self, T: int, pos: Tensor, device: torch.device):
         """The attention call for this forward pass: the encoding's bias (if any) built once for all layers, and
         its value/output hooks folded in only when it declares them (no per-layer no-op calls otherwise)."""
-        attend = self._attention_kernel(T, device)
+        attend = self._attention_kernel(T, pos, device)
         if not self.pe.uses_value_hooks():
             return attend
         pe = self.pe
@@ -142,14 +142,16 @@ class GPT(nn.Module):
 
         return attend_with_value_hooks
 
-    def _attention_kernel(self, T: int, device: torch.device):
+    def _attention_kernel(self, T: int, pos: Tensor, device: torch.device):
         if not self.pe.has_bias():
             return lambda q, k, v, p: F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         use_flex = self.attention == "flex" or (
             self.attention == "auto" and device.type == "cuda" and _flex_available())
         # An encoding with bias() but no score_mod() falls back to its dense bias: FlexAttention reads a None
         # score_mod as "leave the scores alone", which would silently drop the bias.
-        score_mod = self.pe.score_mod(T, device) if use_flex else None
+        # Per-example position ids (B, T) take the dense bias, built from the ids (score_mod knows only 0 .. T-1).
+        per_example = pos.dim() == 2
+        score_mod = self.pe.score_mod(T, device) if use_flex and not per_example else None
         if score_mod is not None:
             from ropebench.core.flex import flex_attention_with
 
@@ -158,7 +160,8 @@ class GPT(nn.Module):
         # Cast once here to the dtype q will have (autocast's, else the weights'), not in every layer.
         autocast = torch.is_autocast_enabled(device.type)
         dtype = torch.get_autocast_dtype(device.type) if autocast else self.lm_head.weight.dtype
-        mask = self.pe.bias(T, device).masked_fill(~causal, float("-inf"))[None].to(dtype)
+        bias = self.pe.bias(T, device, pos=pos) if per_example else self.pe.bias(T, device)[None]
+        mask = bias.masked_fill(~causal, float("-inf")).to(dtype)
 
         def sdpa_with_bias(q, k, v, p):
             attn_mask = mask if mask.dtype == q.dtype else mask.to(q.dtype)
@@ -169,8 +172,9 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor | None = None, reduction: str = "mean", pos: Tensor | None = None):
         """idx: (B, T) token ids. Returns (logits, loss); loss is per token when reduction='none'.
 
-        ``pos``: per-example position ids (B, T), increasing along each row (PoSE's skipped positions); only for
-        encodings that declare ``supports_position_ids``. Default: 0 .. T-1 for every example."""
+        ``pos``: per-example position ids (B, T), increasing along each row (PoSE's skipped positions, randomized
+        positions); only for encodings that declare ``supports_position_ids``. Default: 0 .. T-1 for every
+        example."""
         B, T = idx.shape
         limit = self.pe.max_len()
         if limit is not None and T > limit:
@@ -178,7 +182,8 @@ class GPT(nn.Module):
         if pos is None:
             pos = torch.arange(T, device=idx.device)
         elif not self.pe.supports_position_ids:
-            raise UserError(f"pe={self.pe.cfg.name} takes no position ids (PoSE needs an encoding that does: rope)")
+            raise UserError(f"pe={self.pe.cfg.name} takes no position ids (PoSE and randomized positions need an "
+                            "encoding that does)")
         x = self.drop(self.pe.embed(self.wte(idx), pos))
         attn = self._attention_fn(T, pos, idx.device)
         for block in self.blocks:

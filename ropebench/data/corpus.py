@@ -35,7 +35,7 @@ EOD = ByteTokenizer.eod_id
 VOCAB_SIZE = ByteTokenizer.vocab_size
 CACHE_VERSION = 2  # 2: near-duplicate groups split together, names relative to their root, names.json
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".tex", ".json", ".csv", ".html", ".c", ".h")
-SOURCES = ("stdlib", "text_files", "hf", "hub", "passkey")  # hub: configs written before hf (WikiText)
+SOURCES = ("stdlib", "text_files", "hf", "hub", "passkey", "task")  # hub: configs written before hf (WikiText)
 HELD_OUT = ("val", "test")
 # A held-out document mostly contained in a document of a side earlier here moves to that side: what is tested
 # is never mostly something trained on, or tuned on.
@@ -332,12 +332,17 @@ def _tokenizer_for(cfg) -> Tokenizer:
 
 def vocab_size_for(data_cfg) -> int:
     """Rows of a model's embedding for this data: 257 for bytes (and for run configs that predate tokenizers),
-    else the tokenizer's largest id + 1."""
-    if data_cfg is None or str(data_cfg.get("tokenizer", BYTES) or BYTES) == BYTES:
-        return VOCAB_SIZE
-    if str(data_cfg.get("source", "")) == "passkey":
-        raise UserError("data=passkey is byte-level; it takes no data.tokenizer (use data.tokenizer=bytes)")
-    return _tokenizer_for(data_cfg).vocab_size
+    the task vocabulary's size for data=task, else the tokenizer's largest id + 1."""
+    bytes_level = data_cfg is None or str(data_cfg.get("tokenizer", BYTES) or BYTES) == BYTES
+    source = "" if data_cfg is None else str(data_cfg.get("source", ""))
+    if source in ("passkey", "task") and not bytes_level:
+        own = "is byte-level" if source == "passkey" else "has its own vocabulary"
+        raise UserError(f"data={source} {own}; it takes no data.tokenizer (use data.tokenizer=bytes)")
+    if source == "task":
+        from ropebench.data.tasks import VOCAB_SIZE as TASK_VOCAB_SIZE
+
+        return TASK_VOCAB_SIZE
+    return VOCAB_SIZE if bytes_level else _tokenizer_for(data_cfg).vocab_size
 
 
 def load_corpus(cfg, log=print) -> Corpus:
@@ -348,6 +353,11 @@ def load_corpus(cfg, log=print) -> Corpus:
 
         vocab_size_for(cfg)  # refuses a tokenizer
         return load_passkey_corpus(cfg)
+    if cfg.source == "task":  # generated on the fly too (ropebench.data.tasks)
+        from ropebench.data.task_corpus import load_task_corpus
+
+        vocab_size_for(cfg)
+        return load_task_corpus(cfg)
     hub_split = cfg.source == "hub" or (cfg.source == "hf" and hf_source.options(cfg).val_split)
     if not hub_split and not 0 < cfg.val_fraction < 1:
         raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.val_fraction}")

@@ -73,6 +73,9 @@ class PasskeyProbe(Probe):
 
 def _checked(cfg, lengths, depths, trials: int) -> tuple[list[int], list[float]]:
     """Every argument checked before any work, so a bad value never leaves half a result."""
+    if str(cfg.data.source) == "task":  # its vocabulary holds no bytes to write a passkey prompt in
+        raise UserError("passkey measures byte-level runs; this run was trained on a task (measure it with "
+                        "`ropebench eval-task`)")
     train_len = int(cfg.train.seq_len)
     lengths = sorted(set(lengths or cfg.eval.get("lengths") or [m * train_len for m in DEFAULT_MULTIPLES]))
     if str(cfg.data.get("tokenizer", "bytes")) == "bytes":  # other tokenizers: check_lengths, in their tokens

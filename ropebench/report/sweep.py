@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ropebench.errors import UserError
 from ropebench.progress import console
-from ropebench.run.rundir import CONFIG, ERROR, EVAL_CSV, LEGACY_CONFIG, RunDir
+from ropebench.run.rundir import CONFIG, ERROR, EVAL_CSV, LEGACY_CONFIG, TASK_CSV, RunDir
 
 
 @dataclass
@@ -83,9 +83,14 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=(), prob
     failed += [(Path(run), why) for run, why in refused if Path(run) not in {f for f, _ in failed}]
     configs = {r: RunDir(r).read_config() for r in finished}
     passkey_runs = [r for r in finished if configs[r].data.source == "passkey" or configs[r].eval.get("passkey")]
+    task_runs = [r for r in finished if configs[r].data.source == "task"]
     for run in finished:
         try:
-            if configs[run].data.source != "passkey":
+            if run in task_runs:
+                from ropebench.eval.task import task_accuracy
+
+                task_accuracy(run, log=log, only_missing=True)
+            elif configs[run].data.source != "passkey":
                 eval_length(run, log=log, only_missing=True)
             if run in passkey_runs:
                 passkey_accuracy(run, log=log, only_missing=True, **passkey_cells(configs[run]))
@@ -115,7 +120,19 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=(), prob
         from ropebench.report.probes import plot_probes
 
         figure += plot_probes(probed, sweep_dir / f"{name}_probes.png")
+    if any((r / TASK_CSV).is_file() for r in task_runs):
+        table, figure = _task_report(sweep_dir, name, [r for r in task_runs if (r / TASK_CSV).is_file()], figure)
     return SweepReport(sweep_dir, finished, failed, unfinished, figure, table)
+
+
+def _task_report(sweep_dir: Path, name: str, runs: list[Path], figure: list[Path]) -> tuple[Path, list[Path]]:
+    """A task sweep's table (NAME.md: a table per task, the mean rank) and figure (NAME.png)."""
+    from ropebench.report.tasks import plot_tasks, task_table
+    from ropebench.run.rundir import atomic_write_text
+
+    table = sweep_dir / f"{name}.md"
+    atomic_write_text(table, task_table(runs, fmt="md"))
+    return table, figure + plot_tasks(runs, sweep_dir / f"{name}.png")
 
 
 def print_report(report: SweepReport, log=console.print) -> None:

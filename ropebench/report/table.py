@@ -145,7 +145,12 @@ def perplexity_table(
     per label for ``metric`` hold / use."""
     choose("table format", fmt, FORMATS)
     cols, rows = table_cells(paths, lengths, protocol, metric, split)
-    return {"md": _md, "csv": _csv, "latex": _latex}[fmt](cols, rows)
+    return render_table(fmt, cols, rows)
+
+
+def render_table(fmt: str, cols: list, rows) -> str:
+    """Rows of (label, cells) under the columns ``cols`` as Markdown, CSV or LaTeX (``fmt``)."""
+    return {"md": _md, "csv": _csv, "latex": _latex}[choose("table format", fmt, FORMATS)](cols, rows)
 
 
 def write_table(

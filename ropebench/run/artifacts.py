@@ -31,7 +31,9 @@ def load_model(run: RunDir, cfg, device: torch.device | str = "cpu"):
     if not run.is_finished():
         raise UserError(f"run '{run}' is unfinished (no {FINAL} / {WEIGHTS}); finish it with "
                         f"`{resume_command(run.path)}`")
-    model = GPT(cfg.model, cfg.pe, vocab_size=vocab_size_for(cfg.data), train_seq_len=int(cfg.train.seq_len))
+    from ropebench.run.config import encoding_length
+
+    model = GPT(cfg.model, cfg.pe, vocab_size=vocab_size_for(cfg.data), train_seq_len=encoding_length(cfg.train))
     try:
         load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
     except Exception as exc:

@@ -36,7 +36,7 @@ ADDED_DEFAULTS = {"init_from": "", "init_from_seq_len": 0, "train.pose_target_le
                   "data.documents": "rows", "data.min_doc_tokens": 0, "data.trust_remote_code": False,
                   "data.hub_path": "", "data.hub_name": "", "data.text_column": "text", "pe.lr_mult": 1.0,
                   "pe.weight_decay": None, "data.test_fraction": 0.0, "data.test_split": "", "lr_by_encoding": {},
-                  "eval.probes": False}
+                  "eval.probes": False, "data.task": "", "data.task_len": 0, "train.random_positions": 0}
 
 
 def _added_default(key: str, value) -> bool:

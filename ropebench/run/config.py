@@ -27,7 +27,7 @@ class Choice(str, Enum):
 Attention = Choice("Attention", {n: n for n in ("auto", "sdpa", "flex")})
 Dtype = Choice("Dtype", {n: n for n in ("auto", "float32", "bfloat16", "float16")})
 # hub: run configs written before data=hf (WikiText from the Hub); read as data=hf with WikiText articles.
-DataSource = Choice("DataSource", {n: n for n in ("stdlib", "text_files", "hf", "hub", "passkey")})
+DataSource = Choice("DataSource", {n: n for n in ("stdlib", "text_files", "hf", "hub", "passkey", "task")})
 Documents = Choice("Documents", {n: n for n in ("rows", "wikitext_articles")})
 WandbMode = Choice("WandbMode", {n: n for n in ("disabled", "offline", "online")})
 EvalSplit = Choice("EvalSplit", {n: n for n in ("test", "val")})
@@ -49,7 +49,8 @@ class ModelConfig:
 class DataConfig:
     name: str = "stdlib"
     # stdlib: the Python standard library's own source files; text_files: the user's files (paths);
-    # hf: any Hugging Face `datasets` source (path); passkey: the synthetic retrieval task.
+    # hf: any Hugging Face `datasets` source (path); passkey: the synthetic retrieval task; task: an algorithmic
+    # task (ropebench.data.tasks).
     source: DataSource = DataSource.stdlib
     paths: list[str] = field(default_factory=list)
     # data=hf: a Hub data set name (needs network), a directory, or parquet/json/jsonl/arrow/csv/txt files (a glob).
@@ -75,6 +76,10 @@ class DataConfig:
     test_fraction: float = 0.1
     # A split of the data set used whole as the test set (e.g. `test`); empty: drawn by test_fraction.
     test_split: str = ""
+    # data=task: the task (copy, reverse, sort, addition, parity, mqar) and L, the longest training instance
+    # (training lengths are U(1, L); 0: the task's default).
+    task: str = ""
+    task_len: int = 0
     # Where tokenized, memory-mapped copies are cached (keyed by a fingerprint of the inputs).
     cache_dir: str = "${oc.env:ROPEBENCH_CACHE,'~/.cache/ropebench'}"
 
@@ -106,6 +111,9 @@ class TrainConfig:
     # distances cover this target length (0: off); the window is cut into pose_chunks contiguous chunks.
     pose_target_len: int = 0
     pose_chunks: int = 2
+    # Randomized positions (Ruoss et al. 2023, arXiv 2305.16843): each training example's position ids are
+    # seq_len sorted positions drawn without replacement from [0, N) (0: off); evaluation uses 0, 1, 2, ...
+    random_positions: int = 0
 
 
 @dataclass
@@ -193,6 +201,8 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("ropebench_subdir", lambda name: name or "run")
     if not OmegaConf.has_resolver("ropebench_core_encodings"):
         OmegaConf.register_new_resolver("ropebench_core_encodings", _core_encodings)
+    if not OmegaConf.has_resolver("ropebench_task_window"):
+        OmegaConf.register_new_resolver("ropebench_task_window", _task_window)
     if not OmegaConf.has_resolver("ropebench_local_jobs"):
         OmegaConf.register_new_resolver("ropebench_local_jobs", local_jobs)
         OmegaConf.register_new_resolver("ropebench_job_threads", lambda: 1 if local_jobs() > 1 else 0)
@@ -217,6 +227,14 @@ def local_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _task_window(task: str, length) -> int:
+    """``${ropebench_task_window:${data.task},${data.task_len}}``: the train.seq_len that exactly holds the
+    task's longest training instance (a sweep over tasks gives each task its own window)."""
+    from ropebench.data.tasks import get_task, window
+
+    return window(task, int(length or 0) or get_task(task).default_len)
 
 
 def _core_encodings() -> str:
@@ -284,11 +302,28 @@ def _check_pose(t) -> None:
     _check(1 <= chunks <= t.seq_len, f"train.pose_chunks must be in [1, train.seq_len={t.seq_len}], got {chunks}")
 
 
+def _check_random_positions(t) -> None:
+    n = t.get("random_positions", 0)
+    if not n:
+        return
+    _check(n >= t.seq_len, f"train.random_positions={n} must be >= train.seq_len={t.seq_len} (the positions of "
+                           "a window are drawn without replacement from [0, N); 0: off)")
+    _check(not t.get("pose_target_len"), "train.random_positions and train.pose_target_len both choose the "
+                                         "position ids; set one of them (the other 0)")
+
+
+def encoding_length(t) -> int:
+    """The training length an encoding is built for: the positions training reaches -- train.seq_len, or N with
+    randomized positions, or PoSE's target length (a learned table then has that many rows; T5's and FIRE's
+    default ranges cover it)."""
+    return max(int(t.seq_len), int(t.get("random_positions", 0) or 0), int(t.get("pose_target_len", 0) or 0))
+
+
 def _check_test_fraction(d, own_val_split: bool) -> None:
     """A new run's test split: a fraction in (0, 1) that leaves training documents beside validation. A run
     recorded before the split existed has no key: nothing to check."""
     test = d.get("test_fraction")
-    if test is None or d.source == "passkey" or (d.source in ("hf", "hub") and d.get("test_split", "")):
+    if test is None or d.source in ("passkey", "task") or (d.source in ("hf", "hub") and d.get("test_split", "")):
         return
     _check(0 < test < 1, f"data.test_fraction must be in (0, 1), got {test}")
     taken = test + (0 if own_val_split else d.val_fraction)
@@ -311,6 +346,8 @@ def _check_data(d) -> None:
     _check(bool(tokenizer), "data.tokenizer is empty; use bytes, a tokenizer directory or a Hugging Face Hub name")
     _check(d.source != "passkey" or tokenizer == "bytes",
            f"data=passkey is byte-level; it takes no data.tokenizer (got {tokenizer}; use data.tokenizer=bytes)")
+    _check(d.source != "task" or tokenizer == "bytes",
+           f"data=task has its own vocabulary; it takes no data.tokenizer (got {tokenizer}; use data.tokenizer=bytes)")
     if d.get("documents") is not None:
         choose("data.documents", str(d.documents), [c.value for c in Documents])
 
@@ -355,6 +392,11 @@ def validate_config(cfg) -> None:
     _check(len(e.multiples) > 0 and all(x > 0 for x in e.multiples),
            f"eval.multiples must be positive numbers, got {list(e.multiples)}")
     _check_data(d)
+    _check_random_positions(t)
+    if d.source == "task":
+        from ropebench.data.tasks import check_task_config
+
+        check_task_config(d, t.seq_len)
     # Hydra checks these at composition; a continued run's saved config (plain YAML) is checked here.
     _check_pe_optimizer(cfg.pe)
     for key, kind in (("model.attention", Attention), ("train.dtype", Dtype), ("data.source", DataSource),

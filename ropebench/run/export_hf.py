@@ -93,7 +93,11 @@ def _no_progress_bar():
 
 
 def check_exportable(cfg) -> None:
-    """Refuse, in one line, an encoding that has no exact transformers architecture."""
+    """Refuse, in one line, an encoding that has no exact transformers architecture (or a task run, whose
+    vocabulary no Hugging Face tokenizer writes)."""
+    if str(cfg.data.source) == "task":
+        raise UserError("a data=task run has the task's own vocabulary, not a tokenizer's; export-hf exports runs "
+                        "trained on text")
     name = str(cfg.pe.name)
     if name not in SUPPORTED:
         raise UserError(f"pe={name} has no transformers architecture to export to; "

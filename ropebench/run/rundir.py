@@ -11,6 +11,7 @@ Layout (every name lives here and nowhere else)::
     RUN/eval_positions.csv   mean loss by position bucket at each evaluated length
     RUN/passkey.csv          passkey accuracy by length and depth
     RUN/probe.csv            retrieval-probe accuracy by task, length and depth
+    RUN/eval_task.csv        task accuracy (exact match, per token) by bucket of instance lengths
     RUN/error.txt            why the last attempt failed (sweeps), removed when a later attempt starts
 
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``) and readable by
@@ -40,6 +41,7 @@ EVAL_CSV = "eval_length.csv"
 POSITIONS_CSV = "eval_positions.csv"
 PASSKEY_CSV = "passkey.csv"
 PROBE_CSV = "probe.csv"
+TASK_CSV = "eval_task.csv"
 ERROR = "error.txt"
 _LOCK = ".lock"
 

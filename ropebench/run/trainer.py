@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from ropebench.core.model import GPT
 from ropebench.data import Corpus, TokenSplit, load_corpus, vocab_size_for
 from ropebench.data.pose import pose_batch
+from ropebench.data.positions import random_position_ids
 from ropebench.errors import UserError
 from ropebench.progress import console, progress_bar
 from ropebench.run import checkpoint, distributed
 from ropebench.run.artifacts import resolve_device
-from ropebench.run.config import validate_config
+from ropebench.run.config import encoding_length, validate_config
 from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, make_readable
 from ropebench.run.stop import StopFlag
 from ropebench.run.tracking import RunLogger
@@ -148,6 +149,22 @@ def check_splits(corpus: Corpus, seq_len: int) -> None:
                             f"lower train.seq_len or {more}")
 
 
+def check_position_ids(pe, cfg, key: str) -> None:
+    """``train.<key>`` (PoSE's target length, randomized positions' N) trains on position ids up to its value
+    - 1: the encoding must take position ids and reach that far."""
+    n = cfg.train.get(key)
+    if not n:
+        return
+    if not pe.supports_position_ids:
+        from ropebench.core.pe import registry
+
+        able = ", ".join(sorted(name for name, entry in registry().items() if entry.cls.supports_position_ids))
+        raise UserError(f"train.{key} needs an encoding that takes position ids ({able}); pe={cfg.pe.name} does not")
+    if pe.max_len() is not None and pe.max_len() < n:
+        raise UserError(f"train.{key}={n} trains on positions up to {n - 1}; pe={cfg.pe.name} stops at "
+                        f"max_len={pe.max_len()}; raise pe.max_len or leave it 0")
+
+
 class Trainer:
     """One training run in clear steps: ``build`` -> ``resume`` -> ``loop`` -> ``finalize``; ``close`` always."""
 
@@ -177,13 +194,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         # The model first: a bad model or encoding setting fails before any data is tokenized.
         vocab = vocab_size_for(cfg.data)  # 257 for bytes, else the tokenizer's
-        self.model = GPT(cfg.model, cfg.pe, vocab_size=vocab, train_seq_len=t.seq_len).to(self.device)
+        self.model = GPT(cfg.model, cfg.pe, vocab_size=vocab, train_seq_len=encoding_length(t)).to(self.device)
         with distributed.rank0_first(self.dist):  # rank 0 builds the token cache, the others then read it
             self.corpus = load_corpus(cfg.data, log=self.log)
         check_splits(self.corpus, t.seq_len)
-        if t.get("pose_target_len") and not self.model.pe.supports_position_ids:
-            raise UserError(f"train.pose_target_len needs an encoding that takes position ids (rope); "
-                            f"pe={cfg.pe.name} does not")
+        for key in ("pose_target_len", "random_positions"):
+            check_position_ids(self.model.pe, cfg, key)
         if t.get("pose_target_len") and not isinstance(self.corpus.train, TokenSplit):
             raise UserError(f"train.pose_target_len needs a text corpus; data={cfg.data.name} is generated")
         self.optimizer = make_optimizer(self.model, t, self.device)
@@ -257,12 +273,15 @@ class Trainer:
         return loss
 
     def _batch(self) -> tuple[torch.Tensor, ...]:
-        """The global batch: (inputs, targets), plus position ids under PoSE."""
+        """The global batch: (inputs, targets), plus position ids under PoSE or randomized positions."""
         t = self.cfg.train
         if t.get("pose_target_len"):
             return pose_batch(self.corpus.train.tokens, t.batch_size, t.seq_len, t.pose_target_len,
                               t.get("pose_chunks", 2), self.generator)
-        return self.corpus.train.batch(t.batch_size, t.seq_len, self.generator)
+        x, y = self.corpus.train.batch(t.batch_size, t.seq_len, self.generator)
+        if t.get("random_positions"):
+            return x, y, random_position_ids(*x.shape, t.random_positions, self.generator)
+        return x, y
 
     def _log_step(self, loss, window_tokens: int, elapsed: float) -> str:
         """The metrics record at a logging step; returns the progress bar's info text."""

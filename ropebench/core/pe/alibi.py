@@ -33,15 +33,16 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
 @register("alibi", AlibiConfig)
 class ALiBi(PositionEncoding):
     kind = "bias"
+    supports_position_ids = True  # the penalty reads the distance between the ids
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
         self.register_buffer("slopes", alibi_slopes(self.n_head), persistent=False)
 
-    def bias(self, T, device):
-        pos = torch.arange(T, device=device, dtype=torch.float32)
-        relative = pos[None, :] - pos[:, None]  # j - i: zero on the diagonal, negative into the past
-        return self.slopes.to(device)[:, None, None] * relative[None]
+    def bias(self, T, device, pos=None):
+        query, key = self.query_key_positions(T, device, pos)
+        relative = (key - query).float()  # j - i: zero on the diagonal, negative into the past
+        return self.slopes.to(device)[:, None, None] * relative.unsqueeze(-3)  # (H, T, T) or (B, H, T, T)
 
     def score_mod(self, T, device):
         slopes = self.slopes.to(device)

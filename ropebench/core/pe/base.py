@@ -11,7 +11,8 @@ The defaults are the identity, so NoPE is the base class itself. What an encodin
 the class, never guessed from its name: ``has_bias()`` (it overrides ``bias``), ``uses_value_hooks()`` (the model
 calls ``value`` / ``output`` only then), ``supports_rope_scaling`` (``set_scaling`` takes a Hugging Face-style
 ``rope_scaling`` dict; ``trained_scaling`` is the one it was trained with), ``supports_position_ids`` (position
-ids may be (B, T) and skip, as PoSE trains), and ``decay_params()`` (the rotary width and base for RoFormer's
+ids may be (B, T) and skip, as PoSE and randomized positions train: ``embed`` and ``qk`` read them, and ``bias``
+receives them and returns a bias per example), and ``decay_params()`` (the rotary width and base for RoFormer's
 long-term-decay bound).
 
 An encoding initialises its own parameters in its constructor; the model never re-initialises them.
@@ -45,7 +46,8 @@ class PositionEncoding(nn.Module):
     supports_rope_scaling: bool = False
     #: the rope_scaling the encoding was trained with (``pe.scaling``); evaluation applies it by default
     trained_scaling: dict | None = None
-    #: True when ``qk``/``embed`` honour per-example position ids (B, T) -- what PoSE training needs
+    #: True when ``qk``/``embed``/``bias`` honour per-example position ids (B, T) -- what PoSE and randomized
+    #: positions need
     supports_position_ids: bool = False
 
     def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int):
@@ -61,7 +63,7 @@ class PositionEncoding(nn.Module):
         return None
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        """x: (B, T, C) token embeddings; pos: (T,) integer positions."""
+        """x: (B, T, C) token embeddings; pos: (T,) integer positions, or (B, T) where supports_position_ids."""
         return x
 
     def qk(self, q: Tensor, k: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,14 +92,23 @@ class PositionEncoding(nn.Module):
         """(rotary_dim, base) of a rotary encoding, for RoFormer's long-term-decay bound; None for the others."""
         return None
 
-    def bias(self, T: int, device: torch.device) -> Tensor | None:
-        """Additive logit bias for query i and key j, shape (H, T, T), fp32, causal mask not included."""
+    def bias(self, T: int, device: torch.device, pos: Tensor | None = None) -> Tensor | None:
+        """Additive logit bias for query i and key j, shape (H, T, T), fp32, causal mask not included. With
+        per-example position ids ``pos`` (B, T) -- passed only to encodings that declare
+        ``supports_position_ids`` -- the bias of each example, (B, H, T, T), from its ids."""
         return None
 
     def score_mod(self, T: int, device: torch.device) -> Callable | None:
         """The same bias as a FlexAttention score_mod ``f(score, b, h, q_idx, kv_idx)``, or None when the encoding
         only has the dense ``bias`` (the model then uses the dense bias with SDPA)."""
         return None
+
+    @staticmethod
+    def query_key_positions(T: int, device: torch.device, pos: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(query positions, key positions) that broadcast to (T, T) -- or (B, T, T) for ids (B, T): 0 .. T-1
+        when ``pos`` is None. The bias encodings compute their relative distances from these."""
+        ids = torch.arange(T, device=device) if pos is None else pos.to(device)
+        return ids[..., :, None], ids[..., None, :]
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}"

@@ -48,6 +48,7 @@ def _softplus_inverse(y: float) -> float:
 @register("fire", FireConfig)
 class Fire(PositionEncoding):
     kind = "bias"
+    supports_position_ids = True  # i and j are the query's and the key's ids
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -81,17 +82,16 @@ class Fire(PositionEncoding):
         query = torch.maximum(q_idx.float(), L)
         return torch.log1p(c * distance) / torch.log1p(c * query).clamp(min=_MIN_NORMALIZER)
 
-    def bias(self, T, device):
+    def bias(self, T, device, pos=None):
         # fp32 throughout, as the contract asks: under bf16 autocast the MLP would otherwise run in bf16.
         with torch.autocast(device_type=device.type, enabled=False):
-            return self._bias(T, device)
+            return self._bias(T, device, pos)
 
-    def _bias(self, T, device):
+    def _bias(self, T, device, pos=None):
         c, L = (t.to(device) for t in self.c_and_L())
-        pos = torch.arange(T, device=device)
-        x = self.normalized_distance(pos[:, None], pos[None, :], c, L)  # (T, T)
-        if torch.is_grad_enabled():
-            return self.fc2(F.relu(self.fc1(x[..., None]))).float().permute(2, 0, 1)
+        x = self.normalized_distance(*self.query_key_positions(T, device, pos), c, L)  # (T, T) or (B, T, T)
+        if torch.is_grad_enabled() or pos is not None:  # per-example ids: training (randomized positions)
+            return self.fc2(F.relu(self.fc1(x[..., None]))).float().movedim(-1, -3)
         # Inference: the same MLP over blocks of query rows, so the (rows, T, width) hidden stays bounded.
         out = torch.empty(self.n_head, T, T, device=device, dtype=torch.float32)
         rows = max(1, _CHUNK_ELEMENTS // max(1, T * self.cfg.mlp_width))

@@ -52,6 +52,7 @@ def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
 @register("kerple", KerpleConfig)
 class Kerple(PositionEncoding):
     kind = "bias"
+    supports_position_ids = True  # the log of the distance between the ids
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -75,11 +76,11 @@ class Kerple(PositionEncoding):
         """(a, p), each (H,) float32 and positive."""
         return F.softplus(self.raw_a.float()), F.softplus(self.raw_p.float())
 
-    def bias(self, T, device):
+    def bias(self, T, device, pos=None):
         a, p = self.params()
-        pos = torch.arange(T, device=device, dtype=torch.float32)
-        distance = (pos[:, None] - pos[None, :]).abs()  # |i - j|; the model masks j > i afterwards
-        return -p[:, None, None] * torch.log1p(a[:, None, None] * distance[None])
+        query, key = self.query_key_positions(T, device, pos)
+        distance = (query - key).abs().float().unsqueeze(-3)  # |i - j|; the model masks j > i afterwards
+        return -p[:, None, None] * torch.log1p(a[:, None, None] * distance)  # (H, T, T) or (B, H, T, T)
 
     def score_mod(self, T, device):
         a, p = (t.to(device) for t in self.params())

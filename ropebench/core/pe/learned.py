@@ -31,6 +31,7 @@ class LearnedConfig(PEConfig):
 @register("learned", LearnedConfig)
 class Learned(PositionEncoding):
     kind = "embedding"
+    supports_position_ids = True  # rows looked up by id; the trainer checks that ids stay below max_len
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -55,8 +56,9 @@ class Learned(PositionEncoding):
         return self.table_len
 
     def embed(self, x, pos):
-        # pos is 0 .. T-1 here (learned positions take no position ids), so the length says the largest position;
-        # reading pos.max() would cost a synchronisation in every forward. GPT.forward has already refused T > max_len.
+        # pos is 0 .. T-1, or per-example ids (B, T) below max_len (the trainer checks train.random_positions and
+        # train.pose_target_len against max_len), so the length bounds the largest 0 .. T-1 position; reading
+        # pos.max() would cost a synchronisation in every forward. GPT.forward has already refused T > max_len.
         if pos.shape[-1] > self.table_len:
             raise UserError(f"learned positions stop at max_len={self.table_len}; got position {pos.shape[-1] - 1}")
         return x + self.wpe(pos).to(x.dtype)

@@ -35,6 +35,7 @@ def sinusoidal_table(positions: torch.Tensor, dim: int, base: float = 10000.0) -
 @register("sinusoidal", SinusoidalConfig)
 class Sinusoidal(PositionEncoding):
     kind = "embedding"
+    supports_position_ids = True  # the table is defined at every position
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -43,6 +44,9 @@ class Sinusoidal(PositionEncoding):
         self.base, self.scale = float(cfg.base), float(cfg.scale)
 
     def embed(self, x, pos):
+        if pos.dim() == 2:  # per-example ids (B, T): their own rows, computed directly (ids reach past T)
+            table = sinusoidal_table(pos.reshape(-1), self.n_embd, self.base).view(*pos.shape, -1)
+            return x + (self.scale * table).to(x.dtype)
         T = pos.shape[0]
         if self._cache is None or self._cache[0] < T or self._cache[1] != x.device:
             table = sinusoidal_table(torch.arange(T, device=x.device), self.n_embd, self.base)

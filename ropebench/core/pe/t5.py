@@ -45,6 +45,7 @@ def t5_bucket(distance: torch.Tensor, num_buckets: int = 32, max_distance: int =
 @register("t5", T5Config)
 class T5Bias(PositionEncoding):
     kind = "bias"
+    supports_position_ids = True  # buckets of the distance between the ids
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -64,9 +65,13 @@ class T5Bias(PositionEncoding):
         buckets = t5_bucket(torch.arange(T, device=device), self.num_buckets, self.max_distance)
         return self.relative_bias(buckets).float().t()
 
-    def bias(self, T, device):
-        pos = torch.arange(T, device=device)
-        distance = (pos[:, None] - pos[None, :]).clamp(min=0)
+    def bias(self, T, device, pos=None):
+        if pos is not None:  # per-example ids: distances reach beyond T, so bucket them directly
+            query, key = self.query_key_positions(T, device, pos)
+            buckets = t5_bucket(query - key, self.num_buckets, self.max_distance)
+            return self.relative_bias(buckets).float().movedim(-1, -3)  # (B, T, T, H) -> (B, H, T, T)
+        positions = torch.arange(T, device=device)
+        distance = (positions[:, None] - positions[None, :]).clamp(min=0)
         return self._bias_by_distance(T, device)[:, distance]
 
     def score_mod(self, T, device):

@@ -56,6 +56,7 @@ class XPos(PositionEncoding):
     # No set_scaling: stretching RoPE's frequencies would leave the xPos decay (in positions / scale_base) as
     # trained, a combination no paper defines -- so evaluation-time rope_scaling is refused for xPos runs.
     supports_rope_scaling = False
+    supports_position_ids = True  # rotation and decay read the ids; each example is centred on its own ids
 
     def __init__(self, cfg, **dims):
         super().__init__(cfg, **dims)
@@ -92,20 +93,31 @@ class XPos(PositionEncoding):
         """(cos_q, sin_q, cos_k, sin_k), each (T, D/2) float32: RoPE tables times the xPos factors."""
         key = (T, device)
         if key not in self._tables:
-            inv_freq, _ = rope_inv_freq(self.head_dim, self.base)
-            cos, sin = rope_tables(inv_freq, torch.arange(T, device=device))
             # Centre the positions, as torchscale does: only n - m reaches the score, so any shift cancels
             # exactly, and centring halves the largest exponent each factor carries (|p| <= T/2 instead of T),
             # which keeps the shrinking factor out of fp32's subnormals and the growing one far from overflow.
-            centred = torch.arange(T, dtype=torch.float64) - (T // 2)
-            exponent = (centred[:, None] / self.scale_base) * self._log_zeta[None, :]
-            with torch.autocast(device_type=device.type, enabled=False):
-                scale_q = exponent.exp().to(device=device, dtype=torch.float32)
-                scale_k = (-exponent).exp().to(device=device, dtype=torch.float32)
-            self._tables = {key: (cos * scale_q, sin * scale_q, cos * scale_k, sin * scale_k)}
+            self._tables = {key: self._scaled(torch.arange(T), torch.tensor(T // 2), device)}
         return self._tables[key]
 
+    def _scaled(self, positions: torch.Tensor, centre: torch.Tensor, device: torch.device):
+        """RoPE tables of ``positions`` (..., T) times the xPos factors about ``centre`` (broadcastable):
+        (cos_q, sin_q, cos_k, sin_k), each (..., T, D/2) float32."""
+        inv_freq, _ = rope_inv_freq(self.head_dim, self.base)
+        cos, sin = rope_tables(inv_freq, positions.reshape(-1).to(device))
+        cos, sin = cos.view(*positions.shape, -1), sin.view(*positions.shape, -1)
+        centred = (positions - centre).to(torch.float64)
+        exponent = (centred[..., None] / self.scale_base) * self._log_zeta
+        with torch.autocast(device_type=device.type, enabled=False):
+            scale_q = exponent.exp().to(device=device, dtype=torch.float32)
+            scale_k = (-exponent).exp().to(device=device, dtype=torch.float32)
+        return cos * scale_q, sin * scale_q, cos * scale_k, sin * scale_k
+
     def qk(self, q, k, pos):
+        if pos.dim() == 2:  # per-example ids (B, T): tables (B, 1, T, D/2), each row centred on its own ids
+            ids = pos.cpu()
+            centre = (ids[:, :1] + ids[:, -1:] + 1) // 2  # T // 2 for 0 .. T-1, as the ordinary tables
+            cos_q, sin_q, cos_k, sin_k = (t[:, None] for t in self._scaled(ids, centre, q.device))
+            return rotate(q, cos_q, sin_q, self.pairing), rotate(k, cos_k, sin_k, self.pairing)
         T = pos.shape[0]
         limit = self._limits[torch.float16]
         if q.dtype == torch.float16 and T > limit:
