@@ -26,9 +26,10 @@ def region_spans(split, names: list[str] | None, length: int, region: int, max_t
     ceil(max_tokens / region) of them when ``max_tokens`` is set. ``split`` is a TokenSplit; ``names`` its
     documents' names (None: numbered)."""
     region = max(length, region)
+    # The documents first: a split without text (passkey, task) refuses here, in its own words.
+    docs = split.documents(min_len=region + 1) or split.documents(min_len=length + 1)
     names = names or [str(i) for i in range(len(split.starts))]
     named = dict(zip(split.starts.tolist(), names))
-    docs = split.documents(min_len=region + 1) or split.documents(min_len=length + 1)
     if max_tokens:  # whole regions: the same documents at every length up to the region
         docs = docs[: math.ceil(max_tokens / region)]
     spans = []
