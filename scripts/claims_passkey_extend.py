@@ -213,7 +213,7 @@ def extend_direct_vs_pi():
     text = (f"At 256 tokens direct fine-tuning is below PI after 50 steps ({_f(ext_mean('direct', 50, 256))} vs "
             f"{_f(ext_mean('linear', 50, 256))}) and after 200 ({_f(ext_mean('direct', 200, 256))} vs "
             f"{_f(ext_mean('linear', 200, 256))}), in {len(seeds)} of 3 seeds at both budgets.")
-    return text, len(seeds) == 3
+    return text, len(seeds) == 3, (len(seeds), 3)
 
 
 def _order_2048(steps: int) -> list[tuple[str, float]]:
@@ -224,21 +224,27 @@ def _order_2048(steps: int) -> list[tuple[str, float]]:
 @claim("extend")
 def extend_order_beyond():
     order = _order_2048(200)
-    text = ("After 200 steps, at 2048 tokens (8× the fine-tuned length) the order, best first, is "
-            + ", ".join(f"{name} {_f(v)}" for name, v in order) + ".")
-    return text, True
+    codes = {NAMES[m]: m for m in ALL_METHODS}
+    held = [seed for seed in (0, 1, 2) if sorted(
+        (codes[name] for name, _ in order), key=lambda m: ext_seeds(m, 200, 2048)[seed]) == [codes[n] for n, _ in order]]
+    text = ("After 200 steps, at 2048 tokens (8× the fine-tuned length) the order of the means, best first, is "
+            + ", ".join(f"{name} {_f(v)}" for name, v in order) + f"; this order holds in {len(held)} of 3 seeds.")
+    return text, True, (len(held), 3)
 
 
 @claim("extend")
 def extend_yarn_vs_pi_beyond():
-    wins = [s for s in (0, 1, 2) if all(ext_seeds("yarn", 200, n)[s] < ext_seeds("linear", 200, n)[s]
-                                        for n in (1024, 2048))]
-    text = (f"Past the fine-tuned length YaRN is below PI at 1024 and 2048 tokens after 200 steps in {len(wins)} of "
-            f"3 seeds ({_f(ext_mean('yarn', 200, 2048))} vs {_f(ext_mean('linear', 200, 2048))} at 2048), but "
-            f"direct fine-tuning ({_f(ext_mean('direct', 200, 2048))}) and NTK "
-            f"({_f(ext_mean('ntk', 200, 2048))}) are lower than both.")
-    ok = len(wins) == 3 and max(ext_mean("direct", 200, 2048), ext_mean("ntk", 200, 2048)) < ext_mean("yarn", 200, 2048)
-    return text, ok
+    def holds(s: int) -> bool:
+        yarn, pi = (ext_seeds(m, 200, 2048)[s] for m in ("yarn", "linear"))
+        return ext_seeds("yarn", 200, 1024)[s] < ext_seeds("linear", 200, 1024)[s] and yarn < pi and \
+            max(ext_seeds("direct", 200, 2048)[s], ext_seeds("ntk", 200, 2048)[s]) < yarn
+
+    wins = [s for s in (0, 1, 2) if holds(s)]
+    text = (f"Past the fine-tuned length, after 200 steps, YaRN is below PI at 1024 and 2048 tokens "
+            f"({_f(ext_mean('yarn', 200, 2048))} vs {_f(ext_mean('linear', 200, 2048))} at 2048) and direct "
+            f"fine-tuning ({_f(ext_mean('direct', 200, 2048))}) and NTK ({_f(ext_mean('ntk', 200, 2048))}) are lower "
+            f"than both at 2048, in {len(wins)} of 3 seeds.")
+    return text, len(wins) >= 2, (len(wins), 3)
 
 
 @claim("extend")
@@ -294,8 +300,10 @@ claim("extend_passkey")(_report_is_the_runs("extend_passkey", "passkey"))
 def extend_pi_worst_at_step_zero():
     lengths = (64, 128, 256, 512, 1024, 2048)
     others = [m for m in ALL_METHODS if m not in ("linear", "learned")]
-    worst = all(ext_mean("linear", 0, n) > max(ext_mean(m, 0, n) for m in others) for n in lengths)
-    return "Without training (step 0) PI is the worst method at every length.", worst
+    worst = [s for s in (0, 1, 2) if all(ext_seeds("linear", 0, n)[s] > max(ext_seeds(m, 0, n)[s] for m in others)
+                                         for n in lengths)]
+    return f"Without training (step 0) PI is the worst method at every length, in {len(worst)} of 3 seeds.", \
+        len(worst) >= 2, (len(worst), 3)
 
 
 @claim("extend")
