@@ -81,8 +81,9 @@ def runs(folder: str, pattern: str = "*") -> list[Path]:
     return sorted((RESULTS / folder / "runs").glob(pattern))
 
 
-def rows(folder: str, pattern: str = "*", protocol: str = "nonoverlapping") -> list[dict]:
-    return select(load_results(runs(folder, pattern)), protocol)
+def rows(folder: str, pattern: str = "*", protocol: str = "nonoverlapping", split: str | None = None) -> list[dict]:
+    """One protocol's rows of one held-out split (None: test where the runs have it, else validation)."""
+    return select(load_results(runs(folder, pattern)), protocol, split)
 
 
 def means(folder: str, pattern: str = "*") -> dict[str, dict[int, float]]:

@@ -1,4 +1,4 @@
-"""The claims of results/lr_mult, results/lr, results/compare, results/compare_long and results/context, recomputed
+"""The claims of results/lr_mult (the encodings' own learning-rate multiples), recomputed
 from the committed CSVs (see check_results.py)."""
 
 from __future__ import annotations

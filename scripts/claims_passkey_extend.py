@@ -225,8 +225,9 @@ def _order_2048(steps: int) -> list[tuple[str, float]]:
 def extend_order_beyond():
     order = _order_2048(200)
     codes = {NAMES[m]: m for m in ALL_METHODS}
-    held = [seed for seed in (0, 1, 2) if sorted(
-        (codes[name] for name, _ in order), key=lambda m: ext_seeds(m, 200, 2048)[seed]) == [codes[n] for n, _ in order]]
+    means_order = [codes[name] for name, _ in order]
+    held = [seed for seed in (0, 1, 2)
+            if sorted(means_order, key=lambda m: ext_seeds(m, 200, 2048)[seed]) == means_order]
     text = ("After 200 steps, at 2048 tokens (8× the fine-tuned length) the order of the means, best first, is "
             + ", ".join(f"{name} {_f(v)}" for name, v in order) + f"; this order holds in {len(held)} of 3 seeds.")
     return text, True, (len(held), 3)
