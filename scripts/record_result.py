@@ -26,7 +26,8 @@ SMALL = ("*.png", "*.pdf", "*.md", "*.csv", "*.tex")
 TEXT = ("*.yaml", "*.json", "*.jsonl", "*.csv", "*.md", "*.tex")
 # Absolute paths of the machine that made a result: under these roots, or the given sources.
 _ABSOLUTE = re.compile(r"(?<![\w.~$])/(?:tmp|home|root|work|Users|mnt|scratch|data|var)(?:/[^\s\"',|)\]]*)?")
-PER_RUN = ("eval_length.csv", "eval_positions.csv", "passkey.csv", "metrics.jsonl", "final.json")
+PER_RUN = ("eval_length.csv", "eval_positions.csv", "passkey.csv", "probe.csv", "eval_task.csv", "metrics.jsonl",
+           "final.json")
 
 
 def hardware() -> str:
