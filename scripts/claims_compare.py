@@ -78,14 +78,20 @@ def _bracket_claim(pe: str):
         by = lr_grid()[pe]
         best = best_rate(by)
         below, above = max((r for r in by if r < best), default=None), min((r for r in by if r > best), default=None)
-        # Seeds in which the chosen rate beats each neighbour run in that seed.
-        held = [s for s in by[best] if all(by[n][s] > by[best][s] for n in (below, above) if n and s in by[n])]
-        text = (f"**{pe}**: best at {best:g} ({_fmt(statistics.fmean(by[best].values()))}), against "
-                + (f"{below:g} ({_fmt(statistics.fmean(by[below].values()))})" if below else "nothing below")
-                + " and " + (f"{above:g} ({_fmt(statistics.fmean(by[above].values()))})" if above else "nothing above")
-                + f"; the neighbours run in a seed are worse in {len(held)} of {len(by[best])} seeds.")
+        # Seeds that ran a neighbouring rate, and those in which every neighbour it ran is worse.
+        ran = [s for s in by[best] if any(n and s in by[n] for n in (below, above))]
+        held = [s for s in ran if all(by[n][s] > by[best][s] for n in (below, above) if n and s in by[n])]
+
+        def rate(r: float | None, where: str) -> str:
+            mean = statistics.fmean(by[r].values()) if r else 0.0
+            seeds = f"{len(by[r])} seed" + ("s" if len(by[r]) > 1 else "") if r else ""
+            return f"{r:g} ({_fmt(mean)}, {seeds}) {where}" if r else f"nothing {where}"
+
+        text = (f"**{pe}**: best at {best:g} ({_fmt(statistics.fmean(by[best].values()))}, 3 seeds), against "
+                f"{rate(below, 'below')} and {rate(above, 'above')}; in the seeds that ran a neighbouring rate, "
+                f"every neighbour is worse in {len(held)} of {len(ran)} seeds.")
         interior = below is not None and above is not None
-        return text, interior and _sweep_rates()[pe] == best, (len(held), len(by[best]))
+        return text, interior and _sweep_rates()[pe] == best, (len(held), len(ran))
 
     check.__name__ = f"lr_bracket_{pe}"
     return check
