@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ropebench.data import load_corpus
-from ropebench.data.report import OverlapReport, corpus_overlap
 from ropebench.errors import UserError, choose
 
 
@@ -20,9 +18,12 @@ def data_config(data: str = "stdlib", paths: list[str] | None = None):
     return cfg
 
 
-def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int = 5) -> OverlapReport:
+def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int = 5):
     """Print, for a data config, the largest share of a validation document's 32-byte n-grams found in one
     training document (naming both) and how many validation documents exceed 50%."""
+    from ropebench.data import load_corpus
+    from ropebench.data.report import corpus_overlap
+
     cfg = data_config(data, paths)
     if cfg.source == "passkey":
         raise UserError("data=passkey is generated on the fly: it has no documents to compare")
