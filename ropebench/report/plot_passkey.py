@@ -12,7 +12,7 @@ from pathlib import Path
 from ropebench.errors import UserError
 from ropebench.eval.passkey import CSV_NAME, THRESHOLDS, effective_context
 from ropebench.report.plot import FigureOptions, _pyplot, render
-from ropebench.report.results import input_dir, make_label, read_rows, read_run, swept_keys
+from ropebench.report.results import input_dir, label_rows, read_rows, read_run
 
 REQUIRED = ("eval_len", "depth", "accuracy")
 
@@ -31,20 +31,20 @@ def find_passkey_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(found)
 
 
-def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
-    """label -> rows (accuracy as float, None where not measured), labels in first-seen order.
+def load_passkey(paths: Iterable[str | Path], renames=None) -> dict[str, list[dict]]:
+    """label -> rows (accuracy as float, None where not measured), labels in first-seen order: one label per
+    experiment (``results.label_rows``), whose seeds are averaged; ``renames``: the user's names for them.
 
     Damaged rows are skipped with one warning per file (see results.read_rows)."""
     tables = {p: read_rows(p / CSV_NAME, REQUIRED, value="accuracy") for p in find_passkey_runs(paths)}
     runs = [read_run(p, (rows or [None])[0]) for p, rows in tables.items()]  # the CSV names pe without a config
-    swept = swept_keys(runs)
+    label_rows(runs, tables, renames)
     panels: dict[str, list[dict]] = {}
     for run in runs:
         for row in tables[run.run_dir]:
             if row["status"] != "ok":
                 row["accuracy"] = None
-            label = make_label(run.pe, row["rope_scaling"], swept.get(run.run_dir, []))
-            panels.setdefault(label, []).append(row)
+            panels.setdefault(row["label"], []).append(row)
     if not any(r["accuracy"] is not None for rows in panels.values() for r in rows):
         raise UserError("no successful passkey evaluations to plot; every row has a non-ok status")
     return panels
@@ -104,7 +104,7 @@ def _panel(ax, image_kw: dict, label: str, rows: list[dict]):
 
 def passkey_figure(paths: Iterable[str | Path], opts: FigureOptions = FigureOptions()):
     """Build (not save) the heatmap Figure."""
-    panels = load_passkey(paths)
+    panels = load_passkey(paths, opts.renames)
     plt = _pyplot()
     n = len(panels)
     cols = min(n, 3)

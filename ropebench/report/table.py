@@ -59,10 +59,11 @@ def _lengths(lengths: Sequence | None, available: Iterable[int]) -> list[int]:
 
 
 def table_cells(
-    paths: Iterable[str | Path], lengths: Sequence | None = None, protocol: str = "nonoverlapping"
+    paths: Iterable[str | Path], lengths: Sequence | None = None, protocol: str = "nonoverlapping", renames=None
 ) -> tuple[list[int], list[tuple[str, list[str]]]]:
-    """The table's columns and its rows as (label, cells), before any formatting."""
-    rows = select(load_results(paths), protocol)
+    """The table's columns and its rows as (label, cells), before any formatting; ``renames``: the user's
+    names for series (identity.Renames)."""
+    rows = select(load_results(paths, renames=renames), protocol)
     warn_unequal_tokens(rows)
     series = aggregate(rows)
     cols = _lengths(lengths, (n for s in series for n in s.points))
@@ -123,11 +124,12 @@ def _latex(cols: list[int], rows) -> str:
 
 
 def perplexity_table(
-    paths: Iterable[str | Path], lengths: Sequence | None = None, fmt: str = "md", protocol: str = "nonoverlapping"
+    paths: Iterable[str | Path], lengths: Sequence | None = None, fmt: str = "md", protocol: str = "nonoverlapping",
+    renames=None,
 ) -> str:
     """Rows: labels (encodings); columns: evaluation lengths (default: every evaluated length)."""
     choose("table format", fmt, FORMATS)
-    cols, rows = table_cells(paths, lengths, protocol)
+    cols, rows = table_cells(paths, lengths, protocol, renames)
     return {"md": _md, "csv": _csv, "latex": _latex}[fmt](cols, rows)
 
 
