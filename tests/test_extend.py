@@ -269,3 +269,41 @@ def test_the_extension_report_names_methods_from_configs_and_aggregates_seeds(tm
     assert [p.name for p in written] == ["extend.csv", "extend.md", "extend.png", "extend.pdf"]
     table = (sweep / "extend.md").read_text()
     assert "| YaRN | 200 | 6.10 ± 0.14 | 6.70 ± 0.28 |" in table and "| 38 ± 18 |" in table
+
+
+def test_a_method_missing_at_one_budget_keeps_its_colour(tmp_path):
+    """extend.png recoloured the methods per panel: with PI missing at 0 steps, every method after it took another
+    colour there. Each method has one colour in every panel, and the figure one legend."""
+    from ropebench.report.axes import Units
+    from ropebench.report.extend import _figure, read_results, summary_rows
+
+    runs = [_fake_run(tmp_path / "base", steps=1000, ppl={64: 5.0, 256: 9.0})]
+    for steps in (0, 50):
+        runs.append(_fake_run(tmp_path / f"direct{steps}", init_from="x", steps=steps, ppl={64: 6.0, 256: 7.0}))
+        runs.append(_fake_run(tmp_path / f"yarn{steps}", init_from="x", steps=steps, scaling="yarn", ppl={64: 5.5}))
+    runs.append(_fake_run(tmp_path / "pi50", init_from="x", steps=50, scaling="linear", ppl={64: 6.5, 256: 6.6}))
+    results = read_results(runs)
+    fig = _figure(summary_rows(results), "ppl", {r.method: (r.pe, r.scaling) for r in results}, Units(("bytes",)))
+    panels = [{ln.get_label(): ln.get_color() for ln in ax.get_lines()} for ax in fig.axes]
+    assert set(panels[0]) == {"rope base", "direct", "YaRN"} and set(panels[1]) == {"rope base", "direct", "PI", "YaRN"}
+    assert all(panels[0][m] == panels[1][m] for m in panels[0])
+    assert len(set(panels[1].values())) == 4
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["rope base", "direct", "PI", "YaRN"]
+    assert fig.axes[0].get_ylabel() == "perplexity per byte (log scale)"
+
+
+def test_the_extension_report_keeps_runs_of_one_method_that_differ_apart(tmp_path):
+    """The report uses the tables' identity: two YaRN runs at one budget that differ in a setting are two rows."""
+    import yaml
+
+    from ropebench.report.extend import summary_rows
+
+    a = _fake_run(tmp_path / "a", init_from="x", scaling="yarn", ppl={64: 6.0})
+    b = _fake_run(tmp_path / "b", init_from="x", scaling="yarn", ppl={64: 8.0})
+    config = yaml.safe_load((b / "config.yaml").read_text())
+    config["train"]["lr"] = 0.01
+    (b / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = summary_rows([a, b])
+    # a: the schema default lr
+    assert sorted((r["method"], r["ppl_n"]) for r in rows) == [("YaRN (lr=0.002)", 1), ("YaRN (lr=0.01)", 1)]

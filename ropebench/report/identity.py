@@ -147,12 +147,12 @@ def base_label(pe: str, rope_scaling: str = "none") -> str:
     return f"{pe}+{rope_scaling.replace('original_max_position_embeddings', 'orig_len')}"
 
 
-def labels(series: Mapping[Hashable, tuple[str, str, dict]]) -> dict[Hashable, str]:
+def labels(series: Mapping[Hashable, tuple[str, str, dict]], context: bool = True) -> dict[Hashable, str]:
     """Series key -> label, for series given as key -> (encoding, base label, flattened config of one of its runs).
 
-    Every series' label holds the non-encoding keys that differ between all the series (when every one has
-    them), its encoding's keys that differ between the series of that encoding, and the keys that tell apart
-    series sharing its base label. Two different series never get one label."""
+    Every series' label holds the keys that tell apart series sharing its base label and, with ``context``, the
+    non-encoding keys that differ between all the series (when every one has them) and its encoding's keys that
+    differ between the series of that encoding. Two different series never get one label."""
     configs = {key: experiment(cfg) for key, (_, _, cfg) in series.items()}
     everything = set().union(*configs.values()) if configs else set()
     encoding_keys = {k for k in everything if k.startswith("pe.")}
@@ -162,9 +162,9 @@ def labels(series: Mapping[Hashable, tuple[str, str, dict]]) -> dict[Hashable, s
         group = [configs[k] for k, s in series.items() if field is None or s[field] == value]
         return set(_differing(group, keys, every_run_has))
 
-    shared = among(None, None, everything - encoding_keys, True)
-    context = {k for k in encoding_keys if not k.startswith(CONTEXT_FREE)}
-    by_pe = {pe: among(0, pe, context, True) for pe, _, _ in series.values()}
+    shared = among(None, None, everything - encoding_keys, True) if context else set()
+    telling = {k for k in encoding_keys if not k.startswith(CONTEXT_FREE)} if context else set()
+    by_pe = {pe: among(0, pe, telling, True) for pe, _, _ in series.values()}
     by_base = {b: among(1, b, everything - {"pe.name"}, False) for _, b, _ in series.values()}
 
     def ordered(keys: set[str]) -> list[str]:  # FIRST, the setup's other keys, then the encoding's

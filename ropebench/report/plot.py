@@ -63,9 +63,10 @@ def shade(hex_colour: str, variant: int, variants: int) -> str:
     return to_hex(tuple(c + (target - c) * mix for c in to_rgb(hex_colour)))
 
 
-def _styles(series: list[Series]) -> dict[str, tuple[str, str, str]]:
-    """label -> (colour, linestyle, marker): a colour per (encoding, scaling), a shade of it and a line style per
-    variant of it, and a marker per series."""
+def _styles(series: list[Series], shades: bool = True) -> dict[str, tuple[str, str, str]]:
+    """label -> (colour, linestyle, marker): a colour per (encoding, scaling), a line style per variant of it
+    and a marker per series. A variant's colour is a shade of its pair's, or (``shades=False``: series that are
+    different methods, not variants) a colour of its own that nobody here has."""
     keys = list(dict.fromkeys((s.pe, s.scaling) for s in series))
     colours: dict[tuple[str, str], str] = {}
     for key in keys:  # first come keeps its own colour ...
@@ -80,7 +81,8 @@ def _styles(series: list[Series]) -> dict[str, tuple[str, str, str]]:
     for i, s in enumerate(series):
         key = (s.pe, s.scaling)
         n = variants[key] = variants.get(key, -1) + 1
-        out[s.label] = (shade(colours[key], n, count[key]), _STYLES[n % len(_STYLES)], _MARKERS[i % len(_MARKERS)])
+        hue = colours[key] if n == 0 else shade(colours[key], n, count[key]) if shades else next(spare, "#000000")
+        out[s.label] = (hue, _STYLES[n % len(_STYLES)], _MARKERS[i % len(_MARKERS)])
     return out
 
 
