@@ -307,3 +307,70 @@ def test_the_extension_report_keeps_runs_of_one_method_that_differ_apart(tmp_pat
     rows = summary_rows([a, b])
     # a: the schema default lr
     assert sorted((r["method"], r["ppl_n"]) for r in rows) == [("YaRN (lr=0.002)", 1), ("YaRN (lr=0.01)", 1)]
+
+
+def _without_data(overrides):
+    return [o for o in overrides if not o.startswith("data")]
+
+
+def test_init_from_reads_the_source_run_s_data_unless_told_otherwise(tiny_overrides, base, tmp_path, session_tmp):
+    """A run started from another's weights with no data settings fine-tuned on the default corpus, silently."""
+    import yaml
+
+    source = yaml.safe_load((base / "config.yaml").read_text())["data"]
+    run = tmp_path / "inherits"
+    result = invoke("train", *_without_data(tiny_overrides), "pe=rope", f"init_from={base}", "train.seq_len=32",
+                    "train.steps=0", *SAME_TEXT, f"hydra.run.dir={run}")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert data["source"] == "text_files" and data["paths"] == source["paths"]
+    assert "on its data (data=text_files)" in result.output
+    # Other data named on the command line: read, the source's tokenizer kept, the difference on the start line.
+    other = tmp_path / "other_corpus"
+    other.mkdir()
+    for i, f in enumerate(sorted((session_tmp / "corpus").glob("*.py"))[:20]):
+        (other / f"doc{i}.txt").write_text(f.read_text())
+    run = tmp_path / "other"
+    result = invoke("train", *_without_data(tiny_overrides), "pe=rope", f"init_from={base}", "train.seq_len=32",
+                    "train.steps=0", "data=text_files", f"data.paths=[{other}]", *SAME_TEXT, f"hydra.run.dir={run}")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert data["paths"] == [str(other.resolve())] and data["tokenizer"] == source["tokenizer"]
+    assert "on other data than it was trained on (data.paths:" in " ".join(result.output.split())
+
+
+def test_evaluation_time_scaling_of_an_init_from_run_stretches_from_the_source_length(tiny_overrides, base, tmp_path):
+    """A 0-step extension to 32 tokens holds the 16-token model's weights: scaling it at evaluation must stretch from
+    16 (its init_from_seq_len), not from its own 32 -- it then scores exactly like its source scaled the same way."""
+    run = tmp_path / "direct0"
+    assert extend(tiny_overrides, base, run, "train.steps=0").exit_code == 0
+    common = ["--lengths", "32,64", "--max-tokens", "256", "--rope-scaling", "yarn"]
+    assert invoke("eval-length", run, *common).exit_code == 0
+    assert invoke("eval-length", base, *common).exit_code == 0
+    assert nll_by_length(run, "yarn") == nll_by_length(base, "yarn")  # factor 64/16 = 4 at 64, from 16
+    with open(run / "eval_length.csv") as f:
+        factors = {int(r["eval_len"]): r["rope_factor"] for r in csv.DictReader(f) if r["rope_scaling"] == "yarn"}
+    assert factors == {32: "2", 64: "4"}
+    # --original-len overrides it (and names itself in the rows' label).
+    result = invoke("eval-length", run, *common, "--original-len", "32")
+    assert result.exit_code == 0, result.output
+    stretched = nll_by_length(run, "yarn(original_max_position_embeddings=32)")
+    assert set(stretched) == {32, 64} and stretched[64] != nll_by_length(run, "yarn")[64]
+
+
+def test_region_len_and_original_len_options(base, tmp_path):
+    import shutil
+
+    from tests.helpers import refused
+
+    base = shutil.copytree(base, tmp_path / "copy")  # the other tests' source stays as it is
+    result = runner.invoke(app, ["eval-length", str(base), "--lengths", "16", "--region-len", "32",
+                                 "--max-tokens", "64"])
+    assert result.exit_code == 0, result.output
+    with open(base / "eval_length.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["eval_len"] == "16" and r["rope_scaling"] == "none")
+    assert int(row["n_tokens"]) == 64 and int(row["n_documents"]) == 2  # two whole 32-token regions
+    before = (base / "eval_length.csv").read_text()
+    refused(runner.invoke(app, ["eval-length", str(base), "--region-len", "0"]), "--region-len must be a positive")
+    refused(runner.invoke(app, ["eval-length", str(base), "--original-len", "16"]), "--original-len needs --rope")
+    assert (base / "eval_length.csv").read_text() == before

@@ -163,6 +163,9 @@ def eval_length(
     stride: int = typer.Option(None, help="Sliding-window stride (default: half the evaluation length)."),
     max_tokens: int = typer.Option(None, help="Tokens scored per length; 0 scores every token (default: the run's "
                                    "eval.max_tokens)."),
+    region_len: int = typer.Option(None, help="Tokens of each document scored at every length up to it, so those "
+                                   "lengths score the same text (default: the run's eval.region_len, else 16x its "
+                                   "training length)."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
     rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
 ):
@@ -175,18 +178,19 @@ def eval_length(
 
     # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
-    _check_eval_options(wanted, protocol, stride, max_tokens)
+    _check_eval_options(wanted, protocol, stride, max_tokens, region_len)
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
-                        max_tokens=max_tokens, device=device)
+                        max_tokens=max_tokens, device=device, region_len=region_len)
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows
 
     each_run(run_dirs, evaluate)
 
 
-def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None) -> None:
+def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None,
+                        region_len: int | None = None) -> None:
     """The options all runs share, checked once before the first run by the code that checks them for each run,
     so a typo is one error rather than one per run of a sweep. Without --lengths each run's own lengths bound
     --stride: that check stays with the run."""
@@ -195,7 +199,8 @@ def _check_eval_options(lengths: list[int] | None, protocol: str, stride: int | 
     from ropebench.eval.perplexity import checked_probe
 
     stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
-    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1)
+    checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1,
+                  region_len=region_len)
 
 
 @app.command(context_settings=HYDRA_ARGS)

@@ -204,7 +204,7 @@ def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
 
         rows = hf_eval_length(request, wanted, protocol=args.get("protocol", "nonoverlapping"),
                               stride=args.get("stride"), rope_scaling=args.get("rope_scaling"),
-                              max_tokens=args.get("max_tokens"))
+                              max_tokens=args.get("max_tokens"), region_len=args.get("region_len"))
         written = Path(request.out) / EVAL_CSV
     else:
         from ropebench.eval import passkey as pk

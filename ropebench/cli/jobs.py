@@ -41,6 +41,15 @@ def _in_sweep() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def given_keys() -> set[str]:
+    """The config keys this job's command line set (the sweep's values included, the sweep config's own not)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from ropebench.cli.hydra_app import keys_of
+
+    return keys_of(list(HydraConfig.get().overrides.task))
+
+
 def train_job(cfg: DictConfig) -> None:
     from ropebench.run.lifecycle import OtherExperiment, start
 
@@ -49,7 +58,8 @@ def train_job(cfg: DictConfig) -> None:
         outcomes.append((run.path, "skipped", "not started: the sweep was stopped"))
         return
     try:
-        result = start(cfg, run.path, before_training=run.clear_error, after_training=evaluate_after_training)
+        result = start(cfg, run.path, before_training=run.clear_error, after_training=evaluate_after_training,
+                       given=given_keys())
         outcomes.append((run.path, result.get("status", "finished"), ""))
     except OtherExperiment as exc:  # not this job's directory to write in
         outcomes.append((run.path, "refused", str(exc)))

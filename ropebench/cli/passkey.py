@@ -33,6 +33,9 @@ _SCALING_OPTIONS = {
     "beta_fast": (float, typer.Option(None, help="yarn: rotations within the training length where the ramp "
                                                  "starts (default 32).")),
     "beta_slow": (float, typer.Option(None, help="yarn: rotations where it ends (default 1).")),
+    "original_len": (int, typer.Option(None, help="The length the model learned positions at, which the scaling "
+                                                  "stretches from (HF's original_max_position_embeddings; default: "
+                                                  "the run's init_from source length, else its training length).")),
     "mscale": (float, typer.Option(None, help="yarn, with --mscale-all-dim: attention factor = "
                                               "(0.1 mscale ln s + 1) / (0.1 mscale_all_dim ln s + 1).")),
     "mscale_all_dim": (float, typer.Option(None, help="yarn: see --mscale.")),
@@ -62,6 +65,9 @@ def scaling_options(command):
 
         options = {name: kwargs.pop(name) for name in _SCALING_OPTIONS}
         rope_type = options.pop("rope_scaling")
+        options["original_max_position_embeddings"] = options.pop("original_len")
+        if rope_type is None and options["original_max_position_embeddings"] is not None:
+            raise UserError("--original-len needs --rope-scaling (one of: " + ", ".join(SCALING_TYPES[1:]) + ")")
         if rope_type is None and all(value is None for value in options.values()):
             kwargs["rope_scaling"] = AS_TRAINED
         else:

@@ -316,7 +316,7 @@ class HFPerplexityProbe(PerplexityProbe):
 
 def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                    stride: int | None = None, rope_scaling: dict | None = None, max_tokens: int | None = None,
-                   log=console.print) -> list[dict]:
+                   log=console.print, region_len: int | None = None) -> list[dict]:
     """Perplexity of an HF model at each length (default: ``eval.multiples`` x max_position_embeddings),
     merged into OUT/eval_length.csv and OUT/eval_positions.csv; returns the rows."""
     rope_scaling = hf_scaling(rope_scaling)
@@ -325,5 +325,5 @@ def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protoco
     # Enough tokens per batch of windows for --batch-size windows at every length; HFCausalLM runs them
     # --batch-size at a time.
     checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens,
-                             request.batch_size * max(lengths), buckets=32)
+                             request.batch_size * max(lengths), buckets=32, region_len=region_len)
     return run_probe(HFPerplexityProbe(checked, request.model_id), session, lengths, rope_scaling)

@@ -164,9 +164,12 @@ class PerplexityProbe(Probe):
 
 
 def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, max_tokens: int | None,
-                   batch_tokens: int, buckets: int) -> PerplexityProbe:
-    """Every option checked before the model is loaded: a typo costs nothing and writes nothing."""
+                   batch_tokens: int, buckets: int, region_len: int | None = None) -> PerplexityProbe:
+    """Every option checked before the model is loaded: a typo costs nothing and writes nothing. ``region_len``:
+    tokens per document region (default: the run's eval.region_len, else eval.region_multiple x its length)."""
     choose("protocol", protocol, PROTOCOLS)
+    if region_len is not None and region_len <= 0:
+        raise UserError(f"--region-len must be a positive number of tokens, got {region_len}")
     if stride is not None:
         if protocol != "sliding":
             raise UserError("--stride applies to --protocol sliding only")
@@ -182,19 +185,19 @@ def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, ma
     if batch_tokens <= 0:
         raise UserError(f"batch_tokens must be a positive integer, got {batch_tokens}")
     return PerplexityProbe(protocol, stride, max_tokens, batch_tokens, buckets,
-                           float(cfg.eval.get("region_multiple", 16)), int(cfg.eval.get("region_len", 0)))
+                           float(cfg.eval.get("region_multiple", 16)), region_len or int(cfg.eval.get("region_len", 0)))
 
 
 def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                 stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED, max_tokens: int | None = None,
                 batch_tokens: int = 8192, device: str | None = None, model=None, buckets: int = 32,
-                log=console.print, only_missing: bool = False) -> list[dict]:
+                log=console.print, only_missing: bool = False, region_len: int | None = None) -> list[dict]:
     """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length); merge the
     rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them. ``only_missing``: only the lengths
     that have no result yet for this protocol and scaling (a relaunch completes an interrupted evaluation)."""
     session = Session(run_dir, log)
     lengths = lengths or run_lengths(session.cfg)
-    probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets)
+    probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets, region_len)
     probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
     return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
 
