@@ -212,7 +212,7 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
     `hydra.sweep.dir=DIR` chooses where it lives; relaunching into the same DIR skips finished runs.
     """
     from ropebench.cli.hydra_app import check_output_dir, key_of, parse, split_flags
-    from ropebench.cli.sweep_base import build_base_runs
+    from ropebench.cli.sweep_base import BASE_SWEEPS, build_base_runs
     from ropebench.errors import choose
     from ropebench.report.sweep import default_sweep_dir, sweep_names
     from ropebench.run.stop import clear_stop_request, stop_requested
@@ -238,7 +238,15 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
         overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(keys)}]")
     clear_stop_request()
     build_base_runs(name, overrides, sweep_dir, _run_sweep)
-    report = None if stop_requested() else _run_sweep(name, overrides)
+    if stop_requested():
+        report = None
+    elif name in BASE_SWEEPS:  # an extension sweep: `ropebench extend` on the base runs
+        from ropebench.cli.extend import run_extension
+        from ropebench.cli.sweep_base import extension_recipe
+
+        report = run_extension(extension_recipe(name, overrides, sweep_dir))
+    else:
+        report = _run_sweep(name, overrides)
     if report is None:
         import shlex
 
@@ -279,6 +287,15 @@ def _register_results() -> None:
 
 
 _register_results()
+
+
+def _register_extend() -> None:
+    from ropebench.cli.extend import extend  # imports only typer and ropebench.errors
+
+    app.command("extend", context_settings=HYDRA_ARGS)(user_errors(extend))
+
+
+_register_extend()
 
 
 def _register_data_report() -> None:
