@@ -34,10 +34,29 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                        help="Print ropebench's version and exit.")) -> None:
-    # Options of `ropebench` itself; the app's help text is the Typer(help=...) above.
-    return None
+@user_errors
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print ropebench's version and exit."),
+    progress: str = typer.Option(None, help="auto (bars on a terminal, a line every --progress-interval seconds in "
+                                            "a log), always (those lines on a terminal too) or never. Default: "
+                                            "$ROPEBENCH_PROGRESS, else auto."),
+    progress_interval: float = typer.Option(None, help="Seconds between progress lines (default: "
+                                                       "$ROPEBENCH_PROGRESS_INTERVAL, else 30)."),
+) -> None:
+    # Options of `ropebench` itself; the app's help text is the Typer(help=...) above. Progress settings travel as
+    # environment variables, so that sweep jobs running in worker processes follow them too.
+    import os
+
+    from ropebench.errors import choose
+    from ropebench.progress import MODES
+
+    if progress is not None:
+        os.environ["ROPEBENCH_PROGRESS"] = choose("--progress", progress, MODES)
+    if progress_interval is not None:
+        if not progress_interval >= 0:
+            raise UserError(f"--progress-interval must be a number of seconds >= 0, got {progress_interval}")
+        os.environ["ROPEBENCH_PROGRESS_INTERVAL"] = str(progress_interval)
 
 
 def _echo_outcomes(outcomes) -> int:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ropebench.cli.hydra_app import output_dir
 from ropebench.errors import UserError
+from ropebench.progress import job
 from ropebench.run.rundir import RunDir
 from ropebench.run.stop import stop_requested
 
@@ -58,8 +59,10 @@ def train_job(cfg: DictConfig) -> None:
         outcomes.append((run.path, "skipped", "not started: the sweep was stopped"))
         return
     try:
-        result = start(cfg, run.path, before_training=run.clear_error, after_training=evaluate_after_training,
-                       given=given_keys())
+        # Side by side, jobs interleave their lines: in a sweep each line names its run.
+        with job(run.path.name if _in_sweep() else None):
+            result = start(cfg, run.path, before_training=run.clear_error, after_training=evaluate_after_training,
+                           given=given_keys())
         outcomes.append((run.path, result.get("status", "finished"), ""))
     except OtherExperiment as exc:  # not this job's directory to write in
         outcomes.append((run.path, "refused", str(exc)))

@@ -20,7 +20,7 @@ from ropebench.core.model import GPT
 from ropebench.data import Corpus, TokenSplit, load_corpus, vocab_size_for
 from ropebench.data.pose import pose_batch
 from ropebench.errors import UserError
-from ropebench.progress import console, progress_bar
+from ropebench.progress import console, per_second, progress_bar
 from ropebench.run import checkpoint, distributed
 from ropebench.run.artifacts import resolve_device
 from ropebench.run.config import validate_config
@@ -300,7 +300,7 @@ class Trainer:
                 window_tokens += tokens_per_step
                 if self.step % t.log_interval == 0 or self.step == t.steps:
                     info = self._log_step(loss, window_tokens, time.perf_counter() - window_start)
-                    bar.update(task, rate=f"{self.record['tokens_per_s'] / 1e3:.1f}k tok/s", info=info)
+                    bar.update(task, rate=per_second(self.record["tokens_per_s"], "tok"), info=info)
                     window_start, window_tokens = time.perf_counter(), 0
                 bar.update(task, completed=self.step)
                 if self.dist.enabled:
