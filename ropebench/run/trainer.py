@@ -292,7 +292,7 @@ class Trainer:
             self.log(warning)
         window_start, window_tokens = time.perf_counter(), 0
         bar_cm = progress_bar()
-        bar_cm.disable = not self.dist.is_rank0  # one bar, not one per rank
+        bar_cm.disable = bar_cm.disable or not self.dist.is_rank0  # one bar, not one per rank; none if asked
         with bar_cm as bar:
             task = bar.add_task(f"train {self.cfg.pe.name}", total=t.steps, completed=self.step, rate="", info="")
             while self.step < t.steps and not flag.stop:
