@@ -4,16 +4,11 @@ for training and evaluation; `--progress never` prints none; in a sweep every li
 import io
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from typer.testing import CliRunner
 
 from ropebench.cli.app import app
 from ropebench.progress import ProgressLines, _Console, job, per_second
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_progress_lines_say_how_far_how_fast_and_when_done():
@@ -36,17 +31,19 @@ def test_progress_lines_say_how_far_how_fast_and_when_done():
     assert per_second(0.5, "tok") == "0.5 tok/s"
 
 
-def _train(tmp_path, tiny_overrides, *options):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "ropebench", *options, "train", *tiny_overrides, "eval.after_train=true",
-            "eval.multiples=[1,2]", f"hydra.run.dir={tmp_path / 'run'}"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)  # stderr: a pipe, not a tty
-    assert out.returncode == 0, out.stderr
-    return out.stderr.splitlines()
+def _train(tmp_path, tiny_overrides, monkeypatch, *options):
+    """A tiny run trained and evaluated through the CLI; its stderr lines. The output is captured, so it is not a
+    terminal (as in a log). The options set environment variables, restored afterwards."""
+    for name in ("ROPEBENCH_PROGRESS", "ROPEBENCH_PROGRESS_INTERVAL"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    result = CliRunner().invoke(app, [*options, "train", *tiny_overrides, "eval.after_train=true",
+                                      "eval.multiples=[1,2]", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 0, result.output
+    return result.stderr.splitlines()
 
 
-def test_a_log_gets_progress_lines_for_training_and_evaluation(tmp_path, tiny_overrides):
-    lines = _train(tmp_path, tiny_overrides, "--progress-interval", "0")
+def test_a_log_gets_progress_lines_for_training_and_evaluation(tmp_path, tiny_overrides, monkeypatch):
+    lines = _train(tmp_path, tiny_overrides, monkeypatch, "--progress-interval", "0")
     training = [ln for ln in lines if ln.startswith("train rope: ")]
     assert len(training) >= 3 and all("ETA" in ln and "elapsed" in ln for ln in training)
     assert any(re.search(r"tok/s .*loss \d", ln) for ln in training) and training[-1].startswith("train rope: 6/6")
@@ -55,10 +52,18 @@ def test_a_log_gets_progress_lines_for_training_and_evaluation(tmp_path, tiny_ov
     assert done and all(re.search(r": \d+/\d+ \(\d+%\) \S+/s elapsed", ln) for ln in done)
 
 
-def test_progress_never_prints_no_progress(tmp_path, tiny_overrides):
-    lines = _train(tmp_path, tiny_overrides, "--progress", "never")
+def test_progress_never_prints_no_progress(tmp_path, tiny_overrides, monkeypatch):
+    lines = _train(tmp_path, tiny_overrides, monkeypatch, "--progress", "never")
     assert not [ln for ln in lines if ln.startswith(("train rope", "eval L="))]
     assert any("ppl" in ln for ln in lines)  # the results still are
+    assert os.environ["ROPEBENCH_PROGRESS"] == "never"  # what jobs in worker processes read
+
+
+def test_a_bad_progress_option_is_one_line(tmp_path):
+    from tests.helpers import refused
+
+    refused(CliRunner().invoke(app, ["--progress", "sometimes", "table", str(tmp_path)]),
+            "unknown --progress 'sometimes'; choose one of: always, auto, never")
 
 
 def test_every_line_of_a_sweep_job_names_its_run(tiny_overrides, tmp_path):
