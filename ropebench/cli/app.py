@@ -194,6 +194,7 @@ def eval_length(
     from ropebench.eval.lengths import parse_lengths
     from ropebench.eval.perplexity import eval_length as run_eval
     from ropebench.run.rundir import EVAL_CSV
+    from ropebench.run.tracking import log_results
 
     # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
@@ -202,6 +203,7 @@ def eval_length(
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
                         max_tokens=max_tokens, device=device, region_len=region_len)
+        log_results(run_dir, rows, "eval_length", warn=lambda line: typer.echo(line, err=True))  # the run's wandb
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows
 

@@ -32,7 +32,7 @@ def evaluate_after_training(run_dir: Path, model, logger, log) -> None:
 
         logger.log_eval_curve(eval_length(run_dir, model=model, log=log))
     if cfg.data.source == "passkey" or cfg.eval.get("passkey"):
-        passkey_accuracy(run_dir, model=model, log=log, **passkey_cells(cfg))
+        logger.log_eval_curve(passkey_accuracy(run_dir, model=model, log=log, **passkey_cells(cfg)), "passkey")
 
 
 def _in_sweep() -> bool:

@@ -99,6 +99,7 @@ def passkey(
     """
     from ropebench.eval import passkey as pk
     from ropebench.eval.lengths import parse_lengths
+    from ropebench.run.tracking import log_results
 
     # Every argument is checked before any model is loaded (passkey_accuracy checks the lengths against the
     # task), so a typo costs nothing and writes nothing. No lengths: the default multiples of each run's length.
@@ -109,6 +110,7 @@ def passkey(
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device)
+        log_results(run_dir, rows, "passkey", warn=lambda line: typer.echo(line, err=True))  # the run's wandb
         echo_effective_context(rows)
         typer.echo(str(Path(run_dir) / pk.CSV_NAME))
         return rows

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ropebench.data import dedup, hf_env, hf_source
+from ropebench.data.digest import files_key
 from ropebench.data.tokenizer import BYTES, ByteTokenizer, Tokenizer, load_tokenizer
 from ropebench.errors import UserError, choose
 
@@ -35,6 +36,8 @@ EOD = ByteTokenizer.eod_id
 VOCAB_SIZE = ByteTokenizer.vocab_size
 CACHE_VERSION = 2  # 2: near-duplicate groups split together, names relative to their root, names.json
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".tex", ".json", ".csv", ".html", ".c", ".h")
+# Files of records: each row's data.text_field is one document (datasets' builder for the suffix reads them).
+RECORD_SUFFIXES = {".jsonl": "json", ".parquet": "parquet"}
 SOURCES = ("stdlib", "text_files", "hf", "hub", "passkey")  # hub: configs written before hf (WikiText)
 
 
@@ -98,8 +101,9 @@ def _stdlib_named() -> tuple[list[str], list[Path]]:
 
 
 def user_files(paths) -> tuple[list[str], list[Path]]:
-    """The text files under ``paths`` and their names: relative to the directory given (a file given by itself:
-    its own name), so that `notes` and `/home/me/notes` name -- and split -- the same documents the same way."""
+    """The text and record files under ``paths`` and their names: relative to the directory given (a file given
+    by itself: its own name), so that `notes` and `/home/me/notes` name -- and split -- the same documents the
+    same way."""
     if not paths:
         raise UserError("data=text_files needs data.paths=[FILE_OR_DIR,...]; none were given")
     names, files = [], []
@@ -108,9 +112,10 @@ def user_files(paths) -> tuple[list[str], list[Path]]:
         if not path.exists():
             raise UserError(f"data path '{raw}' does not exist")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+            readable = (*TEXT_SUFFIXES, *RECORD_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in readable)
             if not found:
-                raise UserError(f"data path '{raw}' holds no text files ({', '.join(TEXT_SUFFIXES)})")
+                raise UserError(f"data path '{raw}' holds no text files ({', '.join(readable)})")
             names += [p.relative_to(path).as_posix() for p in found]
             files += found
         else:
@@ -121,6 +126,8 @@ def user_files(paths) -> tuple[list[str], list[Path]]:
 
 def _load_local_documents(files: list[Path], cache: Path):
     """One text per file, through datasets' text builder (undecodable bytes replaced, never fatal)."""
+    if not files:
+        return []
     datasets = hf_env.import_datasets()
     ds = datasets.load_dataset(
         "text", data_files=[str(f) for f in files], sample_by="document", encoding_errors="replace",
@@ -132,15 +139,49 @@ def _load_local_documents(files: list[Path], cache: Path):
     return texts
 
 
+def _records(path: Path, name: str, field: str, cache: Path) -> tuple[list[str], list[str]]:
+    """A .jsonl or .parquet file's documents: each row's ``field``, named ``name#row`` (empty rows skipped)."""
+    datasets = hf_env.import_datasets()
+    try:
+        ds = datasets.load_dataset(RECORD_SUFFIXES[path.suffix.lower()], data_files=[str(path)], split="train",
+                                   cache_dir=str(cache / "hf"))
+    except Exception as exc:  # not JSON lines / not parquet: one line naming the file
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"data file '{path}' could not be read as {path.suffix} records: {detail}") from None
+    if field not in ds.column_names:
+        raise UserError(f"data file '{path}' has no field '{field}' (data.text_field); its fields: "
+                        f"{', '.join(ds.column_names)}")
+    rows = [(i, t) for i, t in enumerate(ds[field]) if isinstance(t, str) and t.strip()]
+    return [f"{name}#{i}" for i, _ in rows], [t for _, t in rows]
+
+
+def _local_documents(cfg, names: list[str], files: list[Path], cache: Path) -> tuple[list[str], list[str]]:
+    """Every document of the collected files and its name, in the files' order: a text file is one document,
+    a record file one per row (``_records``)."""
+    field = str(cfg.get("text_field", "text") or "text")
+    plain = [i for i, f in enumerate(files) if f.suffix.lower() not in RECORD_SUFFIXES]
+    texts = dict(zip(plain, _load_local_documents([files[i] for i in plain], cache)))
+    out_names, out_texts = [], []
+    for i, (name, path) in enumerate(zip(names, files)):
+        found = ([name], [texts[i]]) if i in texts else _records(path, name, field, cache)
+        out_names += found[0]
+        out_texts += found[1]
+    return out_names, out_texts
+
+
 def _fingerprint(cfg, names: list[str], files: list[Path], tokenizer: Tokenizer) -> str:
-    """Key of a cache: the names (they decide the split), each file's resolved path, size and mtime, and what
-    tokenizes them. The two empty fields once held hub settings (always empty for these sources): kept, with no
-    tokenizer or length filter added for bytes, so that every byte-level cache built before stays valid."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}:{cfg.source}:{cfg.val_fraction}::{_tokens_key(cfg, tokenizer)}".encode())
-    for name, f in zip(names, files):
-        st = f.stat()
-        h.update(f"{name}:{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    """Key of a cache: what the documents are -- each file's name (names decide the split) and content
+    (``digest.files_key``; never where the files are, how their paths were spelled or when they were touched) --
+    and what tokenizes them; record files add the field their documents are read from."""
+    records = f":text_field={cfg.get('text_field', 'text')}" if any(f.suffix.lower() in RECORD_SUFFIXES
+                                                                      for f in files) else ""
+    head = f"v{CACHE_VERSION}:{cfg.source}:{cfg.val_fraction}::{_tokens_key(cfg, tokenizer)}{records}"
+    contents = files_key(zip(names, files), _cache_root(cfg))
+    return hashlib.sha1(f"{head}\n{contents}".encode()).hexdigest()[:16]
+
+
+def _cache_root(cfg) -> Path:
+    return Path(os.path.expanduser(str(cfg.cache_dir)))
 
 
 def _tokens_key(cfg, tokenizer: Tokenizer) -> str:
@@ -160,7 +201,7 @@ def _hf_key(cfg, tokenizer: Tokenizer) -> str:
         # valid.
         return hashlib.sha1(f"v1:hub:{opts.path}:{opts.subset}".encode()).hexdigest()[:16]
     fraction = "" if opts.val_split else cfg.val_fraction
-    text = f"v{CACHE_VERSION}:hf:{hf_source.source_key(opts)}:{fraction}{_tokens_key(cfg, tokenizer)}"
+    text = f"v{CACHE_VERSION}:hf:{hf_source.source_key(opts, _cache_root(cfg))}:{fraction}{_tokens_key(cfg, tokenizer)}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -224,7 +265,8 @@ def _documents(cfg, names: list[str], files: list[Path], cache_root: Path, log):
         names, texts = loaded["train"]
         blobs = [t.encode("utf-8") for t in texts]
     else:
-        blobs = [t.encode("utf-8") for t in _load_local_documents(files, cache_root)]
+        names, texts = _local_documents(cfg, names, files, cache_root)
+        blobs = [t.encode("utf-8") for t in texts]
     train, val, found = _split_documents(names, blobs, cfg.val_fraction)
     log(f"near-duplicates: {found['grouped_documents']} documents in {found['groups']} groups, each kept on one "
         f"side; {found['moved_to_train']} contained in training documents moved there ({found['seconds']} s)")
@@ -305,7 +347,7 @@ def load_corpus(cfg, log=print) -> Corpus:
     hub_split = cfg.source == "hub" or (cfg.source == "hf" and hf_source.options(cfg).val_split)
     if not hub_split and not 0 < cfg.val_fraction < 1:
         raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.val_fraction}")
-    cache_root = Path(os.path.expanduser(str(cfg.cache_dir)))
+    cache_root = _cache_root(cfg)
     tokenizer = _tokenizer_for(cfg)
     if cfg.source in ("hf", "hub"):
         if not hf_source.options(cfg).path:

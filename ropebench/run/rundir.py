@@ -11,6 +11,7 @@ Layout (every name lives here and nowhere else)::
     RUN/eval_positions.csv   mean loss by position bucket at each evaluated length
     RUN/passkey.csv          passkey accuracy by length and depth
     RUN/error.txt            why the last attempt failed (sweeps), removed when a later attempt starts
+    RUN/wandb_run.json       the run's Weights & Biases run (id, project, mode): later evaluations log into it
 
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``) and readable by
 others; result CSVs are merged under a file lock so concurrent commands never lose a row. Torch-free: the
@@ -39,6 +40,7 @@ EVAL_CSV = "eval_length.csv"
 POSITIONS_CSV = "eval_positions.csv"
 PASSKEY_CSV = "passkey.csv"
 ERROR = "error.txt"
+WANDB_RUN = "wandb_run.json"
 _LOCK = ".lock"
 
 
@@ -243,6 +245,16 @@ class RunDir:
     def read_error(self) -> str | None:
         path = self.path / ERROR
         return path.read_text() if path.is_file() else None
+
+    # -- the wandb run (written when training opens it) ------------------------------------------------------
+    def read_wandb(self) -> dict | None:
+        try:
+            return json.loads((self.path / WANDB_RUN).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_wandb(self, record: dict) -> None:
+        atomic_write_text(self.path / WANDB_RUN, json.dumps(record, indent=2) + "\n")
 
     # -- result tables ------------------------------------------------------------------------------------
     def read_rows(self, name: str, required: Sequence[str] = (), warn=None) -> list[dict]:
