@@ -207,10 +207,16 @@ def test_table_csv_latex_and_lengths(sweep: Path, tmp_path: Path):
     assert parsed[0] == ["encoding", "64", "1024"]
     assert {r[0]: r[1:] for r in parsed[1:]}["learned"] == ["19.00", "—"]
     tex = perplexity_table([sweep], fmt="latex")
-    body = [ln for ln in tex.splitlines() if ln.endswith(r"\\")]
-    assert tex.startswith(r"\begin{tabular}{lrrrr}") and tex.rstrip().endswith(r"\end{tabular}")
+    body = [ln for ln in tex.splitlines() if ln.endswith(r"\\") and "multicolumn" not in ln]
+    assert tex.startswith("\\begin{table}[t]\n\\centering\n\\caption{Perplexity per byte (lower is better)")
+    assert r"\begin{tabular}{lrrrr}" in tex and tex.rstrip().endswith("\\end{tabular}\n\\end{table}")
+    assert r"\multicolumn{4}{c}{evaluation length (bytes)}" in tex and r"\label{tab:perplexity}" in tex
     assert all(ln.count("&") == len(LENGTHS) for ln in body) and len(body) == 5
     assert r"$\pm$" in tex and "±" not in tex
+    # The best (lowest) mean at each length in bold, whatever follows it: learned at 64, alibi beyond.
+    cells = {ln.split(" & ")[0]: ln.split(" & ")[1:] for ln in body[1:]}
+    assert cells["learned"][0] == r"\textbf{19.00}" and cells["alibi"][3] == r"\textbf{20.25} \\"
+    assert not any("textbf" in c for c in cells["rope"])
     out = write_table([sweep], tmp_path / "tables" / "ppl.tex")
     assert out.read_text() == tex and not list(out.parent.glob(".*tmp"))
     for bad, kw in (("fmt 'xlsx'", {"fmt": "xlsx"}), ("'-3'", {"lengths": ["-3"]})):

@@ -65,6 +65,16 @@ class Base:
         return int(self.cfg.seed)
 
 
+def conf_of(method: str, base: Base) -> str:
+    """The conf/extend/ file of a method on a run: direct fine-tuning of an encoding with a file of its own
+    (alibi.yaml, nope.yaml: the sweep's names for them) is that file, every other method its own."""
+    from ropebench.run.config import conf_dir
+
+    if method == "direct" and (conf_dir() / "extend" / f"{base.pe}.yaml").is_file():
+        return base.pe
+    return METHODS[method].conf
+
+
 def parse_methods(text: str | None) -> list[str] | None:
     """``--methods direct,pi,...`` (conf/extend names accepted too) in order, each once; None: every method."""
     if not text:
@@ -186,9 +196,11 @@ class Extension:
     extra: list[str]  # the user's other overrides (fine-tuning settings, launcher, logger)
 
     def subdir(self, base: Base, method: str) -> str:
-        encodings = {b.pe for b, _ in self.pairs}
-        prefix = f"pe={base.pe}," if len(encodings) > 1 else ""
-        return f"{prefix}extend={METHODS[method].conf},seed=${{seed}},train.steps=${{train.steps}}"
+        """``extend=CONF,seed=S,train.steps=N`` (as the sweep names its jobs), with ``pe=ENC,`` first when
+        several encodings share the method's conf name."""
+        sharing = {b.pe for b, m in self.pairs if conf_of(m, b) == conf_of(method, base)}
+        prefix = f"pe={base.pe}," if len(sharing) > 1 else ""
+        return f"{prefix}extend={conf_of(method, base)},seed=${{seed}},train.steps=${{train.steps}}"
 
     def overrides(self, base: Base, method: str, first_only: bool = False) -> list[str]:
         """One (run, method) multirun: its budgets x seeds (``first_only``: one of each, to check the config)."""
@@ -200,7 +212,7 @@ class Extension:
         length = [f"train.seq_len={base.seq_len}", f"train.pose_target_len={self.to}"] if pose else [
             f"train.seq_len={self.to}"]
         factor = [f"pe.scaling.factor={value(self.to / base.seq_len)}"] if m.needs in ("scaling", "pose") else []
-        return [f"extend={m.conf}", *_same_model(base), f"init_from={value(str(base.path.resolve()))}",
+        return [f"extend={conf_of(method, base)}", *_same_model(base), f"init_from={value(str(base.path.resolve()))}",
                 "train=finetune", *length, *factor, f"train.steps={','.join(map(str, steps))}",
                 f"seed={','.join(map(str, seeds))}", "eval.after_train=true", f"eval.lengths={value(self.lengths)}",
                 f"eval.region_len={max(self.lengths)}", "sweep_name=extend", f"hydra.sweep.dir={value(str(self.out))}",

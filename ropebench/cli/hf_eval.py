@@ -36,7 +36,8 @@ _OPTIONS = {
     "dtype": (str, typer.Option(None, help="Hugging Face model: auto (float32 on CPU, the checkpoint's dtype on "
                                            "GPU), float32, bfloat16 or float16.")),
     "batch_size": (int, typer.Option(None, help="Hugging Face model: windows (passkey: prompts) per forward "
-                                                "pass (default 1).")),
+                                                "pass (default: as many as make 8,192 tokens, at least one; memory "
+                                                "grows with it and the model's width).")),
     "label": (str, typer.Option(None, help="Hugging Face model: its name in plots and tables (default: the "
                                            "directory's name or the Hub id's).")),
     "trust_remote_code": (bool, typer.Option(False, "--trust-remote-code",
@@ -185,9 +186,8 @@ def hf_options(kind: str):
 def _request(source: str, given: dict, device: str | None):
     from ropebench.eval.hf_session import HFRequest
 
-    batch = given.get("batch_size")
     return HFRequest(source, given["out"], given.get("data"), given["dtype"] or "auto", device or "auto",
-                     1 if batch is None else batch, given["label"], bool(given["trust_remote_code"]))
+                     given.get("batch_size"), given["label"], bool(given["trust_remote_code"]))
 
 
 def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:

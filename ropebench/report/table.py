@@ -110,17 +110,42 @@ def _tex_cell(text: str) -> str:
     return _tex_escape(text).replace("±", r"$\pm$").replace(MISSING, "---")
 
 
-def _latex(cols: list[int], rows) -> str:
-    # booktabs rules: the usual look for a paper's results table (\usepackage{booktabs}).
-    out = [
-        r"\begin{tabular}{l" + "r" * len(cols) + "}",
-        r"\toprule",
-        " & ".join(["encoding", *map(str, cols)]) + r" \\",
-        r"\midrule",
-    ]
-    out += [" & ".join([_tex_escape(label), *map(_tex_cell, cells)]) + r" \\" for label, cells in rows]
-    out += [r"\bottomrule", r"\end{tabular}"]
+def _latex(cols: list[int], rows, unit=None) -> str:
+    r"""A booktabs table in a ``table`` float (\usepackage{booktabs}): a caption that says what the numbers are and
+    in which unit (``unit``: report.axes.Units, from the rows' tokenizer column), the lengths under one header,
+    and the best (lowest) mean of each length in bold."""
+    per, length = (unit.per, unit.length) if unit is not None else ("", "tokens")
+    best = [_lowest(cells[i] for _, cells in rows) for i in range(len(cols))]
+    body = [" & ".join([_tex_escape(label), *(_tex_bold(c) if best[i] is not None and _number(c) == best[i]
+                                               else _tex_cell(c) for i, c in enumerate(cells))]) + r" \\"
+            for label, cells in rows]
+    caption = (_tex_escape(f"Perplexity {per} (lower is better) at each evaluation length, in {length}: the mean "
+                           "over seeds") + r" $\pm$ " + "their sample standard deviation where an experiment has "
+               "several. The best at each length is in bold.")
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{' '.join(caption.split())}}}", r"\label{tab:perplexity}",
+           r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
+           rf" & \multicolumn{{{len(cols)}}}{{c}}{{evaluation length ({length})}} \\",
+           rf"\cmidrule(l){{2-{len(cols) + 1}}}", " & ".join(["encoding", *map(str, cols)]) + r" \\", r"\midrule",
+           *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(out) + "\n"
+
+
+def _number(text: str) -> float | None:
+    """The leading number of a cell (its mean), or None for n/a and missing cells."""
+    try:
+        return float(str(text).split(" ")[0])
+    except ValueError:
+        return None
+
+
+def _lowest(cells) -> float | None:
+    values = [v for v in map(_number, cells) if v is not None]
+    return min(values) if values else None
+
+
+def _tex_bold(text: str) -> str:
+    mean, _, rest = str(text).partition(" ")
+    return rf"\textbf{{{_tex_escape(mean)}}}" + (" " + _tex_cell(rest) if rest else "")
 
 
 def perplexity_table(
@@ -130,7 +155,11 @@ def perplexity_table(
     """Rows: labels (encodings); columns: evaluation lengths (default: every evaluated length)."""
     choose("table format", fmt, FORMATS)
     cols, rows = table_cells(paths, lengths, protocol, renames)
-    return {"md": _md, "csv": _csv, "latex": _latex}[fmt](cols, rows)
+    if fmt == "latex":  # its caption names the unit of the numbers
+        from ropebench.report.axes import units
+
+        return _latex(cols, rows, units(select(load_results(paths), protocol)))
+    return {"md": _md, "csv": _csv}[fmt](cols, rows)
 
 
 def write_table(
