@@ -4,12 +4,14 @@ is already in training, for any data source and tokenizer (a run's own, or compo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ropebench.data import load_corpus
-from ropebench.data.report import OverlapReport, corpus_overlap
 from ropebench.errors import UserError, choose
+
+if TYPE_CHECKING:
+    from ropebench.data.report import OverlapReport
 
 
 def data_config(data: str = "stdlib", paths: list[str] | None = None):
@@ -55,7 +57,9 @@ def data_report(data: str = "stdlib", paths: list[str] | None = None, top: int =
     one training document (naming both), how many documents exceed 50%, and for the regions eval-length scores
     (at the training length, with the config's eval settings) the share of their n-grams that occur anywhere in
     training. TARGET: a run directory, or config overrides (data=hf data.path=P data.tokenizer=T ...)."""
+    from ropebench.data import load_corpus
     from ropebench.data.regions import region_spans
+    from ropebench.data.report import corpus_overlap
     from ropebench.data.tokenizer import load_tokenizer
 
     choose("split", split, ("test", "val"))

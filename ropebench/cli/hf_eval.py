@@ -36,7 +36,8 @@ _OPTIONS = {
     "dtype": (str, typer.Option(None, help="Hugging Face model: auto (float32 on CPU, the checkpoint's dtype on "
                                            "GPU), float32, bfloat16 or float16.")),
     "batch_size": (int, typer.Option(None, help="Hugging Face model: windows (passkey: prompts; probe: sequences) "
-                                                "per forward pass (default 1).")),
+                                                "per forward pass (default: as many as make 8,192 tokens, at least "
+                                                "one; memory grows with it and the model's width).")),
     "label": (str, typer.Option(None, help="Hugging Face model: its name in plots and tables (default: the "
                                            "directory's name or the Hub id's).")),
     "train_len": (int, typer.Option(None, help="Hugging Face model: its training context L, for the default lengths "
@@ -188,9 +189,8 @@ def hf_options(kind: str):
 def _request(source: str, given: dict, device: str | None):
     from ropebench.eval.hf_session import HFRequest
 
-    batch = given.get("batch_size")
     return HFRequest(source, given["out"], given.get("data"), given["dtype"] or "auto", device or "auto",
-                     1 if batch is None else batch, given["label"], bool(given["trust_remote_code"]),
+                     given.get("batch_size"), given["label"], bool(given["trust_remote_code"]),
                      given.get("train_len"))
 
 
@@ -209,7 +209,7 @@ def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
         rows = hf_eval_length(request, wanted, protocol=args.get("protocol", "nonoverlapping"),
                               stride=args.get("stride"), rope_scaling=args.get("rope_scaling"),
                               max_tokens=args.get("max_tokens"), split=args.get("split"), crop=args.get("crop"),
-                              crop_every=args.get("crop_stride"))
+                              crop_every=args.get("crop_stride"), region_len=args.get("region_len"))
         written = Path(request.out) / EVAL_CSV
     elif kind == "probe":
         from ropebench.cli.probe import evaluate_hf

@@ -103,6 +103,19 @@ def key_of(override) -> str:
     return override.get_key_element().lstrip("+~")
 
 
+def keys_of(overrides: list[str]) -> set[str]:
+    """The config keys a list of overrides sets. An override Hydra's grammar does not take (a path holding '=' or
+    ',' given as typed, which ropebench accepts for a few keys) is named by the text before its first '=': a key
+    never holds one."""
+    keys = set()
+    for text in overrides:
+        try:
+            keys.add(key_of(parse([text])[0]))
+        except UserError:
+            keys.add(text.split("=", 1)[0].lstrip("+~"))
+    return keys
+
+
 def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> list:
     """Compose every value once and validate it, so a bad key, value or range fails before anything is created;
     returns the composed configs."""
@@ -131,20 +144,39 @@ def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> list:
     return composed
 
 
-def warm_corpora(configs: list) -> None:
+def warm_corpora(configs: list, given: set[str] | None = None) -> None:
     """Tokenize every data set a sweep's configs read once, here, before its jobs start: jobs running side by side
-    would otherwise each build the same cache at the same time."""
+    would otherwise each build the same cache at the same time. A job starting from another run's weights reads
+    that run's data unless ``given`` (the keys the command line set) names data settings."""
     from omegaconf import OmegaConf
 
     from ropebench.data import load_corpus
 
     seen = set()
     for cfg in configs:
-        data = cfg.data
+        data = _data_read(cfg, given)
+        if data is None:
+            continue
         key = OmegaConf.to_yaml(data)
         if key not in seen and data.source != "passkey":
             seen.add(key)
             load_corpus(data)
+
+
+def _data_read(cfg, given: set[str] | None):
+    """The data node a job of this config reads, or None when it cannot be known before the job starts (its
+    init_from names the sweep's own directory)."""
+    try:
+        source = str(cfg.get("init_from") or "")
+    except Exception:  # ${hydra:sweep.dir} resolves only inside a job
+        return None
+    if not source:
+        return cfg.data
+    from ropebench.run.init_from import inherited_data
+    from ropebench.run.rundir import RunDir
+
+    run = RunDir(Path(source).expanduser())
+    return inherited_data(cfg, run.read_config(), given) if run.has_config() else None
 
 
 def check_output_dir(key: str, value: str) -> None:
@@ -218,7 +250,7 @@ def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "r
 
     composed = check_overrides(overrides, allow_sweeps=multirun)
     if multirun:
-        warm_corpora(composed)
+        warm_corpora(composed, keys_of(overrides))
     argv = [prog, *(["--multirun"] if multirun else []), *overrides]
     saved = sys.argv
     sys.argv = argv

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ropebench.cli.hydra_app import output_dir
 from ropebench.errors import UserError
+from ropebench.progress import job
 from ropebench.run.rundir import RunDir
 from ropebench.run.stop import stop_requested
 
@@ -31,16 +32,16 @@ def evaluate_after_training(run_dir: Path, model, logger, log) -> None:
     if cfg.data.source == "task":
         from ropebench.eval.task import task_accuracy
 
-        task_accuracy(run_dir, model=model, log=log)
+        logger.log_eval_curve(task_accuracy(run_dir, model=model, log=log), "task")
         return
     if cfg.data.source != "passkey":
         from ropebench.eval.perplexity import eval_length
 
         logger.log_eval_curve(eval_length(run_dir, model=model, log=log))
     if cfg.data.source == "passkey" or cfg.eval.get("passkey"):
-        passkey_accuracy(run_dir, model=model, log=log, **passkey_cells(cfg))
+        logger.log_eval_curve(passkey_accuracy(run_dir, model=model, log=log, **passkey_cells(cfg)), "passkey")
     if wants_probes(cfg):
-        probe_accuracy(run_dir, model=model, log=log)
+        logger.log_eval_curve(probe_accuracy(run_dir, model=model, log=log), "probe")
 
 
 def _in_sweep() -> bool:
@@ -48,6 +49,15 @@ def _in_sweep() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def given_keys() -> set[str]:
+    """The config keys this job's command line set (the sweep's values included, the sweep config's own not)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from ropebench.cli.hydra_app import keys_of
+
+    return keys_of(list(HydraConfig.get().overrides.task))
 
 
 def train_job(cfg: DictConfig) -> None:
@@ -58,7 +68,10 @@ def train_job(cfg: DictConfig) -> None:
         outcomes.append((run.path, "skipped", "not started: the sweep was stopped"))
         return
     try:
-        result = start(cfg, run.path, before_training=run.clear_error, after_training=evaluate_after_training)
+        # Side by side, jobs interleave their lines: in a sweep each line names its run.
+        with job(run.path.name if _in_sweep() else None):
+            result = start(cfg, run.path, before_training=run.clear_error, after_training=evaluate_after_training,
+                           given=given_keys())
         outcomes.append((run.path, result.get("status", "finished"), ""))
     except OtherExperiment as exc:  # not this job's directory to write in
         outcomes.append((run.path, "refused", str(exc)))

@@ -12,10 +12,14 @@ import typer
 
 from ropebench.cli.hf_eval import PATHS_HELP, each_run, hf_options
 from ropebench.cli.passkey import scaling_options
-from ropebench.data.probes import TASKS
 from ropebench.errors import UserError, choose
-from ropebench.eval.probes import DEFAULT_CANDIDATES, DEFAULT_TASKS, DEFAULT_TRIALS
-from ropebench.report.probes import probe_table  # noqa: F401  (`table --metric probe`, registered in app.py)
+
+# ropebench.data.probes' TASKS and ropebench.eval.probes' defaults, written out: importing them imports torch, and
+# every command's --help must start in well under a second. tests/test_cli_speed.py keeps them equal.
+TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "vt", "passkey")
+DEFAULT_TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "vt")
+DEFAULT_TRIALS = 6
+DEFAULT_CANDIDATES = 6
 
 
 @scaling_options

@@ -137,9 +137,10 @@ def _learned_limit(hf_model) -> int | None:
 
 
 class HFCausalLM(torch.nn.Module):
-    """ropebench's calling convention over an HF causal LM; ``batch_size`` windows per decoder pass."""
+    """ropebench's calling convention over an HF causal LM; ``batch_size`` windows per decoder pass (None: every
+    window the caller passes at once)."""
 
-    def __init__(self, hf_model, batch_size: int = 1):
+    def __init__(self, hf_model, batch_size: int | None = 1):
         super().__init__()
         self.hf = hf_model
         self.pe = HFPositions(hf_model)
@@ -156,8 +157,8 @@ class HFCausalLM(torch.nn.Module):
             raise ValueError("HFCausalLM scores per token only (reduction='none')")
         # The model runs in the dtype it was loaded in (--dtype): never under the caller's autocast.
         with torch.autocast(device_type=idx.device.type, enabled=False):
-            nll = [self._nll(rows, tgt) for rows, tgt in zip(idx.split(self.batch_size),
-                                                              targets.split(self.batch_size))]
+            size = self.batch_size or len(idx)
+            nll = [self._nll(rows, tgt) for rows, tgt in zip(idx.split(size), targets.split(size))]
         return None, torch.cat(nll)
 
     @torch.no_grad()
@@ -165,7 +166,8 @@ class HFCausalLM(torch.nn.Module):
         """Float32 logits (B, A, V) at positions ``at`` (B, A) of ``idx`` (B, T): the head runs there only."""
         out = []
         with torch.autocast(device_type=idx.device.type, enabled=False):
-            for rows, where in zip(idx.split(self.batch_size), at.split(self.batch_size)):
+            size = self.batch_size or len(idx)
+            for rows, where in zip(idx.split(size), at.split(size)):
                 hidden = self.hf.base_model(input_ids=rows, use_cache=False).last_hidden_state
                 out.append(self._logits(hidden.gather(1, where[..., None].expand(-1, -1, hidden.shape[-1]))))
         return torch.cat(out)
@@ -202,7 +204,7 @@ def _from_pretrained(transformers, source: str, dtype: torch.dtype, trust_remote
         raise UserError(f"cannot load the model '{source}': {exc}".splitlines()[0]) from None
 
 
-def load_hf_model(source: str, dtype: torch.dtype, device: torch.device, batch_size: int,
+def load_hf_model(source: str, dtype: torch.dtype, device: torch.device, batch_size: int | None,
                   trust_remote_code: bool = False) -> HFCausalLM:
     """The model on ``device`` in ``dtype``, in eval mode, checked causal and scored as its own loss."""
     transformers = import_transformers()

@@ -24,7 +24,7 @@ import torch
 from ropebench.data.passkey import check_depth
 from ropebench.data.tokenizer import special_lead
 from ropebench.errors import UserError
-from ropebench.eval.hf_session import HFRequest, hf_scaling, open_session
+from ropebench.eval.hf_session import TOKENS_PER_PASS, HFRequest, hf_scaling, open_session
 from ropebench.eval.passkey import DEFAULT_DEPTHS, DEFAULT_MULTIPLES, PasskeyProbe
 from ropebench.eval.runner import run_probe
 from ropebench.progress import console
@@ -100,7 +100,7 @@ def greedy_continuations(hf_model, prompts: list[list[int]], device) -> list[lis
 class HFPasskeyProbe(PasskeyProbe):
     """Accuracy at one length, one row per depth, ``batch_size`` prompts per ``generate`` call."""
 
-    def __init__(self, builder: PromptBuilder, depths, trials: int, batch_size: int):
+    def __init__(self, builder: PromptBuilder, depths, trials: int, batch_size: int | None):
         super().__init__(depths, trials)
         self.builder, self.batch_size = builder, batch_size
 
@@ -110,8 +110,9 @@ class HFPasskeyProbe(PasskeyProbe):
             prompts = [self.builder.build(length, row["depth"], key)
                        for key in cell_keys(length, row["depth"], self.trials)]
             correct = 0
-            for i in range(0, len(prompts), self.batch_size):
-                chunk = prompts[i : i + self.batch_size]
+            size = self.batch_size or max(1, TOKENS_PER_PASS // length)  # default: prompts making a pass's tokens
+            for i in range(0, len(prompts), size):
+                chunk = prompts[i : i + size]
                 new = greedy_continuations(session.model.hf, [p.ids for p in chunk], session.device)
                 texts = self.builder.tokenizer.batch_decode(new, skip_special_tokens=True)
                 correct += sum(str(p.key) in text for p, text in zip(chunk, texts))

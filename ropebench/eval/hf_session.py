@@ -35,6 +35,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 _MAY_DIFFER = ("eval", "data.cache_dir", "data.trust_remote_code")  # a permission, not what is measured
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _MODEL_PATHS = ("hf.model", "data.tokenizer")  # where OUT's config names a local model by its path
+# Tokens per forward pass when --batch-size is not given: the native evaluation's batch (eval_length's
+# batch_tokens), as many windows as make it, at least one. Memory grows with it and the model's width, not with
+# its vocabulary (HFCausalLM computes the head's logits in chunks of LOGITS_BUDGET).
+TOKENS_PER_PASS = 8192
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class HFRequest:
     data: str | None = None
     dtype: str = "auto"
     device: str = "auto"
-    batch_size: int = 1
+    batch_size: int | None = None  # None: windows (prompts) making TOKENS_PER_PASS tokens per forward pass
     label: str | None = None
     trust_remote_code: bool = False
     train_len: int | None = None  # the model's training context; None: its max_position_embeddings
@@ -284,7 +288,7 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
     from ropebench.run.artifacts import resolve_device
 
     choose("dtype", request.dtype, DTYPES)
-    if request.batch_size <= 0:
+    if request.batch_size is not None and request.batch_size <= 0:
         raise UserError(f"--batch-size must be a positive integer, got {request.batch_size}")
     if request.out is None:
         check_out(None, {})
@@ -330,15 +334,15 @@ class HFPerplexityProbe(PerplexityProbe):
 def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                    stride: int | None = None, rope_scaling: dict | None = None, max_tokens: int | None = None,
                    log=console.print, split: str | None = None, crop: bool | None = None,
-                   crop_every: int | None = None) -> list[dict]:
+                   crop_every: int | None = None, region_len: int | None = None) -> list[dict]:
     """Perplexity of an HF model at each length (default: ``eval.multiples`` x max_position_embeddings),
     merged into OUT/eval_length.csv and OUT/eval_positions.csv; returns the rows."""
     rope_scaling = hf_scaling(rope_scaling)
     session = open_session(request, rope_scaling, log)
     lengths = lengths or run_lengths(session.cfg)
-    # Enough tokens per batch of windows for --batch-size windows at every length; HFCausalLM runs them
-    # --batch-size at a time.
-    checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens,
-                            request.batch_size * max(lengths), buckets=32, split=split, crop=crop,
-                            crop_every=crop_every)
+    # Enough tokens per batch of windows for --batch-size windows at every length (HFCausalLM runs them
+    # --batch-size at a time), or TOKENS_PER_PASS tokens of windows in one pass.
+    batch_tokens = request.batch_size * max(lengths) if request.batch_size else TOKENS_PER_PASS
+    checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets=32,
+                            split=split, crop=crop, crop_every=crop_every, region_len=region_len)
     return run_probe(HFPerplexityProbe(checked, request.model_id), session, lengths, rope_scaling)

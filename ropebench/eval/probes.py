@@ -232,7 +232,7 @@ def hf_probe(request, tasks=None, lengths: list[int] | None = None, depths=None,
              only_missing: bool = False) -> list[dict]:
     """The probes of a Hugging Face model in its own tokens (default lengths: ``DEFAULT_MULTIPLES`` x
     max_position_embeddings), merged into OUT/probe.csv; returns the rows."""
-    from ropebench.eval.hf_session import hf_scaling, open_session
+    from ropebench.eval.hf_session import TOKENS_PER_PASS, hf_scaling, open_session
 
     tasks = list(DEFAULT_TASKS if tasks is None else tasks)
     depths = sorted({check_depth(d, "probe") for d in (DEFAULT_DEPTHS if depths is None else depths)})
@@ -241,5 +241,7 @@ def hf_probe(request, tasks=None, lengths: list[int] | None = None, depths=None,
     session = open_session(request, rope_scaling, log, reads_data=False)
     lengths = sorted(set(lengths or default_lengths(session.cfg)))
     check_lengths(session.encoder(), tasks, lengths, depths, trials, candidates)
-    probe = RetrievalProbe(tasks, depths, trials, candidates, max(1, request.batch_size) * max(lengths))
+    # --batch-size sequences per pass, or as many as make TOKENS_PER_PASS tokens (at least one)
+    batch_tokens = request.batch_size * max(lengths) if request.batch_size else TOKENS_PER_PASS
+    probe = RetrievalProbe(tasks, depths, trials, candidates, batch_tokens)
     return run_probe(probe, session, lengths, rope_scaling, only_missing)

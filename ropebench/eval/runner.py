@@ -91,6 +91,13 @@ class Session:
         return int(self.cfg.train.seq_len)
 
     @property
+    def original_len(self) -> int:
+        """The length the weights learned positions at, which evaluation-time RoPE scaling stretches from (its
+        default original_max_position_embeddings and the length its automatic factor divides): the source run's
+        (``init_from_seq_len``) for a run that started from another's weights, else the training length."""
+        return int(self.cfg.get("init_from_seq_len") or 0) or self.train_len
+
+    @property
     def pe_name(self) -> str:
         return str(self.cfg.pe.name)
 
@@ -255,7 +262,7 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
 
 
 def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], rope_scaling, bar) -> list[dict]:
-    spec, scaling = scaling_for_length(rope_scaling, length, session.train_len)
+    spec, scaling = scaling_for_length(rope_scaling, length, session.original_len)
     base = {"pe": session.pe_name, "train_seq_len": session.train_len, "eval_len": length, **scaling}
     rows = [{**base, **cell} for cell in cells]
     limit = session.model.pe.max_len()

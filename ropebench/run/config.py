@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from ropebench.errors import UserError, choose
+from ropebench.run.resolvers import register_resolvers
 
 
 class Choice(str, Enum):
@@ -193,57 +194,8 @@ def flatten_config(node, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: node}
 
 
-def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    # A sweep job whose overrides are all shared would get an empty sub-directory name (the sweep dir itself).
-    if not OmegaConf.has_resolver("ropebench_subdir"):
-        OmegaConf.register_new_resolver("ropebench_subdir", lambda name: name or "run")
-    if not OmegaConf.has_resolver("ropebench_core_encodings"):
-        OmegaConf.register_new_resolver("ropebench_core_encodings", _core_encodings)
-    if not OmegaConf.has_resolver("ropebench_task_window"):
-        OmegaConf.register_new_resolver("ropebench_task_window", _task_window)
-    if not OmegaConf.has_resolver("ropebench_local_jobs"):
-        OmegaConf.register_new_resolver("ropebench_local_jobs", local_jobs)
-        OmegaConf.register_new_resolver("ropebench_job_threads", lambda: 1 if local_jobs() > 1 else 0)
-
-
-def local_jobs() -> int:
-    """How many sweep jobs `launcher=auto` runs side by side: ROPEBENCH_LOCAL_JOBS if set, else one per CPU core
-    this process may use, or one when a GPU is there (jobs would share it)."""
-    import os
-
-    import torch
-
-    if os.environ.get("ROPEBENCH_LOCAL_JOBS", "").strip():
-        try:
-            return max(1, int(os.environ["ROPEBENCH_LOCAL_JOBS"]))
-        except ValueError:
-            raise UserError(f"ROPEBENCH_LOCAL_JOBS must be a positive integer, got "
-                            f"'{os.environ['ROPEBENCH_LOCAL_JOBS']}'") from None
-    if torch.cuda.is_available():
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _task_window(task: str, length) -> int:
-    """``${ropebench_task_window:${data.task},${data.task_len}}``: the train.seq_len that exactly holds the
-    task's longest training instance (a sweep over tasks gives each task its own window)."""
-    from ropebench.data.tasks import get_task, window
-
-    return window(task, int(length or 0) or get_task(task).default_len)
-
-
-def _core_encodings() -> str:
-    from ropebench.core.pe import CORE_ENCODINGS
-
-    return ",".join(CORE_ENCODINGS)
-
-
-_register_resolvers()
+# The ${ropebench_...:} interpolations the YAML files use, registered before any config is composed.
+register_resolvers()
 
 
 def conf_dir() -> Path:

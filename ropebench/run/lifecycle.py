@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -48,16 +49,18 @@ def check_same_experiment(run: RunDir, cfg: DictConfig) -> None:
                         "directory (hydra.run.dir / hydra.sweep.dir) or continue it with `ropebench resume`")
 
 
-def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None, after_training=None) -> dict:
+def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None, after_training=None,
+          given: Collection[str] | None = None) -> dict:
     """Train a new run in ``run_dir`` (or continue the same experiment found there); ``before_training`` runs
-    once the directory is known to be this experiment's (a sweep job clears its last error there)."""
+    once the directory is known to be this experiment's (a sweep job clears its last error there); ``given``:
+    the config keys the command line set (what an ``init_from`` run does not take from its source)."""
     from ropebench.run.init_from import prepare
     from ropebench.run.trainer import train
 
     run = RunDir(run_dir)
     new = not run.has_config()
     try:
-        cfg = prepare(resolved(cfg))  # checks init_from: a refused source leaves no directory behind either
+        cfg = prepare(resolved(cfg), given)  # checks init_from: a refused source leaves no directory behind either
     except UserError:
         if new:
             run.discard_unstarted()

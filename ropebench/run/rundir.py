@@ -13,6 +13,7 @@ Layout (every name lives here and nowhere else)::
     RUN/probe.csv            retrieval-probe accuracy by task, length and depth
     RUN/eval_task.csv        task accuracy (exact match, per token) by bucket of instance lengths
     RUN/error.txt            why the last attempt failed (sweeps), removed when a later attempt starts
+    RUN/wandb_run.json       the run's Weights & Biases run (id, project, mode): later evaluations log into it
 
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``) and readable by
 others; result CSVs are merged under a file lock so concurrent commands never lose a row. Torch-free: the
@@ -43,6 +44,7 @@ PASSKEY_CSV = "passkey.csv"
 PROBE_CSV = "probe.csv"
 TASK_CSV = "eval_task.csv"
 ERROR = "error.txt"
+WANDB_RUN = "wandb_run.json"
 _LOCK = ".lock"
 
 
@@ -247,6 +249,16 @@ class RunDir:
     def read_error(self) -> str | None:
         path = self.path / ERROR
         return path.read_text() if path.is_file() else None
+
+    # -- the wandb run (written when training opens it) ------------------------------------------------------
+    def read_wandb(self) -> dict | None:
+        try:
+            return json.loads((self.path / WANDB_RUN).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_wandb(self, record: dict) -> None:
+        atomic_write_text(self.path / WANDB_RUN, json.dumps(record, indent=2) + "\n")
 
     # -- result tables ------------------------------------------------------------------------------------
     def read_rows(self, name: str, required: Sequence[str] = (), warn=None) -> list[dict]:
