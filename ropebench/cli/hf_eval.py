@@ -21,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from ropebench.errors import UserError
+from ropebench.errors import UserError, describe
 
 PATHS_HELP = ("Finished run directories and/or sweep directories (every finished run inside is evaluated), or "
               "one Hugging Face model (a directory, or a Hub id; needs --out).")
@@ -66,6 +66,7 @@ def hf_source(path: str) -> str | None:
     local = Path(os.path.expanduser(path))
     if local.is_dir():
         if _is_run(local):
+            _not_hf_results(local)
             return None
         if (local / "config.json").is_file():
             return path
@@ -79,6 +80,16 @@ def hf_source(path: str) -> str | None:
         raise UserError(f"'{path}' does not exist; expected a run directory, a sweep directory or a Hugging Face "
                         "model directory")
     return path  # a Hub id
+
+
+def _not_hf_results(path: Path) -> None:
+    """Refuse the results directory of a Hugging Face model's evaluation (--out), which reads as a run directory."""
+    from ropebench.run.rundir import RunDir
+
+    model = RunDir(path).read_config().get("hf")
+    if model is not None:
+        raise UserError(f"'{path}' holds the results of evaluating the Hugging Face model "
+                        f"'{model.get('model')}', not a run; evaluate the model itself, with --out {path}")
 
 
 def runs_of(paths: list[str]) -> list[Path]:
@@ -109,9 +120,10 @@ def _attempt(evaluate: Callable[[Path], list[dict]], run: Path) -> tuple[str | N
     """(why evaluating ``run`` failed, the exit code it asks for), or (None, 0)."""
     try:
         rows = evaluate(run)
-    except UserError as exc:
-        return str(exc), 2
     except Exception as exc:  # a crash in one run (damaged weights, a bug) must not cost the other runs theirs
+        known = describe(exc)
+        if known is not None:
+            return known
         lines = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}", 1
     return ("a length failed; its status in the CSV says why", 1) if _failed_rows(rows) else (None, 0)

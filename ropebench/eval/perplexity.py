@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ropebench.errors import UserError, choose
@@ -129,9 +130,14 @@ class PerplexityProbe(Probe):
         self.corpus = load_corpus(session.cfg.data, log=session.log)
 
     def documents(self, session: Session, length: int) -> list[tuple[int, int]]:
-        """The spans scored at ``length``: whole regions of the first documents long enough for them."""
-        region = max(length, self.region_len or int(self.region_multiple * session.train_len))
+        """The spans scored at ``length``: whole regions of the first documents long enough for them (with
+        ``region_len`` -1: every document longer than ``length``, whole, within the token budget)."""
         val = self.corpus.val
+        if self.region_len < 0:
+            docs = val.documents(min_len=length + 1)
+            budget = np.cumsum([end - start - 1 for start, end in docs])
+            return docs[: int(np.searchsorted(budget, self.max_tokens)) + 1] if self.max_tokens else docs
+        region = max(length, self.region_len or int(self.region_multiple * session.train_len))
         docs = val.documents(min_len=region + 1) or val.documents(min_len=length + 1)
         if self.max_tokens:  # whole regions: the same documents at every length up to the region
             docs = docs[: math.ceil(self.max_tokens / region)]

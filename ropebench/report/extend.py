@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ropebench.report.rows import read_rows
-from ropebench.run.rundir import EVAL_CSV, PASSKEY_CSV, RunDir, atomic_write_text
+from ropebench.run.rundir import EVAL_CSV, PASSKEY_CSV, RunDir, atomic_write_text, job_dirs
 
 SCALING_NAMES = {"linear": "PI", "ntk": "NTK", "dynamic": "dynamic NTK", "yarn": "YaRN"}
 VALUES = ("ppl", "passkey")  # perplexity; passkey accuracy averaged over depths
@@ -54,18 +54,40 @@ def _as_trained_label(cfg) -> str:
 
 def extension_runs(sweep_dir: Path) -> list[Path]:
     """The finished runs of an extension sweep and of its base sweep (SWEEP_DIR/base)."""
-    from ropebench.report.sweep import run_dirs
-
-    found = [*run_dirs(sweep_dir), *run_dirs(Path(sweep_dir) / "base")]
+    found = [*job_dirs(sweep_dir), *job_dirs(Path(sweep_dir) / "base")]
     return [p for p in found if RunDir(p).is_finished()]
 
 
-def _run_values(run: Path) -> tuple[str, str, dict[int, float], dict[int, float]]:
-    """(method, steps, ppl by length, passkey accuracy by length) of one run, as trained."""
+# Config keys the method and the budget already name (method_of, train.steps): not repeated as settings.
+_NAMED = ("pe.", "train.steps", "train.seq_len", "train.pose_target_len", "train.pose_chunks", "init_from_seq_len")
+
+
+def method_names(runs: list[Path]) -> dict[Path, str]:
+    """Each run's method, with every other setting that tells it apart from the runs it is compared with (a
+    learning rate, a model size: ``YaRN (lr=0.001)``), the way plots and tables label runs
+    (``results.swept_keys``) -- so that runs differing in anything but the seed are never averaged as seeds of
+    one method. Base runs are compared with base runs, extensions with extensions."""
+    from ropebench.report.results import make_label, read_run, swept_keys
+
+    configs = {run: RunDir(run).read_config() for run in runs}
+    names = {}
+    for base in (True, False):
+        group = [run for run in runs if bool(configs[run].get("init_from")) != base]
+        for run, keys in swept_keys([read_run(run) for run in group]).items():
+            shown = [(key, value) for key, value in keys if not key.startswith(_NAMED)]
+            names[run] = make_label(method_of(configs[run]), "none", shown)
+    return names
+
+
+def is_base(method: str) -> bool:
+    return method.split(" (", 1)[0].endswith(BASE)
+
+
+def _run_values(run: Path, method: str) -> tuple[str, dict[int, float], dict[int, float]]:
+    """(steps, ppl by length, passkey accuracy by length) of one run, as trained."""
     cfg = RunDir(run).read_config()
     label = _as_trained_label(cfg)
-    method = method_of(cfg)
-    steps = "" if method.endswith(BASE) else str(int(cfg.train.steps))
+    steps = "" if is_base(method) else str(int(cfg.train.steps))
     def rows(name: str, value: str) -> list[dict]:  # a text run has no passkey.csv, a passkey run no eval CSV
         return read_rows(run / name, ("eval_len", value)) if (run / name).is_file() else []
 
@@ -75,7 +97,7 @@ def _run_values(run: Path) -> tuple[str, str, dict[int, float], dict[int, float]
     for r in rows(PASSKEY_CSV, "accuracy"):
         if r.get("status") == "ok" and r.get("rope_scaling") == label:
             passkey[int(r["eval_len"])].append(float(r["accuracy"]))
-    return method, steps, ppl, {length: statistics.fmean(v) for length, v in passkey.items()}
+    return steps, ppl, {length: statistics.fmean(v) for length, v in passkey.items()}
 
 
 def _stats(name: str, values: list[float]) -> dict:
@@ -89,8 +111,10 @@ def _stats(name: str, values: list[float]) -> dict:
 def summary_rows(runs: list[Path]) -> list[dict]:
     """One row per (method, steps, length), aggregated over the runs (seeds) that have it."""
     found = {"ppl": defaultdict(list), "passkey": defaultdict(list)}
+    names = method_names(runs)
     for run in runs:
-        method, steps, by_len, pk = _run_values(run)
+        method = names[run]
+        steps, by_len, pk = _run_values(run, method)
         for name, values in (("ppl", by_len), ("passkey", pk)):
             for length, value in values.items():
                 found[name][(method, steps, length)].append(value)
@@ -100,7 +124,7 @@ def summary_rows(runs: list[Path]) -> list[dict]:
 
 
 def _order(method: str, steps: str, length: int) -> tuple:
-    return (not method.endswith(BASE), method, int(steps or -1), length)
+    return (not is_base(method), method, int(steps or -1), length)
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -138,10 +162,10 @@ def _figure(rows: list[dict], value: str):
                              squeeze=False)
     for ax, steps in zip(axes[0], budgets):
         for method in sorted({r["method"] for r in rows}):
-            pts = [r for r in rows if r["method"] == method and (r["steps"] == steps or method.endswith(BASE))]
-            if not pts or (method.endswith(BASE) and not method.startswith("rope")):
+            pts = [r for r in rows if r["method"] == method and (r["steps"] == steps or is_base(method))]
+            if not pts or (is_base(method) and not method.startswith("rope")):
                 continue
-            style = "k--" if method.endswith(BASE) else "-o"
+            style = "k--" if is_base(method) else "-o"
             xs = [r["eval_len"] for r in pts]
             ax.plot(xs, [r[f"{value}_mean"] for r in pts], style, label=method, markersize=3)
             ax.fill_between(xs, [r[f"{value}_min"] for r in pts], [r[f"{value}_max"] for r in pts], alpha=0.12)

@@ -28,6 +28,7 @@ from ropebench.report.results import (
     series_sort_key,
 )
 from ropebench.report.tokens import warn_unequal_tokens
+from ropebench.run.rundir import atomic_write
 
 DPI = 200  # every raster figure ropebench writes
 FORMATS = ("png", "pdf", "svg")
@@ -132,14 +133,12 @@ def output_paths(out: str | Path, default_stem: str) -> list[Path]:
 def _save(fig, paths: list[Path]) -> list[Path]:
     for path in paths:
         fmt = path.suffix[1:]
-        tmp = path.with_name(f".{path.name}.tmp")
         # No creation date inside, so re-plotting unchanged results gives an identical file.
         meta = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", metadata=meta)
-            os.replace(tmp, path)  # a reader (LaTeX, a browser) never sees a half-written figure
-        except OSError as exc:
-            raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        # Through a temporary file of a unique name: a reader (LaTeX, a browser) never sees a half-written figure,
+        # two plots at once never share one, and no link planted at a fixed name can redirect the write.
+        atomic_write(path, lambda f, fmt=fmt, meta=meta: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight",
+                                                                     metadata=meta))
     return paths
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ropebench.errors import UserError
 from ropebench.progress import console
-from ropebench.run.rundir import CONFIG, ERROR, EVAL_CSV, LEGACY_CONFIG, RunDir
+from ropebench.run.rundir import EVAL_CSV, RunDir, job_dirs
 
 
 @dataclass
@@ -36,16 +36,6 @@ def default_sweep_dir(name: str) -> str:
     return f"sweeps/{name}/{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_dirs(sweep_dir: Path) -> list[Path]:
-    """The run directories of a sweep: one level down, each holding a run's config -- or only the error of a job
-    whose settings were refused before it started (a launcher running jobs elsewhere reports nothing else)."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        return []
-    marks = (CONFIG, LEGACY_CONFIG, ERROR)
-    return sorted(p for p in sweep_dir.iterdir() if any((p / name).is_file() for name in marks))
-
-
 def first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
@@ -53,7 +43,7 @@ def first_line(text: str) -> str:
 
 def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
     finished, failed, unfinished = [], [], []
-    for run in run_dirs(sweep_dir):
+    for run in job_dirs(sweep_dir):
         error = RunDir(run).read_error()
         if RunDir(run).is_finished():
             finished.append(run)
@@ -77,8 +67,13 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=()) -> S
     if not sweep_dir.is_dir():
         raise UserError(f"sweep directory '{sweep_dir}' does not exist")
     finished, failed, unfinished = collect(sweep_dir)
-    # Jobs refused without writing anything (their directory holds another experiment) are failures too.
-    failed += [(Path(run), why) for run, why in refused if Path(run) not in {f for f, _ in failed}]
+    # Jobs refused without writing anything (their directory holds another experiment) are failures too -- each
+    # counted once (Hydra names a job's path absolute, collect as found here), and not also as the finished run
+    # that refused them.
+    refused_at = {Path(run).resolve() for run, _ in refused}
+    finished = [run for run in finished if run.resolve() not in refused_at]
+    known = {f.resolve() for f, _ in failed}
+    failed += [(Path(run), why) for run, why in refused if Path(run).resolve() not in known]
     configs = {r: RunDir(r).read_config() for r in finished}
     passkey_runs = [r for r in finished if configs[r].data.source == "passkey" or configs[r].eval.get("passkey")]
     for run in finished:

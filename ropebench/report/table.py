@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from ropebench.errors import UserError, choose
 from ropebench.report.results import Point, aggregate, load_results, select
 from ropebench.report.tokens import warn_unequal_tokens
+from ropebench.run.rundir import atomic_write_text
 
 FORMATS = ("md", "csv", "latex")
 _SUFFIX_FORMAT = {".md": "md", ".markdown": "md", ".csv": "csv", ".tex": "latex"}
@@ -148,9 +148,5 @@ def write_table(
                 "or pass a format (md, csv, latex)"
             )
     text = perplexity_table(paths, lengths=lengths, fmt=fmt, protocol=protocol)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, out)  # readers see the old table or the new one, never half of one
+    atomic_write_text(out, text)  # readers see the old table or the new one, never half of one
     return out

@@ -20,6 +20,7 @@ checkpoint's bytes are written by whoever owns torch, through :func:`atomic_writ
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -39,7 +40,11 @@ EVAL_CSV = "eval_length.csv"
 POSITIONS_CSV = "eval_positions.csv"
 PASSKEY_CSV = "passkey.csv"
 ERROR = "error.txt"
-_LOCK = ".lock"
+_LOCK = ".lock"  # held while result rows are merged
+CLAIM = ".claim.lock"  # held by the command writing the run (ropebench.run.locks)
+# Keys every command reads from a run config: one without them is damaged, and is said to be before anything
+# else (any other key missing is one line too, where it is looked up: ropebench.errors.describe).
+REQUIRED_KEYS = ("pe.name", "train.seq_len")
 
 
 def _umask() -> int:
@@ -53,21 +58,93 @@ def make_readable(path: Path) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
+class _WriteErrors:
+    """A binary file that remembers the first OSError its writes raised: a writer that turns it into its own
+    error (torch.save's zip writer reports a full disk as "unexpected pos ...") cannot hide why it failed."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the file the user asked for instead of its temporary name."""
+    return type(exc)(exc.errno, exc.strerror, str(path)) if exc.errno is not None else exc
+
+
 def atomic_write(path: Path, write: Callable) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then move it into place (mode 0644 less
-    the umask, like any file the user creates -- mkstemp alone would leave 0600)."""
+    """Call ``write(binary_file)`` on a temporary file beside ``path`` (a unique name: no fixed name that a planted
+    link could redirect), then move it into place (mode 0644 less the umask, like any file the user creates --
+    mkstemp alone would leave 0600). A file-system error names ``path``, however the writer reported it; the
+    previous file is kept."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _about(exc, path) from None
+    recorder = None
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _WriteErrors(f)
+            write(recorder)
             f.flush()
             os.fsync(f.fileno())
         make_readable(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = recorder.error if recorder is not None and recorder.error is not None else exc
+        if isinstance(cause, OSError):
+            raise _about(cause, path) from None
+        raise
+
+
+def space_problem(directory: Path, size: int) -> OSError | None:
+    """The file-system error that writing ``size`` bytes into ``directory`` runs into -- a full disk or this
+    process's file-size limit (`ulimit -f`) -- or None. For writers that word those errors their own way."""
+    import resource
+
+    try:
+        stat = os.statvfs(directory)
+        if stat.f_bavail * stat.f_frsize < size:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    except OSError:
+        pass
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < size:
+        return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(directory))
+    return None
+
+
+def atomic_write_file(path: Path, write_to: Callable[[str], None], size: int) -> None:
+    """``atomic_write`` for a writer that takes a file name (safetensors): ``write_to(temporary_name)``, then the
+    move into place. ``size``: about how many bytes it writes, to tell a full disk from other failures."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise _about(exc, path) from None
+    try:
+        write_to(tmp)
+        make_readable(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        problem = exc if isinstance(exc, OSError) else space_problem(path.parent, size)
+        Path(tmp).unlink(missing_ok=True)
+        if problem is not None:
+            raise _about(problem, path) from None
         raise
 
 
@@ -78,35 +155,41 @@ def atomic_write_text(path: Path, text: str) -> None:
 def read_csv_rows(path: Path, required: Sequence[str] = (), parse: Callable[[dict], dict | None] | None = None,
                   warn: Callable[[str], None] | None = None) -> list[dict]:
     """Rows of a result CSV. A damaged file never stops a command: a row with more cells than the header or too
-    few to reach a required column, one the CSV reader cannot split, or one that ``parse`` (row -> row, or None
-    when damaged) rejects is skipped, with one warning naming the file and the lines; a file without a
-    ``required`` column, or not text, is skipped whole with one warning. ``warn`` receives each message
-    (default: a "warning:" line on stderr)."""
+    few to reach a required column, one the CSV reader cannot split, a last line cut short (ropebench ends every row with a line break, so a last
+    row without one was torn by a crash or a full disk: ``54.0`` of ``54.06`` is a wrong number, not a short one), or
+    one that ``parse`` (row -> row, or None when damaged) rejects is skipped, with one warning naming the file and
+    the lines; a file without a ``required`` column, or not text, is skipped whole with one warning. ``warn``
+    receives each message (default: a "warning:" line on stderr)."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows, bad = [], []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                _warn(warn, f"skipping '{path}': it has no column {', '.join(missing)}")
-                return []
-            while True:
-                try:
-                    raw = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error:
-                    bad.append(reader.line_num)
-                    continue
-                short = any(raw.get(c) is None for c in required)  # fewer cells than a required column needs
-                row = None if None in raw or short else parse(raw) if parse else raw
-                (bad.append(reader.line_num) if row is None else rows.append(row))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:  # not readable, or not text: nothing in it can be trusted
         _warn(warn, f"skipping '{path}': unreadable ({type(exc).__name__})")
         return []
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+    except csv.Error:
+        missing = list(required) or ["(no header)"]
+    if missing:
+        _warn(warn, f"skipping '{path}': it has no column {', '.join(missing)}")
+        return []
+    torn = None if text.endswith(("\n", "\r")) else text.count("\n") + 1  # the line of an unfinished last row
+    rows, bad = [], []
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            bad.append(reader.line_num)
+            continue
+        short = any(raw.get(c) is None for c in required)  # fewer cells than a required column needs
+        damaged = None in raw or short or reader.line_num == torn  # or more cells than the header
+        row = None if damaged else parse(raw) if parse else raw
+        (bad.append(reader.line_num) if row is None else rows.append(row))
     if bad:
         lines = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
         many = "s" * (len(bad) > 1)
@@ -133,6 +216,23 @@ def runs_below(path: Path, is_run: Callable[[Path], bool]) -> list[Path]:
     below = [c for c in children if is_run(c)]
     below += [g for c in children if not is_run(c) for g in subdirs(c) if is_run(g)]
     return sorted(below)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The run directories of a sweep: one level down, each holding a run's config -- or only the error of a job
+    whose settings were refused before it started (a launcher running jobs elsewhere reports nothing else)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return []
+    marks = (CONFIG, LEGACY_CONFIG, ERROR)
+    return sorted(p for p in sweep_dir.iterdir() if any((p / name).is_file() for name in marks))
+
+
+def resume_command(run_dir) -> str:
+    """The command that continues a run, quoted so that pasting it works (sweep job names hold '=' and ',')."""
+    import shlex
+
+    return f"ropebench resume {shlex.quote(str(run_dir))}"
 
 
 def _has_values(required: Sequence[str]) -> Callable[[dict], dict | None]:
@@ -176,6 +276,7 @@ class RunDir:
         if not OmegaConf.is_dict(cfg):  # a list or a scalar: nothing to look keys up in
             raise UserError(f"'{path}' is incomplete (no mapping); the run's config is damaged")
         missing = [k for k in ("model", "pe", "data", "train", "eval") if not OmegaConf.is_dict(cfg.get(k))]
+        missing = missing or [k for k in REQUIRED_KEYS if OmegaConf.select(cfg, k, default=None) is None]
         if missing:
             raise UserError(f"'{path}' is incomplete (no {', '.join(missing)}); "
                             "the run's config is damaged")
@@ -196,12 +297,20 @@ class RunDir:
         leaves nothing behind. Files that are not a run's are never touched."""
         if (self.path / CHECKPOINT).exists() or self.read_metrics():
             return
-        for name in (CONFIG, METRICS, ERROR, _LOCK):
+        for name in (CONFIG, METRICS, ERROR, _LOCK, CLAIM):
             (self.path / name).unlink(missing_ok=True)
         try:
             self.path.rmdir()
         except OSError:  # something else lives there: keep it
             pass
+
+    def claim(self, shared: bool = False):
+        """Hold the directory for this command (a context manager, ``ropebench.run.locks``): exclusive to train or
+        continue the run, shared to add results to it or read it whole; refused in one line while another command
+        holds it in a way that excludes this one."""
+        from ropebench.run.locks import directory_lock
+
+        return directory_lock(self.path / CLAIM, self.path, shared)
 
     # -- completion ---------------------------------------------------------------------------------------
     def is_finished(self) -> bool:
@@ -218,10 +327,25 @@ class RunDir:
 
     # -- metrics ------------------------------------------------------------------------------------------
     def read_metrics(self) -> list[dict]:
+        """The logged records; a damaged line (a crash or a full disk cut the last one short) is skipped with one
+        warning -- the checkpoint, not this log, is what a continued run starts from."""
         path = self.path / METRICS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records, bad = [], []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except ValueError:
+                record = "damaged"
+            if isinstance(record, dict):
+                records.append(record)
+            elif record is not None:
+                bad.append(number)
+        if bad:
+            _warn(None, f"'{path}': skipped {len(bad)} damaged line{'s' * (len(bad) > 1)} "
+                        f"({', '.join(map(str, bad[:10]))})")
+        return records
 
     def keep_metrics_through(self, step: int) -> None:
         """On resume, drop lines logged after the checkpoint's step: they will be logged again."""
