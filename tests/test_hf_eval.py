@@ -16,10 +16,12 @@ from ropebench.eval import hf_model, hf_passkey
 from ropebench.eval.hf_model import HFCausalLM
 from ropebench.eval.hf_passkey import KEY, PromptBuilder
 from ropebench.eval.hf_session import HFRequest, hf_eval_length
+from ropebench.run import hf_compat
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 runner = CliRunner()
+pytestmark = pytest.mark.hf  # also run with the oldest transformers the [hf] extra accepts (.ci/run)
 MAX_POS = 32
 
 
@@ -48,6 +50,12 @@ def hf_dir(tmp_path_factory, corpus_dir):
                                                                      n_head=4, n_positions=MAX_POS)),
         "bert": transformers.BertForMaskedLM(transformers.BertConfig(**{**shape, "num_hidden_layers": 1})),
     }
+    # The same Llama with a RoPE scaling in its own config (linear, factor 2): what a long-context checkpoint ships.
+    llama = built["llama"].config
+    scaled = hf_compat.with_rope_parameters(llama, {**hf_compat.rope_parameters(llama), "rope_type": "linear",
+                                                    "factor": 2.0})
+    built["llama_scaled"] = transformers.LlamaForCausalLM(scaled)
+    built["llama_scaled"].load_state_dict(built["llama"].state_dict())
     for name, model in built.items():
         model.save_pretrained(root / name)
         fast.save_pretrained(root / name)
@@ -94,7 +102,7 @@ def scored_windows_nll(hf_dir, out, length):
     from ropebench.eval.runner import Session
 
     session = Session(out)
-    probe = PerplexityProbe(max_tokens=int(session.cfg.eval.max_tokens))
+    probe = PerplexityProbe(max_tokens=int(session.cfg.eval.max_tokens), region_len=int(session.cfg.eval.region_len))
     probe.corpus = load_corpus(OmegaConf.create(session.cfg.data), log=lambda *a: None)
     model, total, count = load(hf_dir / "llama"), 0.0, 0
     for w in make_windows(probe.documents(session, length), length, "nonoverlapping", length):
@@ -145,7 +153,7 @@ def test_rope_scaling_equals_transformers_own_construction(hf_dir, name, kind, r
     adapter.pe.set_scaling(spec)
     ours = adapter(ids[:, :-1], ids[:, 1:])[1]
     config = transformers.AutoConfig.from_pretrained(hf_dir / name)
-    config.rope_parameters = {**config.rope_parameters, **reference}
+    config = hf_compat.with_rope_parameters(config, {**hf_compat.rope_parameters(config), **reference})
     theirs = load(hf_dir / name, config=config)
     with torch.no_grad():
         logits = theirs(ids[:, :-1]).logits.float()
@@ -189,6 +197,54 @@ def test_cli_results_read_by_table_and_plot_beside_a_run(hf_dir, corpus_dir, tmp
     figure = invoke("plot", llama, gpt2, run, "--out", tmp_path / "fig.png")
     assert figure.exit_code == 0, figure.output
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_text_given_by_path_is_scored_whole(hf_dir, corpus_dir, tmp_path):
+    """--data FILES: every document given is scored (none held out as training data), every token of each; one
+    file is a corpus of one document. n_documents says how many, in every row."""
+    files = sorted(corpus_dir.iterdir())[:20]
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for f in files:
+        shutil.copy(f, texts / f.name)
+    out = tmp_path / "out"
+    result = invoke("eval-length", hf_dir / "llama", "--out", out, "--data", texts, "--lengths", "32,64")
+    assert result.exit_code == 0, result.output
+    assert "scoring every document of the text given, each whole: 20 documents" in result.stderr
+    rows = read_csv(out / "eval_length.csv")
+    assert [int(r["n_documents"]) for r in rows] == [20, 20]  # every file is longer than 64 tokens
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir / "llama")
+    every = sum(len(tokenizer(f.read_text(), add_special_tokens=False).input_ids) for f in files)
+    assert int(rows[0]["n_tokens"]) == every - len(files)  # each document's every target, none twice
+    one = tmp_path / "one"
+    result = invoke("eval-length", hf_dir / "llama", "--out", one, "--data", files[0], "--lengths", "32")
+    assert result.exit_code == 0, result.output
+    assert [int(r["n_documents"]) for r in read_csv(one / "eval_length.csv")] == [1]
+
+
+def test_the_models_own_rope_scaling_names_its_rows_and_none_removes_it(hf_dir, corpus_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["eval-length", hf_dir / "llama_scaled", "--out", out, "--data", corpus_dir, "--lengths", "32"]
+    assert invoke(*args).exit_code == 0
+    assert invoke(*args, "--rope-scaling", "none").exit_code == 0
+    rows = {r["rope_scaling"]: r for r in read_csv(out / "eval_length.csv")}
+    assert sorted(rows) == ["linear(factor=2)", "none"]
+    plain = tmp_path / "plain"
+    assert invoke("eval-length", hf_dir / "llama", "--out", plain, "--data", corpus_dir, "--lengths", "32",
+                  "--rope-scaling", "linear", "--factor", "2").exit_code == 0
+    unscaled = tmp_path / "unscaled"
+    assert invoke("eval-length", hf_dir / "llama", "--out", unscaled, "--data", corpus_dir,
+                  "--lengths", "32").exit_code == 0
+
+    def nll(path):
+        return float(read_csv(path / "eval_length.csv")[0]["nll"])
+
+    # The model's own scaling is what --rope-scaling linear --factor 2 does to the same weights; none, the raw model.
+    assert float(rows["linear(factor=2)"]["nll"]) == pytest.approx(nll(plain), abs=1e-6)
+    assert float(rows["none"]["nll"]) == pytest.approx(nll(unscaled), abs=1e-6)
+    assert rows["none"]["nll"] != rows["linear(factor=2)"]["nll"]
+    result = invoke(*args, "--rope-scaling", "yarn")
+    assert result.exit_code == 2 and "already scales its RoPE" in result.stderr, result.output
 
 
 def test_out_of_memory_at_one_length_is_a_status(hf_dir, corpus_dir, tmp_path, monkeypatch):
