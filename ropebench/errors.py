@@ -61,6 +61,16 @@ def config_error_line(exc: Exception) -> str:
     return f"config: {text[0] if text else type(exc).__name__}{where}"
 
 
+def _file_system_cause(exc: BaseException) -> OSError | None:
+    """The OSError of a full or read-only disk that ``exc`` was raised from (``raise ... from``), if any."""
+    seen = 0
+    while exc.__cause__ is not None and seen < 8:
+        exc, seen = exc.__cause__, seen + 1
+        if isinstance(exc, OSError) and exc.errno in (*_FULL, errno.EROFS, errno.EACCES, errno.EPERM):
+            return exc
+    return None
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
@@ -71,6 +81,9 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
         return str(exc), 2
     if isinstance(exc, OSError):
         return os_error_line(exc), 1
+    wrapped = _file_system_cause(exc)
+    if wrapped is not None:  # a library's own error raised from the file system's (datasets, safetensors)
+        return os_error_line(wrapped), 1
     if _out_of_memory(exc):
         detail = str(exc).strip().splitlines()
         return (f"out of memory{f' ({detail[0][:200]})' if detail else ''}; use smaller sizes (train.batch_size, "

@@ -115,7 +115,9 @@ def test_exported_logits_equal_ropebench(trained_run, tmp_path, case, bias):
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == (["GPT2LMHeadModel"] if pe == "learned" else ["GPTNeoXForCausalLM"])
     assert config.get("max_position_embeddings", config.get("n_positions")) == TRAIN_LEN
-    assert config["vocab_size"] == 257 and config["eos_token_id"] == 256 and config["tie_word_embeddings"]
+    # transformers 4 leaves out what equals the architecture's default (GPT-2 ties its embeddings by default)
+    assert config["vocab_size"] == 257 and config["eos_token_id"] == 256
+    assert config.get("tie_word_embeddings", pe == "learned")
     for attn in ("sdpa", "eager"):
         diff = max_logit_diff(run, out, lengths, attn)
         print(f"{case} bias={bias} {attn}: max |dlogit| = {diff:.3g}")
@@ -340,20 +342,25 @@ def test_missing_and_unfinished_runs_are_refused(trained_run, tmp_path):
 
 
 def test_existing_output_is_refused_unless_forced(trained_run, tmp_path):
+    """--force replaces an earlier export (it holds ropebench_export.json), never any other directory."""
     out = tmp_path / "hf"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    fails_cleanly(["export-hf", trained_run, out], "exists and is not empty", "--force")
+    for force in ([], ["--force"]):
+        fails_cleanly(["export-hf", trained_run, out, *force], "is not an earlier export")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (tmp_path / "file").write_text("x")
     fails_cleanly(["export-hf", trained_run, tmp_path / "file"], "not a directory")
     fails_cleanly(["export-hf", trained_run, trained_run, "--force"], "holds the run")
     fails_cleanly(["export-hf", trained_run, trained_run.parent, "--force"], "holds the run")
     assert RunDir(trained_run).is_finished()
-    export_forced = invoke("export-hf", trained_run, out, "--force")
+    earlier = export(trained_run, tmp_path / "earlier")
+    (earlier / "stale.txt").write_text("from before")
+    fails_cleanly(["export-hf", trained_run, earlier], "holds an earlier export", "--force")
+    export_forced = invoke("export-hf", trained_run, earlier, "--force")
     assert export_forced.exit_code == 0, export_forced.output
-    assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "hf"]  # no temporary directory left
+    assert not (earlier / "stale.txt").exists() and (earlier / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "file", "hf"]  # no temporary directory left
     empty = tmp_path / "empty"
     empty.mkdir()
     export(trained_run, empty)  # an empty directory is fine without --force

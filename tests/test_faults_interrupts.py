@@ -108,14 +108,13 @@ def test_a_parallel_sweep_stopped_during_an_evaluation_ends_with_its_continue_li
 
 
 def _ctrl_c_after_first_length(monkeypatch) -> None:
-    """One Ctrl-C right after the first evaluated length, as from a terminal."""
+    """One Ctrl-C as the second length starts (the first is written), as from a terminal."""
     original = PerplexityProbe.measure
 
     def measure(self, session, length, rows, meter):
-        extra = original(self, session, length, rows, meter)
-        if length == LENGTHS[0]:
+        if length == LENGTHS[1]:
             os.kill(os.getpid(), signal.SIGINT)
-        return extra
+        return original(self, session, length, rows, meter)
 
     monkeypatch.setattr(PerplexityProbe, "measure", measure)
 

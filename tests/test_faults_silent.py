@@ -121,7 +121,7 @@ def _extension_run(root: Path, name: str, lr: float, seed: int, ppl: float) -> P
     (run / "model.safetensors").write_bytes(b"")
     label = "yarn(factor=4,original_max_position_embeddings=16)"
     (run / "eval_length.csv").write_text("pe,train_seq_len,eval_len,protocol,stride,rope_scaling,ppl,nll,status\n"
-                                         f"rope,64,64,nonoverlapping,64,{label},{ppl},1.0,ok\n")
+                                         f'rope,64,64,nonoverlapping,64,"{label}",{ppl},1.0,ok\n')
     return run
 
 

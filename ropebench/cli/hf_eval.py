@@ -31,8 +31,9 @@ _OPTIONS = {
     "out": (Path, typer.Option(None, help="Hugging Face model: the results directory (required); plot and table "
                                           "read it like a run directory.")),
     "data": (str, typer.Option(None, help="Hugging Face model: the text, tokenized by the model's tokenizer: "
-                                          "stdlib (default) or another data preset, hf:NAME_OR_PATH[:SUBSET] (a "
-                                          "datasets source), or FILE_OR_DIR[,...].")),
+                                          "stdlib (default) or another data preset (its validation documents), or "
+                                          "text given by path, scored whole -- every document, every token: "
+                                          "hf:NAME_OR_PATH[:SUBSET] (a datasets source) or FILE_OR_DIR[,...].")),
     "dtype": (str, typer.Option(None, help="Hugging Face model: auto (float32 on CPU, the checkpoint's dtype on "
                                            "GPU), float32, bfloat16 or float16.")),
     "batch_size": (int, typer.Option(None, help="Hugging Face model: windows (passkey: prompts) per forward "

@@ -148,8 +148,8 @@ class HFPositions:
         config = hf_compat.with_rope_parameters(self.hf.config, hf_rope_parameters(spec, self.own, dim))
         device = next(self.hf.parameters()).device
         for name, module in self.rotary:
-            _check_tables(self._rebuilt(module, config, device), spec, self.own["rope_theta"], dim,
-                          self._original_length())
+            hf_compat.check_rotary_tables(self._rebuilt(module, config, device), spec, self.own["rope_theta"],
+                                          dim, self._original_length())
             # Frequencies stay float32, as transformers computes them; only the device follows the model. A fresh
             # module: the check above moved a dynamic one's cached length.
             self._put(name, self._rebuilt(module, config, device))
@@ -165,31 +165,6 @@ class HFPositions:
     def _put(self, name: str, module) -> None:
         parent, _, child = name.rpartition(".")
         setattr(self.hf.get_submodule(parent) if parent else self.hf, child, module)
-
-
-@torch.no_grad()
-def _check_tables(module, spec: dict | None, theta: float, dim: int, original: int) -> None:
-    """The rebuilt module's cos and sin at positions up to twice the original length equal ropebench's for
-    ``spec`` (``freqs.rope_inv_freq``); otherwise this transformers computes the scaling differently (4.46's YaRN
-    has no original_max_position_embeddings, mscale or truncate) and --rope-scaling would not be what it says."""
-    from ropebench.core.rope.freqs import rope_inv_freq, scaling_label
-
-    positions = sorted({0, 1, max(1, original // 2), original - 1, original, 2 * original - 1})
-    device = next(iter(module.buffers())).device if list(module.buffers()) else torch.device("cpu")
-    ids = torch.tensor([positions], device=device)
-    try:
-        cos, sin = module(torch.zeros(1, dtype=torch.float32, device=device), ids)
-    except Exception as exc:
-        raise UserError(f"cannot check {type(module).__name__}'s tables: {exc}".splitlines()[0]) from None
-    inv_freq, attention = rope_inv_freq(dim, theta, spec, seq_len=positions[-1] + 1)
-    angles = ids[0, :, None].float() * inv_freq.to(device)[None, :]
-    theirs = torch.cat([cos[0, :, : dim // 2], sin[0, :, : dim // 2]]).float()
-    ours = torch.cat([angles.cos(), angles.sin()]) * attention
-    if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=1e-4, atol=1e-5):
-        label = scaling_label(spec) if spec else "none"
-        raise UserError(f"transformers {hf_compat.version()} computes rope scaling {label} otherwise than ropebench "
-                        "(the rotary tables differ); use another --rope-scaling or another transformers version "
-                        "(pip install -U transformers)")
 
 
 def _learned_limit(hf_model) -> int | None:

@@ -17,8 +17,9 @@ ropebench import, and its logits equal ropebench's (fp32). The architectures, an
   ropebench's, and ``activation_function="gelu"`` (GPT-2's default is the tanh approximation).
 
 ``max_position_embeddings`` is the run's training length, Hugging Face's convention for the trained context.
-RoPE scaling applied during training (``pe.scaling``) maps to ``rope_parameters`` for linear, dynamic and yarn,
-which transformers computes as ropebench does (``ropebench.core.rope.freqs``).
+RoPE scaling applied during training (``pe.scaling``) maps to ``rope_parameters`` (transformers 4:
+``rope_scaling``, ``run.hf_compat``) for linear, dynamic and yarn; before anything is written, the export is
+checked to compute the run's logits and rotary tables in the installed transformers (``check_same_model``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def export_hf(run_dir, out, *, force: bool = False) -> Path:
         table_len = model.pe.max_len()
         tokenizer = load_run_tokenizer(cfg.data, table_len)
         hf_model = to_hf(model, cfg, int(tokenizer.eos_token_id))
-        check_same_logits(model, hf_model, cfg)
+        check_same_model(model, hf_model, cfg)
 
         def write(tmp: Path) -> None:
             with _no_progress_bar():
@@ -71,17 +72,10 @@ def export_hf(run_dir, out, *, force: bool = False) -> Path:
             save_tokenizer(tokenizer, tmp)
             _add_legacy_keys(tmp / "config.json", hf_model.config)
             (tmp / MANIFEST).write_text(json.dumps(hf_card.manifest(run, cfg, hf_model, out), indent=2) + "\n")
-            (tmp / hf_card.CARD).write_text(hf_card.model_card(run, cfg, hf_model, table_len, _final(run)))
+            (tmp / hf_card.CARD).write_text(hf_card.model_card(run, cfg, hf_model, table_len))
 
         _write_atomically(out, write, _size(model))
     return out
-
-
-def _final(run: RunDir) -> dict:
-    try:
-        return run.read_final()
-    except UserError:
-        return {}
 
 
 def _size(model) -> int:
@@ -192,11 +186,15 @@ def to_hf(model, cfg, eos_id: int):
 
 
 @torch.no_grad()
-def check_same_logits(model, hf_model, cfg, tol: float = 1e-3) -> None:
-    """The transformers model computes ropebench's logits -- at the training length and, past it, at twice that
-    where the encoding has positions there -- or the export is refused: an installed transformers that computes
-    the architecture or its RoPE scaling otherwise (4.46's YaRN knows no original_max_position_embeddings)
-    would otherwise export another model under this run's name."""
+def check_same_model(model, hf_model, cfg, tol: float = 1e-3) -> None:
+    """The transformers model computes ropebench's logits (at the training length, and at twice that where the
+    encoding has positions there) and, for RoPE, its rotary tables (``hf_compat.check_rotary_tables``), or the
+    export is refused: a transformers that computes the architecture or its scaling otherwise would export another
+    model under this run's name."""
+    if cfg.pe.name == "rope":  # on fresh modules: a dynamic one keeps the longest length it has seen
+        for module in {type(m) for m in hf_model.modules() if type(m).__name__.endswith("RotaryEmbedding")}:
+            hf_compat.check_rotary_tables(module(config=hf_model.config), training_scaling(cfg, model),
+                                          float(cfg.pe.base), model.pe.rotary_dim, int(cfg.train.seq_len))
     train_len = int(cfg.train.seq_len)
     limit = model.pe.max_len()
     lengths = [n for n in (train_len, 2 * train_len) if limit is None or n <= limit]
@@ -380,13 +378,14 @@ def _write_atomically(out: Path, write, size: int) -> None:
             os.replace(out, old / "previous")
         os.replace(tmp, out)
     except BaseException as exc:
-        problem = None if isinstance(exc, (OSError, UserError)) else space_problem(out.parent, size)
+        problem = exc if isinstance(exc, OSError) else None if isinstance(exc, UserError) else \
+            space_problem(out.parent, size)
         if old is not None and not out.exists():
             os.replace(old / "previous", out)  # put the previous export back
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        if problem is not None:
+        if problem is not None and problem.errno is not None:  # named by OUT, not by the temporary directory
             raise OSError(problem.errno, problem.strerror, str(out)) from None
         raise
     if old is not None:

@@ -90,10 +90,15 @@ def _count(n, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-def model_card(run, cfg, hf_model, table_len: int | None, final: dict) -> str:
+def model_card(run, cfg, hf_model, table_len: int | None) -> str:
     """The export's README.md: front matter for the Hub, what was trained, how to load it, its limits."""
     from ropebench import __version__
+    from ropebench.errors import UserError
 
+    try:
+        final = run.read_final()
+    except UserError:  # the weights are there (they were exported); a damaged record only loses the step count
+        final = {}
     architecture = hf_model.config.architectures[0]
     train_len = int(cfg.train.seq_len)
     m = cfg.model

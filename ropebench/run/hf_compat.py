@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import copy
 
+import torch
+
+from ropebench.errors import UserError
+
 OWN_KEYS = ("rope_type", "rope_theta", "partial_rotary_factor")  # the model's own; the rest is its scaling
 
 
@@ -83,3 +87,29 @@ def legacy_gpt_neox_keys(params: dict) -> dict:
     if params["rope_type"] != "default":
         keys["rope_scaling"] = {key: value for key, value in params.items() if key not in OWN_KEYS[1:]}
     return keys
+
+
+@torch.no_grad()
+def check_rotary_tables(module, spec: dict | None, theta: float, dim: int, original: int) -> None:
+    """A transformers rotary module's cos and sin, at positions up to twice ``original``, equal ropebench's for the
+    scaling ``spec`` (``freqs.rope_inv_freq``; None: plain RoPE) -- or a one-line refusal: this transformers computes
+    the scaling otherwise (4.46's YaRN has no original_max_position_embeddings, mscale or truncate), and a model
+    exported or evaluated with it would not be what it says. Logits cannot tell: a barely trained model's barely
+    depend on positions."""
+    from ropebench.core.rope.freqs import rope_inv_freq, scaling_label
+
+    positions = sorted({0, 1, max(1, original // 2), original - 1, original, 2 * original - 1})
+    device = next(iter(module.buffers())).device if list(module.buffers()) else torch.device("cpu")
+    ids = torch.tensor([positions], device=device)
+    try:
+        cos, sin = module(torch.zeros(1, dtype=torch.float32, device=device), ids)
+    except Exception as exc:
+        raise UserError(f"cannot check {type(module).__name__}'s tables: {exc}".splitlines()[0]) from None
+    inv_freq, attention = rope_inv_freq(dim, theta, spec, seq_len=positions[-1] + 1)
+    angles = ids[0, :, None].float() * inv_freq.to(device)[None, :]
+    theirs = torch.cat([cos[0, :, : dim // 2], sin[0, :, : dim // 2]]).float()
+    ours = torch.cat([angles.cos(), angles.sin()]) * attention
+    if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=1e-4, atol=1e-5):
+        label = scaling_label(spec) if spec else "none"
+        raise UserError(f"transformers {version()} computes rope scaling {label} otherwise than ropebench (the "
+                        "rotary tables differ); use another transformers version (pip install -U transformers)")

@@ -80,9 +80,9 @@ def directory_lock(lock_file: Path, directory: Path, shared: bool = False, remov
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         fd = _open_locked(lock_file, shared)
-    except OSError:
-        if not shared:
-            raise
+    except OSError as exc:
+        if not shared:  # the directory the command was to write, not the lock's own file name
+            raise OSError(exc.errno, exc.strerror, str(directory)) from None
         yield  # a directory no one can write to (read-only): there is no writer to exclude
         return
     if fd is None:

@@ -11,6 +11,7 @@ Layout (every name lives here and nowhere else)::
     RUN/eval_positions.csv   mean loss by position bucket at each evaluated length
     RUN/passkey.csv          passkey accuracy by length and depth
     RUN/error.txt            why the last attempt failed (sweeps), removed when a later attempt starts
+    RUN/.claim.lock          held by the command writing the run (ropebench.run.locks); .lock: row merges
 
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``) and readable by
 others; result CSVs are merged under a file lock so concurrent commands never lose a row. Torch-free: the
@@ -155,11 +156,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 def read_csv_rows(path: Path, required: Sequence[str] = (), parse: Callable[[dict], dict | None] | None = None,
                   warn: Callable[[str], None] | None = None) -> list[dict]:
     """Rows of a result CSV. A damaged file never stops a command: a row with more cells than the header or too
-    few to reach a required column, one the CSV reader cannot split, a last line cut short (ropebench ends every row with a line break, so a last
-    row without one was torn by a crash or a full disk: ``54.0`` of ``54.06`` is a wrong number, not a short one), or
-    one that ``parse`` (row -> row, or None when damaged) rejects is skipped, with one warning naming the file and
-    the lines; a file without a ``required`` column, or not text, is skipped whole with one warning. ``warn``
-    receives each message (default: a "warning:" line on stderr)."""
+    few to reach a required column, one the CSV reader cannot split, a last line cut short (ropebench ends every
+    row with a line break, so a last row without one was torn by a crash or a full disk: ``54.0`` of ``54.06`` is a
+    wrong number, not a short one), or one that ``parse`` (row -> row, or None when damaged) rejects is skipped,
+    with one warning naming the file and the lines; a file without a ``required`` column, or not text, is skipped
+    whole with one warning. ``warn`` receives each message (default: a "warning:" line on stderr)."""
     path = Path(path)
     if not path.is_file():
         return []
