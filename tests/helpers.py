@@ -104,3 +104,25 @@ def _run(*args) -> bool:
         return subprocess.run([str(a) for a in args], capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def invoke(*args, **kwargs):
+    """The `ropebench` command line, in this process (typer's CliRunner); arguments may be paths."""
+    from typer.testing import CliRunner
+
+    from ropebench.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def snapshot(root) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes (lock files aside: they are what a command opens, not what it
+    writes)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*"))
+            if p.is_file() and not p.name.endswith(".lock")}

@@ -12,26 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from ropebench.cli.app import app
-from tests.helpers import file_size_limit, read_only, refused, small_disk
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*"))
-            if p.is_file() and not p.name.endswith(".lock")}
+from tests.helpers import file_size_limit, invoke, ok, read_only, refused, small_disk, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,12 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from ropebench.cli.app import app
 from ropebench.eval.perplexity import PerplexityProbe
 from ropebench.run.trainer import Trainer
+from tests.helpers import invoke, ok
 
-runner = CliRunner()
 LENGTHS = [16, 20, 24, 32, 64, 128, 256]  # eval.multiples x train.seq_len=16
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from ropebench.cli.app import app
-from tests.helpers import refused
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
+from tests.helpers import invoke, ok, refused
 
 
 @pytest.mark.parametrize("command,override,expected", [

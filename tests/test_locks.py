@@ -13,22 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ropebench.cli.app import app
-from tests.helpers import refused
+from tests.helpers import invoke, ok, refused, snapshot
 
-runner = CliRunner()
 BUSY = "is in use by another ropebench command"
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _hold(path: str, beside: bool, shared: bool, held, release) -> None:
@@ -58,11 +46,6 @@ class Holder:
         self.release.set()
         self.process.join(60)
         assert self.process.exitcode == 0
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*"))
-            if p.is_file() and not p.name.endswith(".lock")}
 
 
 @pytest.fixture(scope="module")
