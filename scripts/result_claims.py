@@ -8,7 +8,7 @@ import statistics
 import claims_fair  # noqa: E402,F401  (registers the fair-baseline and context-use claims)
 import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
 import claims_throughput  # noqa: E402,F401  (registers the throughput claims)
-from check_results import RESULTS, claim, means, per_seed, ranking, rows, runs, table_matches
+from claims_common import RESULTS, claim, means, per_seed, ranking, rows, runs, table_matches
 
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 
@@ -98,7 +98,7 @@ def compare_rope_holds():
 
 
 def aggregate_spread(folder: str, length: int) -> list[tuple[str, float]]:
-    from check_results import aggregate
+    from claims_common import aggregate
 
     return [(s.label, s.points[length].std) for s in aggregate(rows(folder)) if length in s.points]
 

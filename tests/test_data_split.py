@@ -206,9 +206,9 @@ def test_report_on_a_built_corpus_finds_no_leak(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("data_name,paths,expected", [
-    ("passkey", None, "data=passkey is generated on the fly"),
+    ("passkey", None, "--data passkey is generated on the fly"),  # data-report's own options, named as such
     ("nope", None, "unknown data 'nope'; choose one of: hf, passkey, pg19, stdlib"),
-    ("stdlib", ["notes"], "--paths notes is read only with data=text_files, not data=stdlib"),
+    ("stdlib", ["notes"], "--paths notes is read only with --data text_files, not --data stdlib"),
 ])
 def test_report_refuses_bad_input_in_one_line(data_name, paths, expected):
     from ropebench.cli.data_report import data_report

@@ -85,7 +85,8 @@ def test_extended_runs_train_and_resume_like_any_run(tiny_overrides, base, tmp_p
     assert extend(tiny_overrides, base, whole, *common).exit_code == 0
     assert extend(tiny_overrides, base, split, *common[1:], "train.steps=3").exit_code == 0
     result = invoke("resume", split, "train.steps=6")
-    assert "already finished" in result.output  # a finished run is a record: not stretched afterwards
+    # A finished run is a record: not stretched afterwards, and refused in one line rather than silently kept.
+    assert result.exit_code == 2 and "has finished its 3 steps" in result.output
     # A run stopped at its checkpoint continues from it (not from the source again) to the same weights.
     (split / "final.json").unlink()
     (split / "model.safetensors").unlink()

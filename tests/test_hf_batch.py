@@ -7,7 +7,7 @@ import torch
 
 from ropebench.eval.hf_model import HFCausalLM
 from ropebench.eval.hf_session import TOKENS_PER_PASS, HFRequest, hf_eval_length
-from tests.test_hf_eval import hf_dir, load  # noqa: F401  (the fixture: tiny random models built there)
+from tests.test_hf_eval import hf_dir, load, small_text  # noqa: F401  (the fixtures: tiny random models, text)
 
 pytest.importorskip("transformers")
 
@@ -27,11 +27,11 @@ def test_no_batch_size_runs_every_window_given_in_one_pass(hf_dir):  # noqa: F81
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
 
 
-def test_the_default_batch_scores_like_one_window_at_a_time(hf_dir, corpus_dir, tmp_path):  # noqa: F811
+def test_the_default_batch_scores_like_one_window_at_a_time(hf_dir, small_text, tmp_path):  # noqa: F811
     assert HFRequest("m", None).batch_size is None and TOKENS_PER_PASS == 8192
-    default = hf_eval_length(HFRequest(str(hf_dir / "llama"), tmp_path / "a", data=str(corpus_dir)), [16, 32],
+    default = hf_eval_length(HFRequest(str(hf_dir / "llama"), tmp_path / "a", data=str(small_text)), [16, 32],
                              log=lambda *a: None)
-    single = hf_eval_length(HFRequest(str(hf_dir / "llama"), tmp_path / "b", data=str(corpus_dir), batch_size=1),
+    single = hf_eval_length(HFRequest(str(hf_dir / "llama"), tmp_path / "b", data=str(small_text), batch_size=1),
                             [16, 32], log=lambda *a: None)
     for a, b in zip(default, single):
         assert a["n_tokens"] == b["n_tokens"] and a["nll"] == pytest.approx(b["nll"], rel=1e-5)

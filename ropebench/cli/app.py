@@ -70,7 +70,15 @@ def _echo_outcomes(outcomes) -> int:
         else:
             code = code or (130 if status == "interrupted" else 0)
             typer.echo(str(run_dir))
+            if status == "interrupted":
+                _echo_continue(run_dir)
     return code
+
+
+def _echo_continue(run_dir: Path) -> None:
+    from ropebench.run.rundir import resume_command
+
+    typer.echo(f"Continue with: {resume_command(run_dir)}", err=True)
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -143,20 +151,14 @@ def _refuse_flags_on_resume(flags: list[str], run_dir: Path) -> None:
 
 def _resume_target(overrides: list[str]):
     """(run directory, the other overrides parsed) for `train resume=RUN ...`, else (None, None). A sweep job's
-    directory (`pe=rope,seed=0`) is not a value Hydra's grammar accepts unquoted: such a path is taken as typed."""
-    from ropebench.cli.hydra_app import key_of, parse
+    directory (`pe=rope,seed=0`) arrives quoted for Hydra (``hydra_app.quote_paths``): it is taken as typed."""
+    from ropebench.cli.hydra_app import key_of, parse, value_of
 
-    try:
-        parsed = parse(overrides)
-    except UserError:
-        raw = [o for o in overrides if o.startswith("resume=")]
-        if not raw:
-            raise
-        return Path(raw[-1][len("resume="):]), parse([o for o in overrides if o not in raw])
+    parsed = parse(overrides)
     resume_at = [o for o in parsed if key_of(o) == "resume"]
     if not resume_at:
         return None, None
-    return Path(resume_at[-1].get_value_element_as_str()), [o for o in parsed if key_of(o) != "resume"]
+    return Path(value_of(resume_at[-1])), [o for o in parsed if key_of(o) != "resume"]
 
 
 def _resume(run_dir: Path, overrides) -> None:
@@ -168,6 +170,7 @@ def _resume(run_dir: Path, overrides) -> None:
     result = resume_run(run_dir, pairs, after_training=evaluate_after_training)
     typer.echo(str(run_dir))
     if result.get("status") == "interrupted":
+        _echo_continue(run_dir)
         raise typer.Exit(130)
 
 
@@ -228,7 +231,7 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
     Extra arguments are Hydra overrides, sweeps included: `ropebench sweep compare seed=0,1 train.steps=500`.
     `hydra.sweep.dir=DIR` chooses where it lives; relaunching into the same DIR skips finished runs.
     """
-    from ropebench.cli.hydra_app import check_output_dir, key_of, parse, split_flags
+    from ropebench.cli.hydra_app import check_output_dir, check_overrides, key_of, parse, split_flags, value_of
     from ropebench.cli.sweep_base import BASE_SWEEPS, build_base_runs
     from ropebench.errors import choose
     from ropebench.report.sweep import default_sweep_dir, sweep_names
@@ -240,11 +243,13 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
         raise UserError(f"'{flags[0]}' prints one job's config: use `ropebench train {' '.join(flags)} ...` "
                         "with one value of each swept key")
     parsed = parse(overrides)
-    sweep_dir = next((o.get_value_element_as_str() for o in parsed if key_of(o) == "hydra.sweep.dir"), None)
+    sweep_dir = next((value_of(o) for o in parsed if key_of(o) == "hydra.sweep.dir"), None)
     if sweep_dir is None:
         sweep_dir = default_sweep_dir(name)
         overrides.append(f"hydra.sweep.dir={sweep_dir}")
     check_output_dir("hydra.sweep.dir", sweep_dir)
+    # Every value checked before anything runs -- the base runs an extension sweep builds first included.
+    check_overrides([f"sweep={name}", *overrides])
     if any(key_of(o) == "hydra/launcher" for o in parsed) and not any(key_of(o) == "launcher" for o in parsed):
         overrides.append("launcher=sequential")  # Hydra's own launcher choice, without launcher=auto's joblib keys
     # Name each job's directory by what it sweeps only (pe=alibi,seed=1), not by the settings all jobs share.
@@ -278,18 +283,18 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
 def _run_sweep(name: str, overrides: list[str]):
     """One Hydra multirun of conf/sweep/NAME.yaml, then its evaluation, table and figure; None when stopped."""
     from ropebench.cli import jobs as runner
-    from ropebench.cli.hydra_app import key_of, parse, run_hydra
+    from ropebench.cli.hydra_app import key_of, parse, run_hydra, value_of
     from ropebench.report.sweep import finish_sweep, print_report
     from ropebench.run.stop import StopFlag, stop_requested
 
     runner.outcomes.clear()
     # One Ctrl-C asks every job to stop at its next step (jobs in worker processes get it too) and lets the
     # launcher wait for their checkpoints; jobs not yet started are skipped. A second press gives up at once.
-    with StopFlag():
+    with StopFlag(forward=True):  # jobs in worker processes are asked too, however the signal came
         composed = run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
     if stop_requested():
         return None
-    sweep_dir = next(o.get_value_element_as_str() for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")
+    sweep_dir = next(value_of(o) for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")
     refused = [(run, why) for run, status, why in runner.outcomes if status in ("failed", "refused")]
     report = finish_sweep(Path(sweep_dir), name, refused=refused, probes=any(c.eval.get("probes") for c in composed))
     print_report(report)

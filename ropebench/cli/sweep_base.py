@@ -24,11 +24,12 @@ def _shared(key: str) -> bool:
 
 def base_overrides(overrides: list[str], sweep_dir: str) -> list[str]:
     """The overrides of the base sweep: the shared ones, and its own directory SWEEP_DIR/base."""
-    from ropebench.cli.hydra_app import key_of, parse
+    from ropebench.cli.hydra_app import key_of, parse, quote_paths
 
     kept = [text for text, parsed in zip(overrides, parse(overrides)) if _shared(key_of(parsed))]
     # Named by encoding and seed whatever is swept: the extension's init_from finds them by that name.
-    return [*kept, f"hydra.sweep.dir={Path(sweep_dir) / 'base'}", "hydra.sweep.subdir='pe=${pe.name},seed=${seed}'"]
+    return [*kept, *quote_paths([f"hydra.sweep.dir={Path(sweep_dir) / 'base'}"]),
+            "hydra.sweep.subdir='pe=${pe.name},seed=${seed}'"]
 
 
 def build_base_runs(name: str, overrides: list[str], sweep_dir: str, run_sweep) -> None:

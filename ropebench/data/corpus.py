@@ -135,8 +135,12 @@ def _hf_key(cfg, tokenizer: Tokenizer) -> str:
 
 def _write_split(directory: Path, name: str, encoded: list[np.ndarray], tokenizer: Tokenizer) -> dict:
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])[: len(encoded)].astype(np.int64)
     total = int((lengths + 1).sum())
+    if not total:  # an evaluation-only corpus trains on nothing (a memory map cannot be empty)
+        (directory / f"{name}.bin").write_bytes(b"")
+        np.save(directory / f"{name}_docs.npy", np.zeros((2, 0), dtype=np.int64))
+        return {"documents": 0, "tokens": 0}
     tokens = np.memmap(directory / f"{name}.bin", dtype=tokenizer.dtype, mode="w+", shape=(total,))
     for start, ids in zip(starts.tolist(), encoded):
         tokens[start : start + len(ids)] = ids
@@ -147,7 +151,9 @@ def _write_split(directory: Path, name: str, encoded: list[np.ndarray], tokenize
 
 
 def _read_split(directory: Path, name: str, dtype: str = "uint16") -> TokenSplit:
-    tokens = np.memmap(directory / f"{name}.bin", dtype=np.dtype(dtype), mode="r")
+    path = directory / f"{name}.bin"
+    empty = path.stat().st_size == 0
+    tokens = np.zeros(0, np.dtype(dtype)) if empty else np.memmap(path, dtype=np.dtype(dtype), mode="r")
     starts, ends = np.load(directory / f"{name}_docs.npy")
     return TokenSplit(tokens, starts, ends)
 
@@ -214,6 +220,11 @@ def _documents(cfg, names: list[str], files: list[Path], cache_root: Path, log):
         own = {}
         names, texts = local_documents(cfg, names, files, cache_root)
         blobs = [t.encode("utf-8") for t in texts]
+    if cfg.val_fraction >= 1:  # text given to be scored (`eval-length MODEL --data`): every document, none trained on
+        order = sorted(range(len(names)), key=lambda i: _doc_hash(names[i], "order"))
+        held_out = ("val", "test") if test_fraction(cfg) else ("val",)  # both held-out splits are all of it
+        return ({"train": [], **{s: [blobs[i] for i in order] for s in held_out}},
+                {"train": [], **{s: [names[i] for i in order] for s in held_out}}, {})
     drawn, found = _split_documents(names, blobs, fractions)
     moved = f"; {found['moved_to_train']} contained in training documents moved there"
     if found["moved_to_val"]:
@@ -246,15 +257,18 @@ def _build(cfg, directory: Path, key: str, names: list[str], files: list[Path], 
     cache_root = directory.parent
     log(f"tokenizing {cfg.name} into {directory} (once) ...")
     docs, split_names, extra = _documents(cfg, names, files, cache_root, log)
-    if not any(d.strip() for d in docs["train"]):
+    if not any(d.strip() for part in docs.values() for d in part):
         raise UserError(f"data '{cfg.name}' holds no text")
     ids, split_names = _tokenized(cfg, docs, split_names, tokenizer)
     shortest = f" of at least data.min_doc_tokens={_min_doc_tokens(cfg)} tokens" if _min_doc_tokens(cfg) else ""
-    if not ids["train"]:
-        raise UserError(f"data '{cfg.name}' has no training documents{shortest}")
+    if not ids["train"] and cfg.val_fraction < 1:
+        drawn = f"; its {len(ids['val'])} were all drawn for validation" if ids["val"] else ""
+        raise UserError(f"data '{cfg.name}' has no training documents{shortest}{drawn}; give more documents")
     if not ids["val"]:
         own = str(cfg.source) in ("hf", "hub") and hf_source.options(cfg).val_split
-        hint = f"data.val_split '{own}' holds none" if own else "add documents or raise data.val_fraction"
+        hint = f"data.val_split '{own}' holds none" if own else (
+            f"its {len(ids['train'])} went to training (data.val_fraction={cfg.val_fraction} draws about that share); "
+            "add documents or raise data.val_fraction")
         raise UserError(f"data '{cfg.name}' has no validation documents{shortest}; {hint}")
     if "test" in ids and not ids["test"]:
         own = str(cfg.source) in ("hf", "hub") and hf_source.options(cfg).test_split
@@ -300,21 +314,35 @@ def vocab_size_for(data_cfg) -> int:
     return VOCAB_SIZE if bytes_level else _tokenizer_for(data_cfg).vocab_size
 
 
+def check_data_name(name: str) -> str:
+    """``data.name`` names the token cache's directory: one that would reach outside the cache (``../..``) is
+    refused."""
+    if not name or any(sep in name for sep in ("/", "\\", os.sep)) or name in (".", ".."):
+        raise UserError(f"data.name='{name}' names the token cache's directory: it must be a plain name, without a "
+                        "path separator")
+    return name
+
+
+def cache_directory(cache_root: Path, name: str, key: str) -> Path:
+    return cache_root / f"{check_data_name(name)}-{key}"
+
+
 def load_corpus(cfg, log=print) -> Corpus:
     """Build (once) and open the tokenized corpus described by a ``data`` config node."""
     choose("data source", str(cfg.source), SOURCES)
     if cfg.source == "passkey":  # synthetic, generated on the fly: nothing to read, split or cache
-        from ropebench.data.passkey import load_passkey_corpus
+        from ropebench.data.passkey import PasskeySplit
 
         vocab_size_for(cfg)  # refuses a tokenizer
-        return load_passkey_corpus(cfg)
+        return Corpus(PasskeySplit("train"), PasskeySplit("val"), test=PasskeySplit("test"))
     if cfg.source == "task":  # generated on the fly too (ropebench.data.tasks)
-        from ropebench.data.task_corpus import load_task_corpus
+        from ropebench.data.task_corpus import task_splits
 
         vocab_size_for(cfg)
-        return load_task_corpus(cfg)
+        train, held_out = task_splits(cfg)
+        return Corpus(train, held_out, test=held_out)
     hub_split = cfg.source == "hub" or (cfg.source == "hf" and hf_source.options(cfg).val_split)
-    if not hub_split and not 0 < cfg.val_fraction < 1:
+    if not hub_split and not 0 < cfg.val_fraction <= 1:  # 1: every document is scored (evaluation text)
         raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.val_fraction}")
     cache_root = _cache_root(cfg)
     tokenizer = _tokenizer_for(cfg)
@@ -328,7 +356,7 @@ def load_corpus(cfg, log=print) -> Corpus:
         if not files:
             raise UserError(f"data source '{cfg.source}' found no files")
         key = _fingerprint(cfg, names, files, tokenizer)
-    directory = cache_root / f"{cfg.name}-{key}"
+    directory = cache_directory(cache_root, str(cfg.name), key)
     if not (directory / "info.json").is_file():
         _build(cfg, directory, key, names, files, tokenizer, log)
     dtype = json.loads((directory / "info.json").read_text()).get("dtype", "uint16")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ropebench.data.corpus import HELD_OUT, test_fraction
@@ -175,10 +176,15 @@ class PerplexityProbe(Probe):
 
     def documents(self, session: Session, length: int) -> list[tuple[int, int]]:
         """The spans scored at ``length`` (``ropebench.data.regions``): the same regions at every length up to
-        the region length."""
+        the region length; with ``region_len`` -1 (text given by path), every document longer than ``length``,
+        whole, within the token budget."""
+        held_out = self.corpus.held_out(self.split)
+        if self.region_len < 0:
+            docs = held_out.documents(min_len=length + 1)
+            budget = np.cumsum([end - start - 1 for start, end in docs])
+            return docs[: int(np.searchsorted(budget, self.max_tokens)) + 1] if self.max_tokens else docs
         region = self.region_len or int(self.region_multiple * session.train_len)
-        return region_spans(self.corpus.held_out(self.split), (self.corpus.names or {}).get(self.split), length,
-                            region, self.max_tokens)
+        return region_spans(held_out, (self.corpus.names or {}).get(self.split), length, region, self.max_tokens)
 
     def unavailable(self, session: Session, length: int) -> str | None:
         if self.documents(session, length):

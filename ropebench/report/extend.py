@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from ropebench.report.identity import identity, labels
 from ropebench.report.rows import read_rows
 from ropebench.run.config import flatten_config
-from ropebench.run.rundir import EVAL_CSV, PASSKEY_CSV, RunDir, atomic_write_text
+from ropebench.run.rundir import EVAL_CSV, PASSKEY_CSV, RunDir, atomic_write_text, job_dirs
 
 SCALING_NAMES = {"linear": "PI", "ntk": "NTK", "dynamic": "dynamic NTK", "yarn": "YaRN"}
 VALUES = ("ppl", "passkey")  # perplexity; passkey accuracy averaged over depths
@@ -57,9 +57,7 @@ def _as_trained_label(cfg) -> str:
 
 def extension_runs(sweep_dir: Path) -> list[Path]:
     """The finished runs of an extension sweep and of its base sweep (SWEEP_DIR/base)."""
-    from ropebench.report.sweep import run_dirs
-
-    found = [*run_dirs(sweep_dir), *run_dirs(Path(sweep_dir) / "base")]
+    found = [*job_dirs(sweep_dir), *job_dirs(Path(sweep_dir) / "base")]
     return [p for p in found if RunDir(p).is_finished()]
 
 
@@ -148,7 +146,12 @@ def _order(method: str, steps: str, length: int) -> tuple:
     """Base runs first; then RoPE's methods in METHOD_ORDER, other encodings' after them; budgets, lengths."""
     name = method.split(" (")[0]  # "YaRN (lr=0.001)" sorts as YaRN
     rank = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
-    return (not method.endswith(BASE), rank, method, int(steps or -1), length)
+    return (not is_base(method), rank, method, int(steps or -1), length)
+
+
+def is_base(method: str) -> bool:
+    """A base run's method, named or with the settings that tell it apart ("rope base (lr=0.001)")."""
+    return method.split(" (", 1)[0].endswith(BASE)
 
 
 def _csv_text(rows: list[dict]) -> str:

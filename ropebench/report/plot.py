@@ -24,6 +24,7 @@ from ropebench.report.axes import legend_below, relative_to_train_length, units
 from ropebench.report.identity import Renames
 from ropebench.report.results import ENCODING_ORDER, Series, aggregate, load_results, select
 from ropebench.report.tokens import warn_unequal_tokens
+from ropebench.run.rundir import atomic_write
 
 DPI = 200  # every raster figure ropebench writes
 FORMATS = ("png", "pdf", "svg")
@@ -152,14 +153,12 @@ def _save(fig, paths: list[Path]) -> list[Path]:
         raise UserError(f"cannot create output directory '{paths[0].parent}': {exc.strerror or exc}") from None
     for path in paths:
         fmt = path.suffix[1:]
-        tmp = path.with_name(f".{path.name}.tmp")
         # No creation date inside, so re-plotting unchanged results gives an identical file.
         meta = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", metadata=meta)
-            os.replace(tmp, path)  # a reader (LaTeX, a browser) never sees a half-written figure
-        except OSError as exc:
-            raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        # Through a temporary file of a unique name: a reader (LaTeX, a browser) never sees a half-written figure,
+        # two plots at once never share one, and no link planted at a fixed name can redirect the write.
+        atomic_write(path, lambda f, fmt=fmt, meta=meta: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight",
+                                                                     metadata=meta))
     return paths
 
 

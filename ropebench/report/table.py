@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from ropebench.errors import UserError, choose
 from ropebench.report import context
 from ropebench.report.results import Point, aggregate, load_results, select
 from ropebench.report.tokens import warn_few_documents, warn_unequal_tokens
+from ropebench.run.rundir import atomic_write_text
 
 FORMATS = ("md", "csv", "latex")
 METRICS = ("ppl", "gain", "gain_source", "hold", "use")
@@ -211,11 +211,7 @@ def write_table(
                 "or pass a format (md, csv, latex)"
             )
     text = perplexity_table(paths, lengths=lengths, fmt=fmt, protocol=protocol, metric=metric, split=split)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, out)  # readers see the old table or the new one, never half of one
+    atomic_write_text(out, text)  # readers see the old table or the new one, never half of one
     return out
 
 

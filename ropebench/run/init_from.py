@@ -111,9 +111,10 @@ def load_source_weights(model, cfg, log) -> dict:
     run = RunDir(cfg.init_from)
     try:
         load_model(model, str(run / WEIGHTS), strict=True, device=str(next(model.parameters()).device))
-    except (RuntimeError, OSError) as exc:
-        raise UserError(f"init_from='{cfg.init_from}': its weights do not load into this model "
-                        f"({str(exc).splitlines()[0]})") from None
+    except Exception as exc:
+        from ropebench.run.artifacts import weights_problem
+
+        raise UserError(f"init_from='{cfg.init_from}': its weights '{run / WEIGHTS}' {weights_problem(exc)}") from None
     source = {"run": str(run.path), "seq_len": int(cfg.init_from_seq_len),
               "steps": run.read_final().get("steps")}
     log(f"starting from the weights of {run} (trained at {source['seq_len']} tokens, {source['steps']} steps), "

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ropebench.core.model import GPT
 from ropebench.data import Corpus, TokenSplit, load_corpus, vocab_size_for
+from ropebench.data.fingerprint import corpus_fingerprint
 from ropebench.data.pose import pose_batch
 from ropebench.data.positions import random_position_ids
 from ropebench.errors import UserError
@@ -26,7 +27,7 @@ from ropebench.run import checkpoint, distributed
 from ropebench.run.artifacts import resolve_device
 from ropebench.run.config import encoding_length, validate_config
 from ropebench.run.optim import lr_at, make_optimizer, warmup_warning
-from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, make_readable
+from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write_file
 from ropebench.run.stop import StopFlag
 from ropebench.run.tracking import RunLogger
 
@@ -144,6 +145,7 @@ class Trainer:
         self.model = GPT(cfg.model, cfg.pe, vocab_size=vocab, train_seq_len=encoding_length(t)).to(self.device)
         with distributed.rank0_first(self.dist):  # rank 0 builds the token cache, the others then read it
             self.corpus = load_corpus(cfg.data, log=self.log)
+        self.corpus_fingerprint = corpus_fingerprint(self.corpus)  # recorded in each checkpoint, checked on resume
         check_splits(self.corpus, t.seq_len)
         for key in ("pose_target_len", "random_positions"):
             check_position_ids(self.model.pe, cfg, key)
@@ -165,6 +167,10 @@ class Trainer:
         if changes:
             raise UserError(f"cannot resume {self.run}: its checkpoint was trained with other settings "
                             f"({'; '.join(changes)}); start a new run directory instead")
+        if state.get("corpus", self.corpus_fingerprint) != self.corpus_fingerprint:  # checkpoints before: unchecked
+            raise UserError(f"cannot resume {self.run}: its text changed since it started (data={self.cfg.data.name}"
+                            f" tokenizes to other tokens now); continuing would train on other text than the run "
+                            "records -- restore the text, or start a new run directory")
         self._check_steps_reach(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -261,7 +267,7 @@ class Trainer:
         if self.dist.is_rank0:
             state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                      "data_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                     "config": OmegaConf.to_container(self.cfg, resolve=True),
+                     "config": OmegaConf.to_container(self.cfg, resolve=True), "corpus": self.corpus_fingerprint,
                      **({"source": self.source} if self.source else {})}
             checkpoint.save(self.run.path, state)
 
@@ -299,15 +305,11 @@ class Trainer:
 
     # -- finalize -------------------------------------------------------------------------------------------
     def finalize(self, wall_s: float, continued: list[str] | None = None) -> dict:
-        import os
-
         from safetensors.torch import save_model
 
         # safetensors writes to a path (and drops the tied head's duplicate): write beside, then move into place.
-        tmp = self.run / f".{WEIGHTS}.tmp"
-        save_model(self.model, str(tmp))
-        make_readable(tmp)
-        os.replace(tmp, self.run / WEIGHTS)
+        size = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        atomic_write_file(self.run / WEIGHTS, lambda tmp: save_model(self.model, tmp), size)
         final = {"status": "finished", "steps": self.step, "train_loss": finite_or_none(self.train_loss),
                  "val_loss": finite_or_none(self.record.get("val_loss")), "wall_s": wall_s,
                  "params": self.model.num_params(), "device": str(self.device), "world_size": self.dist.world_size,
@@ -331,13 +333,13 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str
 
     ``continued`` lists the resumable keys a continuation changed (``key: old → new``): final.json records them,
     since the run's config.yaml is never rewritten. ``after_training(run_dir, model, logger, log)`` runs once the
-    weights are saved when ``eval.after_train`` is set (the evaluation layer above supplies it)."""
+    weights are saved when ``eval.after_train`` is set (the evaluation layer above supplies it); for a finished run
+    a finished run is its callers' (``lifecycle.finished``)."""
     validate_config(cfg)
     run = RunDir(run_dir)
     if run.is_finished():
-        final = run.read_final()  # a damaged final.json is one error line, not "finished" and then an error
         log(f"[green]already finished[/]: {run}")
-        return {**final, "status": "already_finished"}
+        return {**run.read_final(), "status": "already_finished"}
     trainer = Trainer(cfg, run.path, log)
     try:
         trainer.build()
@@ -349,17 +351,25 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str
         if not trainer.dist.is_rank0:
             return {"status": "interrupted" if flag.stop else "finished", "step": trainer.step}
         if flag.stop and trainer.step < cfg.train.steps:
-            from rich.markup import escape
-
-            from ropebench.run.lifecycle import resume_command
-
-            # escape: a '[' in a directory name is text, not markup, so the printed command pastes as shown.
-            log(f"[yellow]interrupted[/] at step {trainer.step}; checkpoint saved. Continue with: "
-                f"{escape(resume_command(run.path))}")
+            # How to continue is the command's to say (a sweep continues with its own command, not this run's).
+            log(f"[yellow]interrupted[/] at step {trainer.step}; checkpoint saved")
             return {"status": "interrupted", "step": trainer.step}
         final = trainer.finalize(time.perf_counter() - started, continued)
         if cfg.eval.after_train and after_training is not None:
-            after_training(run.path, trainer.model, trainer.logger, trainer.log)
+            return evaluate_after(final, lambda: after_training(run.path, trainer.model, trainer.logger, trainer.log),
+                                  log)
         return final
     finally:
         trainer.close()
+
+
+def evaluate_after(final: dict, evaluate, log) -> dict:
+    """The after-training evaluation: the first Ctrl-C or SIGTERM stops it at once (each length is written as soon
+    as it is measured), and the run is reported interrupted -- `ropebench resume` completes it."""
+    try:
+        with StopFlag(at_once=True):
+            evaluate()
+    except KeyboardInterrupt:
+        log("[yellow]interrupted[/] during the evaluation after training; the lengths measured are kept")
+        return {**final, "status": "interrupted"}
+    return final
