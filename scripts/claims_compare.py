@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 
-from check_results import RESULTS, claim, ranking, rows, runs
+from claims_common import RESULTS, claim, ranking, rows, runs
 
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 L = 64

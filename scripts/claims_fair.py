@@ -3,7 +3,7 @@ from the committed CSVs (see check_results.py)."""
 
 from __future__ import annotations
 
-from check_results import RESULTS, claim, rows
+from claims_common import RESULTS, claim, rows
 
 PARAMETRIC = ("t5", "kerple", "fire", "learned")
 # The choice rule of conf/pe/*.yaml: the smallest multiple within this much of the best validation perplexity.

@@ -6,7 +6,7 @@ import csv
 import statistics
 from collections import defaultdict
 
-from check_results import RESULTS, claim, in_readme  # noqa: F401
+from claims_common import RESULTS, claim, in_readme  # noqa: F401
 
 PK_LENGTHS = (64, 128, 256, 512)
 PI, YARN = 0.2, 0.8  # effective context: mean accuracy over depths >= 20% (PI) / 80% (YaRN) at every length up to L

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from check_results import RESULTS, claim
+from claims_common import RESULTS, claim
 
 FOLDER = "throughput"
 LEARNED, ROPE = "ropebench pe=learned", "ropebench pe=rope"

@@ -9,7 +9,7 @@ import claims_compare  # noqa: E402,F401  (registers the lr, compare and context
 import claims_fair  # noqa: E402,F401  (registers the learning-rate multiple claims)
 import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
 import claims_throughput  # noqa: E402,F401  (registers the throughput claims)
-from check_results import RESULTS, claim, means, ranking, rows, table_matches
+from claims_common import RESULTS, claim, means, ranking, rows, table_matches
 
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 

@@ -206,9 +206,9 @@ def test_report_on_a_built_corpus_finds_no_leak(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("data_name,paths,expected", [
-    ("passkey", None, "data=passkey is generated on the fly"),
+    ("passkey", None, "--data passkey is generated on the fly"),  # data-report's own options, named as such
     ("nope", None, "unknown data 'nope'; choose one of: hf, passkey, pg19, stdlib"),
-    ("stdlib", ["notes"], "--paths notes is read only with data=text_files, not data=stdlib"),
+    ("stdlib", ["notes"], "--paths notes is read only with --data text_files, not --data stdlib"),
 ])
 def test_report_refuses_bad_input_in_one_line(data_name, paths, expected):
     from ropebench.cli.data_report import data_report
@@ -222,7 +222,7 @@ def test_report_refuses_bad_input_in_one_line(data_name, paths, expected):
 @pytest.mark.slow
 def test_no_validation_document_of_the_stdlib_mostly_repeats_a_training_one():
     """The whole standard library (~1,800 files, 30 MB), read directly: the split as load_corpus makes it."""
-    names, files = data._stdlib_named()
+    names, files = data.stdlib_named()
     docs = [f.read_bytes() for f in files]
     train, val, _, found = split(names, docs, 0.1)
     report = split_overlap([docs[i] for i in train], [names[i] for i in train],

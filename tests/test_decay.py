@@ -103,21 +103,23 @@ def test_plot_writes_png_and_pdf(tmp_path):
     assert plot_decay(8, 100.0, 16, tmp_path / "plain.png")[1].name == "plain.pdf"
 
 
-def test_decay_figure_names_the_run_and_keeps_the_legend_off_the_data():
-    from ropebench.report.decay import decay_figure
+def test_decay_figure_names_the_run_and_draws_each_curve_on_its_own_axis():
+    """Readable: the bound relative to its value at distance 0 (from 1 down), the measured scores in a panel of
+    their own below -- never the raw bound and the scores on twin axes."""
+    from ropebench.report.decay import decay_figure, rope_decay_bound
     from ropebench.report.plot import FigureOptions
 
     fig = decay_figure(64, 10000.0, 64, measured=torch.linspace(1, 0, 65), run_name="compare/pe=rope,seed=0")
-    ax = fig.axes[0]
-    assert "compare/pe=rope,seed=0" in ax.get_title() and "d=64, base=10000" in ax.get_title()
-    assert ax.get_legend() is None and len(fig.legends) == 1
-    fig.canvas.draw()
-    legend, axes = fig.legends[0].get_window_extent(), ax.get_window_extent()
-    assert legend.y1 <= axes.y0  # below the axes, not on the curves
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["upper bound (RoFormer §3.4.3)",
-                                                                  "measured mean q·k/√d"]
+    top, bottom = fig.axes  # two panels, no twin
+    assert "compare/pe=rope,seed=0" in top.get_title() and "d=64, base=10000" in top.get_title()
+    (bound,) = top.get_lines()
+    expected = rope_decay_bound(64, 10000.0, 64)
+    assert bound.get_ydata()[0] == 1.0 and bound.get_ydata() == pytest.approx((expected / expected[0]).numpy())
+    assert "÷ its value at distance 0" in top.get_ylabel() and "q·k/√d" in bottom.get_ylabel()
+    assert bottom.get_xlabel() == "relative distance (tokens)" and list(bottom.get_lines()[0].get_ydata())[0] == 1.0
+    assert fig.axes[0].get_position().y0 > fig.axes[1].get_position().y1 - 1e-9  # stacked, the bound on top
     fig = decay_figure(8, 100.0, 16, opts=FigureOptions(figsize=(4.0, 3.0), title="mine"))
-    assert fig.axes[0].get_title() == "mine" and tuple(fig.get_size_inches()) == (4.0, 3.0)
+    assert fig.axes[0].get_title() == "mine" and tuple(fig.get_size_inches()) == (4.0, 3.0) and len(fig.axes) == 1
 
 
 def test_decay_formats_and_one_dpi(tmp_path):

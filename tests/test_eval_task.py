@@ -14,8 +14,7 @@ from helpers import refused
 from typer.testing import CliRunner
 
 from ropebench.cli.app import app
-from ropebench.data import tasks
-from ropebench.data.task_corpus import load_task_corpus
+from ropebench.data import load_corpus, tasks
 from ropebench.eval.task import _bucket_rng, task_accuracy
 from ropebench.run.artifacts import load_model
 from ropebench.run.rundir import RunDir
@@ -128,7 +127,7 @@ def test_training_with_randomized_positions_passes_sorted_ids_below_n(runs, monk
     monkeypatch.setattr(trainer_module, "random_position_ids", spy)
     cfg = RunDir(runs["random_learned"]).read_config()
     trainer = trainer_module.Trainer(cfg, runs["random_learned"] / "never_written")
-    trainer.corpus, trainer.generator = load_task_corpus(cfg.data), torch.Generator().manual_seed(0)
+    trainer.corpus, trainer.generator = load_corpus(cfg.data), torch.Generator().manual_seed(0)
     x, y, pos = trainer._batch()
     (batch, width, n, _), ids = seen[0]
     assert (batch, width, n) == (*x.shape, 16) and ids is pos

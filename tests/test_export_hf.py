@@ -24,6 +24,7 @@ from tests.helpers import refused
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 transformers.utils.logging.disable_progress_bar()
+pytestmark = pytest.mark.hf  # also run with the oldest transformers the [hf] extra accepts (.ci/run)
 
 runner = CliRunner()
 TOL = 1e-4  # fp32
@@ -114,7 +115,9 @@ def test_exported_logits_equal_ropebench(trained_run, tmp_path, case, bias):
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == (["GPT2LMHeadModel"] if pe == "learned" else ["GPTNeoXForCausalLM"])
     assert config.get("max_position_embeddings", config.get("n_positions")) == TRAIN_LEN
-    assert config["vocab_size"] == 257 and config["eos_token_id"] == 256 and config["tie_word_embeddings"]
+    # transformers 4 leaves out what equals the architecture's default (GPT-2 ties its embeddings by default)
+    assert config["vocab_size"] == 257 and config["eos_token_id"] == 256
+    assert config.get("tie_word_embeddings", pe == "learned")
     for attn in ("sdpa", "eager"):
         diff = max_logit_diff(run, out, lengths, attn)
         print(f"{case} bias={bias} {attn}: max |dlogit| = {diff:.3g}")
@@ -144,8 +147,9 @@ def test_training_time_rope_scaling_is_exported(trained_run, tmp_path, scaling):
     run = make_run(RunDir(trained_run), tmp_path / "run", "rope", pairing="interleaved", rotary_dim=6,
                    scaling=scaling)
     out = export(run, tmp_path / "hf")
-    params = json.loads((out / "config.json").read_text())["rope_parameters"]
-    assert params["rope_type"] == scaling["type"] and params["factor"] == scaling["factor"]
+    config = json.loads((out / "config.json").read_text())
+    for params in (config["rope_parameters"], config["rope_scaling"]):  # transformers 5's schema, and 4's
+        assert params["rope_type"] == scaling["type"] and params["factor"] == scaling["factor"]
     # increasing lengths: transformers' dynamic NTK keeps the frequencies of the longest length seen so far
     diff = max_logit_diff(run, out, (TRAIN_LEN // 2, TRAIN_LEN, 2 * TRAIN_LEN, 4 * TRAIN_LEN))
     print(f"rope+{scaling['type']}: max |dlogit| = {diff:.3g}")
@@ -163,16 +167,49 @@ def test_the_trained_run_exports_and_generates(trained_run, tmp_path):
     pipe = transformers.pipeline("text-generation", model=model, tokenizer=tok)
     assert pipe("import ", max_new_tokens=4, do_sample=False)[0]["generated_text"].startswith("import ")
     manifest = json.loads((out / "ropebench_export.json").read_text())
-    assert manifest["source_run"] == str(trained_run.resolve()) and manifest["train_seq_len"] == TRAIN_LEN
+    assert (out / manifest["source_run"]).resolve() == trained_run.resolve() and manifest["train_seq_len"] == TRAIN_LEN
     assert manifest["pe"]["name"] == "rope" and manifest["ropebench_version"]
+    assert str(tmp_path) not in (out / "ropebench_export.json").read_text()  # no absolute path of this machine
+    assert "cache_dir" not in manifest["data"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
 
 
 def test_learned_export_generates_within_its_table(trained_run, tmp_path):
     out = export(make_run(RunDir(trained_run), tmp_path / "run", "learned"), tmp_path / "hf")
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
     prompt = torch.tensor([list(b"x = ")])
-    assert model.generate(prompt, max_new_tokens=TRAIN_LEN - 4, do_sample=False, pad_token_id=256).shape[1] == TRAIN_LEN
+    assert model.generate(prompt, max_new_tokens=TRAIN_LEN - 4, do_sample=False).shape[1] == TRAIN_LEN
+    # Without a length, generate stops at the end of the position table instead of failing past it.
+    assert model.generate(**tok("x = ", return_tensors="pt"), do_sample=False).shape[1] == TRAIN_LEN
+    card = (out / "README.md").read_text()
+    assert f"at most {TRAIN_LEN} tokens" in card and "IndexError" in card
+
+
+@pytest.mark.parametrize("pe", ["rope", "learned"])
+def test_plain_transformers_scores_an_export_as_ropebench_does(trained_run, tmp_path, pe):
+    """`tok(text)` gives exactly input_ids and attention_mask (GPT-2 would add a token-type embedding for
+    token_type_ids), and the loss transformers computes from it is ropebench's loss on the same bytes; batches pad."""
+    run = trained_run if pe == "rope" else make_run(RunDir(trained_run), tmp_path / "run", pe)
+    out = export(run, tmp_path / "hf")
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    text = "def f(x): é"  # within the learned table's 16 positions
+    inputs = tok(text, return_tensors="pt")
+    assert sorted(inputs) == ["attention_mask", "input_ids"]
+    assert inputs["input_ids"][0].tolist() == list(text.encode())
+    ours_model = load_model(RunDir(run), RunDir(run).read_config())
+    with torch.no_grad():
+        theirs = model(**inputs, labels=inputs["input_ids"]).loss.item()
+        ids = inputs["input_ids"]
+        ours = ours_model(ids[:, :-1], ids[:, 1:])[1].item()
+    print(f"{pe}: transformers loss {theirs:.6f}, ropebench {ours:.6f}")
+    assert theirs == pytest.approx(ours, abs=1e-5)
+    assert tok.pad_token == "<|endoftext|>" and tok.padding_side == "left"
+    batch = tok(["x", "def g():"], return_tensors="pt", padding=True)
+    out_ids = model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert out_ids.shape == (2, len("def g():") + 2)
+    assert (out / "README.md").read_text().startswith("---\nlibrary_name: transformers\n")
 
 
 def test_eval_length_of_the_export_equals_the_runs(trained_run, corpus_dir, tmp_path):
@@ -200,6 +237,25 @@ def test_eval_length_of_the_export_equals_the_runs(trained_run, corpus_dir, tmp_
         print(f"eval {cell}: nll {float(row['nll']):.6f}, |dnll| = {abs(float(row['nll']) - float(other['nll'])):.2g}")
         assert float(row["nll"]) == pytest.approx(float(other["nll"]), abs=1e-5)
     assert ours[(str(4 * TRAIN_LEN), "yarn")]["nll"] != ours[(str(4 * TRAIN_LEN), "none")]["nll"]
+
+
+def test_a_yarn_run_and_its_export_are_evaluated_and_labelled_alike(trained_run, corpus_dir, tmp_path):
+    """A run fine-tuned with YaRN and its export carry the same scaling: evaluated as they are, their rows name it
+    the same way and score the same."""
+    assert corpus_dir.is_dir()
+    scaling = {"type": "yarn", "factor": 2.0, "original_max_position_embeddings": TRAIN_LEN}
+    run = make_run(RunDir(trained_run), tmp_path / "run", "rope", scaling=scaling)
+    out = export(run, tmp_path / "hf")
+    lengths = ("--lengths", f"{TRAIN_LEN},{2 * TRAIN_LEN}")
+    assert invoke("eval-length", run, *lengths).exit_code == 0
+    assert invoke("eval-length", out, "--out", tmp_path / "results", *lengths).exit_code == 0
+    ours = {r["eval_len"]: r for r in RunDir(run).read_rows("eval_length.csv")}
+    theirs = {r["eval_len"]: r for r in RunDir(tmp_path / "results").read_rows("eval_length.csv")}
+    assert sorted(ours) == sorted(theirs) == [str(TRAIN_LEN), str(2 * TRAIN_LEN)]
+    label = f"yarn(factor=2,original_max_position_embeddings={TRAIN_LEN})"
+    for length, row in ours.items():
+        assert row["rope_scaling"] == theirs[length]["rope_scaling"] == label
+        assert float(row["nll"]) == pytest.approx(float(theirs[length]["nll"]), abs=1e-5)
 
 
 def test_export_loads_without_ropebench(trained_run, tmp_path):
@@ -286,20 +342,25 @@ def test_missing_and_unfinished_runs_are_refused(trained_run, tmp_path):
 
 
 def test_existing_output_is_refused_unless_forced(trained_run, tmp_path):
+    """--force replaces an earlier export (it holds ropebench_export.json), never any other directory."""
     out = tmp_path / "hf"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    fails_cleanly(["export-hf", trained_run, out], "exists and is not empty", "--force")
+    for force in ([], ["--force"]):
+        fails_cleanly(["export-hf", trained_run, out, *force], "is not an earlier export")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (tmp_path / "file").write_text("x")
     fails_cleanly(["export-hf", trained_run, tmp_path / "file"], "not a directory")
     fails_cleanly(["export-hf", trained_run, trained_run, "--force"], "holds the run")
     fails_cleanly(["export-hf", trained_run, trained_run.parent, "--force"], "holds the run")
     assert RunDir(trained_run).is_finished()
-    export_forced = invoke("export-hf", trained_run, out, "--force")
+    earlier = export(trained_run, tmp_path / "earlier")
+    (earlier / "stale.txt").write_text("from before")
+    fails_cleanly(["export-hf", trained_run, earlier], "holds an earlier export", "--force")
+    export_forced = invoke("export-hf", trained_run, earlier, "--force")
     assert export_forced.exit_code == 0, export_forced.output
-    assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "hf"]  # no temporary directory left
+    assert not (earlier / "stale.txt").exists() and (earlier / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "file", "hf"]  # no temporary directory left
     empty = tmp_path / "empty"
     empty.mkdir()
     export(trained_run, empty)  # an empty directory is fine without --force

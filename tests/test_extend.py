@@ -85,7 +85,8 @@ def test_extended_runs_train_and_resume_like_any_run(tiny_overrides, base, tmp_p
     assert extend(tiny_overrides, base, whole, *common).exit_code == 0
     assert extend(tiny_overrides, base, split, *common[1:], "train.steps=3").exit_code == 0
     result = invoke("resume", split, "train.steps=6")
-    assert "already finished" in result.output  # a finished run is a record: not stretched afterwards
+    # A finished run is a record: not stretched afterwards, and refused in one line rather than silently kept.
+    assert result.exit_code == 2 and "has finished its 3 steps" in result.output
     # A run stopped at its checkpoint continues from it (not from the source again) to the same weights.
     (split / "final.json").unlink()
     (split / "model.safetensors").unlink()
@@ -270,3 +271,108 @@ def test_the_extension_report_names_methods_from_configs_and_aggregates_seeds(tm
     assert [p.name for p in written] == ["extend.csv", "extend.md", "extend.png", "extend.pdf"]
     table = (sweep / "extend.md").read_text()
     assert "| YaRN | 200 | 6.10 ± 0.14 | 6.70 ± 0.28 |" in table and "| 38 ± 18 |" in table
+
+
+def test_a_method_missing_at_one_budget_keeps_its_colour(tmp_path):
+    """extend.png recoloured the methods per panel: with PI missing at 0 steps, every method after it took another
+    colour there. Each method has one colour in every panel, and the figure one legend."""
+    from ropebench.report.axes import Units
+    from ropebench.report.extend import _figure, read_results, summary_rows
+
+    runs = [_fake_run(tmp_path / "base", steps=1000, ppl={64: 5.0, 256: 9.0})]
+    for steps in (0, 50):
+        runs.append(_fake_run(tmp_path / f"direct{steps}", init_from="x", steps=steps, ppl={64: 6.0, 256: 7.0}))
+        runs.append(_fake_run(tmp_path / f"yarn{steps}", init_from="x", steps=steps, scaling="yarn", ppl={64: 5.5}))
+    runs.append(_fake_run(tmp_path / "pi50", init_from="x", steps=50, scaling="linear", ppl={64: 6.5, 256: 6.6}))
+    results = read_results(runs)
+    fig = _figure(summary_rows(results), "ppl", {r.method: (r.pe, r.scaling) for r in results}, Units(("bytes",)))
+    panels = [{ln.get_label(): ln.get_color() for ln in ax.get_lines()} for ax in fig.axes]
+    assert set(panels[0]) == {"rope base", "direct", "YaRN"} and set(panels[1]) == {"rope base", "direct", "PI", "YaRN"}
+    assert all(panels[0][m] == panels[1][m] for m in panels[0])
+    assert len(set(panels[1].values())) == 4
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["rope base", "direct", "PI", "YaRN"]
+    assert fig.axes[0].get_ylabel() == "perplexity per byte (log scale)"
+
+
+def test_the_extension_report_keeps_runs_of_one_method_that_differ_apart(tmp_path):
+    """The report uses the tables' identity: two YaRN runs at one budget that differ in a setting are two rows."""
+    import yaml
+
+    from ropebench.report.extend import summary_rows
+
+    a = _fake_run(tmp_path / "a", init_from="x", scaling="yarn", ppl={64: 6.0})
+    b = _fake_run(tmp_path / "b", init_from="x", scaling="yarn", ppl={64: 8.0})
+    config = yaml.safe_load((b / "config.yaml").read_text())
+    config["train"]["lr"] = 0.01
+    (b / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = summary_rows([a, b])
+    # a: the schema default lr
+    assert sorted((r["method"], r["ppl_n"]) for r in rows) == [("YaRN (lr=0.002)", 1), ("YaRN (lr=0.01)", 1)]
+
+
+def _without_data(overrides):
+    return [o for o in overrides if not o.startswith("data")]
+
+
+def test_init_from_reads_the_source_run_s_data_unless_told_otherwise(tiny_overrides, base, tmp_path, session_tmp):
+    """A run started from another's weights with no data settings fine-tuned on the default corpus, silently."""
+    import yaml
+
+    source = yaml.safe_load((base / "config.yaml").read_text())["data"]
+    run = tmp_path / "inherits"
+    result = invoke("train", *_without_data(tiny_overrides), "pe=rope", f"init_from={base}", "train.seq_len=32",
+                    "train.steps=0", *SAME_TEXT, f"hydra.run.dir={run}")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert data["source"] == "text_files" and data["paths"] == source["paths"]
+    assert "on its data (data=text_files)" in result.output
+    # Other data named on the command line: read, the source's tokenizer kept, the difference on the start line.
+    other = tmp_path / "other_corpus"
+    other.mkdir()
+    for i, f in enumerate(sorted((session_tmp / "corpus").glob("*.py"))[:20]):
+        (other / f"doc{i}.txt").write_text(f.read_text())
+    run = tmp_path / "other"
+    result = invoke("train", *_without_data(tiny_overrides), "pe=rope", f"init_from={base}", "train.seq_len=32",
+                    "train.steps=0", "data=text_files", f"data.paths=[{other}]", *SAME_TEXT, f"hydra.run.dir={run}")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert data["paths"] == [str(other.resolve())] and data["tokenizer"] == source["tokenizer"]
+    assert "on other data than it was trained on (data.paths:" in " ".join(result.output.split())
+
+
+def test_evaluation_time_scaling_of_an_init_from_run_stretches_from_the_source_length(tiny_overrides, base, tmp_path):
+    """A 0-step extension to 32 tokens holds the 16-token model's weights: scaling it at evaluation must stretch from
+    16 (its init_from_seq_len), not from its own 32 -- it then scores exactly like its source scaled the same way."""
+    run = tmp_path / "direct0"
+    assert extend(tiny_overrides, base, run, "train.steps=0").exit_code == 0
+    common = ["--lengths", "32,64", "--max-tokens", "256", "--rope-scaling", "yarn"]
+    assert invoke("eval-length", run, *common).exit_code == 0
+    assert invoke("eval-length", base, *common).exit_code == 0
+    assert nll_by_length(run, "yarn") == nll_by_length(base, "yarn")  # factor 64/16 = 4 at 64, from 16
+    with open(run / "eval_length.csv") as f:
+        factors = {int(r["eval_len"]): r["rope_factor"] for r in csv.DictReader(f) if r["rope_scaling"] == "yarn"}
+    assert factors == {32: "2", 64: "4"}
+    # --original-len overrides it (and names itself in the rows' label).
+    result = invoke("eval-length", run, *common, "--original-len", "32")
+    assert result.exit_code == 0, result.output
+    stretched = nll_by_length(run, "yarn(original_max_position_embeddings=32)")
+    assert set(stretched) == {32, 64} and stretched[64] != nll_by_length(run, "yarn")[64]
+
+
+def test_region_len_and_original_len_options(base, tmp_path):
+    import shutil
+
+    from tests.helpers import refused
+
+    base = shutil.copytree(base, tmp_path / "copy")  # the other tests' source stays as it is
+    result = runner.invoke(app, ["eval-length", str(base), "--lengths", "16", "--region-len", "32",
+                                 "--max-tokens", "64"])
+    assert result.exit_code == 0, result.output
+    with open(base / "eval_length.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["eval_len"] == "16" and r["rope_scaling"] == "none")
+    assert int(row["n_tokens"]) == 64 and int(row["n_documents"]) == 2  # two whole 32-token regions
+    before = (base / "eval_length.csv").read_text()
+    refused(runner.invoke(app, ["eval-length", str(base), "--region-len", "0"]), "--region-len must be a positive")
+    refused(runner.invoke(app, ["eval-length", str(base), "--original-len", "16"]), "--original-len needs --rope")
+    assert (base / "eval_length.csv").read_text() == before

@@ -16,17 +16,13 @@ import csv
 import json
 import os
 import re
-import shlex
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ropebench.cli.app import app
-from ropebench.run.trainer import Trainer
 from tests.helpers import refused
 
 runner = CliRunner()
@@ -163,44 +159,6 @@ def test_relaunch_completes_an_evaluation_cut_short(sweep_job, tiny_overrides, t
     assert eval_lengths(job) == LENGTHS
     assert (job / "eval_length.csv").read_text().splitlines()[:3] == kept  # measured rows are not redone
     assert {name: (job / name).read_bytes() for name in record} == record
-
-
-def _ctrl_c_after(step: int, monkeypatch) -> None:
-    """One Ctrl-C during the first job's training: SIGINT reaches the trainer's handler as from a terminal."""
-    original = Trainer.train_step
-
-    def train_step(self, step_fn):
-        loss = original(self, step_fn)
-        if self.step == step and self.cfg.seed == 0:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-
-    monkeypatch.setattr(Trainer, "train_step", train_step)
-
-
-def _printed_command(result, command: str) -> list[str]:
-    line = next(ln for ln in result.stderr.splitlines() if f"Continue with: ropebench {command} " in ln)
-    return shlex.split(line.split("Continue with: ", 1)[1])  # what a shell makes of the pasted text
-
-
-def test_one_ctrl_c_stops_a_sweep_and_both_printed_commands_work(tiny_overrides, tmp_path, monkeypatch):
-    sweep_dir = tmp_path / "sweep"
-    _ctrl_c_after(3, monkeypatch)
-    result = invoke("sweep", "compare", *tiny_overrides, "train.steps=8", "pe=choice(rope)", "seed=0,1",
-                    f"hydra.sweep.dir={sweep_dir}")
-    monkeypatch.undo()
-    assert result.exit_code == 130 and "Traceback" not in result.output
-    job, other = sweep_dir / "pe=rope,seed=0", sweep_dir / "pe=rope,seed=1"
-    assert torch.load(job / "checkpoint.pt", weights_only=True)["step"] == 3
-    assert not (other / "config.yaml").exists()  # one press stopped the sweep: the next job never started
-    config = (job / "config.yaml").read_bytes()
-    resume = _printed_command(result, "resume")
-    assert resume == ["ropebench", "resume", str(job)]
-    ok(invoke(*resume[1:]))
-    assert json.loads((job / "final.json").read_text())["steps"] == 8
-    again = ok(invoke(*_printed_command(result, "sweep")[1:]))
-    assert f"already finished: {job}" in again.stderr and (other / "final.json").is_file()
-    assert (job / "config.yaml").read_bytes() == config and eval_lengths(job) == LENGTHS
 
 
 def test_train_resume_takes_a_sweep_job_directory_as_typed(interrupted, tmp_path):

@@ -80,7 +80,8 @@ def test_damaged_config_is_one_line(copy, damage, command):
 
 
 @pytest.mark.parametrize("name,garbage,command,expected", [
-    *[("model.safetensors", b"garbage", command, "are corrupt") for command in ON_A_RUN if command[0] != "resume"],
+    *[("model.safetensors", b"garbage", command, "are damaged or not safetensors") for command in ON_A_RUN
+      if command[0] != "resume"],
     ("final.json", b"{not json", ["resume", "{run}"], "final.json' is unreadable"),
 ])
 def test_corrupt_run_file_is_one_line_and_keeps_results(copy, name, garbage, command, expected):

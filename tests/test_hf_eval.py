@@ -16,11 +16,22 @@ from ropebench.eval import hf_model, hf_passkey
 from ropebench.eval.hf_model import HFCausalLM
 from ropebench.eval.hf_passkey import KEY, PromptBuilder
 from ropebench.eval.hf_session import HFRequest, hf_eval_length
+from ropebench.run import hf_compat
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 runner = CliRunner()
+pytestmark = pytest.mark.hf  # also run with the oldest transformers the [hf] extra accepts (.ci/run)
 MAX_POS = 32
+
+
+@pytest.fixture(scope="module")
+def small_text(tmp_path_factory, corpus_dir):
+    """A few of the corpus's files: text given by path is scored whole, every token with its cropped baseline."""
+    text = tmp_path_factory.mktemp("text")
+    for f in sorted(corpus_dir.iterdir())[:3]:
+        shutil.copy(f, text / f.name)
+    return text
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +59,12 @@ def hf_dir(tmp_path_factory, corpus_dir):
                                                                      n_head=4, n_positions=MAX_POS)),
         "bert": transformers.BertForMaskedLM(transformers.BertConfig(**{**shape, "num_hidden_layers": 1})),
     }
+    # The same Llama with a RoPE scaling in its own config (linear, factor 2): what a long-context checkpoint ships.
+    llama = built["llama"].config
+    scaled = hf_compat.with_rope_parameters(llama, {**hf_compat.rope_parameters(llama), "rope_type": "linear",
+                                                    "factor": 2.0})
+    built["llama_scaled"] = transformers.LlamaForCausalLM(scaled)
+    built["llama_scaled"].load_state_dict(built["llama"].state_dict())
     for name, model in built.items():
         model.save_pretrained(root / name)
         fast.save_pretrained(root / name)
@@ -94,7 +111,8 @@ def scored_windows_nll(hf_dir, out, length, split):
     from ropebench.eval.runner import Session
 
     session = Session(out)
-    probe = PerplexityProbe(max_tokens=int(session.cfg.eval.max_tokens), split=split)
+    probe = PerplexityProbe(max_tokens=int(session.cfg.eval.max_tokens), region_len=int(session.cfg.eval.region_len),
+                            split=split)
     probe.corpus = load_corpus(OmegaConf.create(session.cfg.data), log=lambda *a: None)
     held_out = probe.corpus.held_out(split)
     model, total, count = load(hf_dir / "llama"), 0.0, 0
@@ -108,9 +126,9 @@ def scored_windows_nll(hf_dir, out, length, split):
     return total / count, count
 
 
-def test_eval_length_scores_the_same_tokens_as_the_models_own_loss(hf_dir, corpus_dir, tmp_path):
+def test_eval_length_scores_the_same_tokens_as_the_models_own_loss(hf_dir, small_text, tmp_path):
     out = tmp_path / "llama"
-    request = HFRequest(str(hf_dir / "llama"), out, data=str(corpus_dir), batch_size=3)
+    request = HFRequest(str(hf_dir / "llama"), out, data=str(small_text), batch_size=3)
     rows = hf_eval_length(request, [32, 48], log=lambda *a: None)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[0]["n_tokens"] == rows[1]["n_tokens"]  # the same targets at every length
@@ -146,7 +164,7 @@ def test_rope_scaling_equals_transformers_own_construction(hf_dir, name, kind, r
     adapter.pe.set_scaling(spec)
     ours = adapter(ids[:, :-1], ids[:, 1:])[1]
     config = transformers.AutoConfig.from_pretrained(hf_dir / name)
-    config.rope_parameters = {**config.rope_parameters, **reference}
+    config = hf_compat.with_rope_parameters(config, {**hf_compat.rope_parameters(config), **reference})
     theirs = load(hf_dir / name, config=config)
     with torch.no_grad():
         logits = theirs(ids[:, :-1]).logits.float()
@@ -168,19 +186,19 @@ def fake_run(path):
     return path
 
 
-def test_cli_results_read_by_table_and_plot_beside_a_run(hf_dir, corpus_dir, tmp_path):
+def test_cli_results_read_by_table_and_plot_beside_a_run(hf_dir, small_text, tmp_path):
     llama, gpt2, run = tmp_path / "llama", tmp_path / "gpt2", fake_run(tmp_path / "run")
-    result = invoke("eval-length", hf_dir / "llama", "--out", llama, "--data", corpus_dir, "--lengths", "32,64",
+    result = invoke("eval-length", hf_dir / "llama", "--out", llama, "--data", small_text, "--lengths", "32,64",
                     "--rope-scaling", "yarn")
     assert result.exit_code == 0, result.output
-    result = invoke("eval-length", hf_dir / "llama", "--out", llama, "--data", corpus_dir, "--lengths", "32,48")
+    result = invoke("eval-length", hf_dir / "llama", "--out", llama, "--data", small_text, "--lengths", "32,48")
     assert result.exit_code == 0, result.output  # the same model: rows appended
     rows = read_csv(llama / "eval_length.csv")
     assert {(r["eval_len"], r["rope_scaling"]) for r in rows} == {("32", "yarn"), ("64", "yarn"), ("32", "none"),
                                                                   ("48", "none")}
     assert {r["model"] for r in rows} == {r["tokenizer"] for r in rows} == {str(hf_dir / "llama")}
     assert {r["status"] for r in rows} == {"ok"}
-    result = invoke("eval-length", hf_dir / "gpt2", "--out", gpt2, "--data", corpus_dir, "--lengths", "32,64")
+    result = invoke("eval-length", hf_dir / "gpt2", "--out", gpt2, "--data", small_text, "--lengths", "32,64")
     assert result.exit_code == 0, result.output
     assert [r["status"].split(":")[0] for r in read_csv(gpt2 / "eval_length.csv")] == ["ok", "not_applicable"]
     table = invoke("table", llama, gpt2, run)
@@ -192,7 +210,55 @@ def test_cli_results_read_by_table_and_plot_beside_a_run(hf_dir, corpus_dir, tmp
     assert (tmp_path / "fig.png").stat().st_size > 0
 
 
-def test_out_of_memory_at_one_length_is_a_status(hf_dir, corpus_dir, tmp_path, monkeypatch):
+def test_text_given_by_path_is_scored_whole(hf_dir, corpus_dir, tmp_path):
+    """--data FILES: every document given is scored (none held out as training data), every token of each; one
+    file is a corpus of one document. n_documents says how many, in every row."""
+    files = sorted(corpus_dir.iterdir())[:20]
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for f in files:
+        shutil.copy(f, texts / f.name)
+    out = tmp_path / "out"
+    result = invoke("eval-length", hf_dir / "llama", "--out", out, "--data", texts, "--lengths", "32,64")
+    assert result.exit_code == 0, result.output
+    assert "scoring every document of the text given, each whole: 20 documents" in result.stderr
+    rows = read_csv(out / "eval_length.csv")
+    assert [int(r["n_documents"]) for r in rows] == [20, 20]  # every file is longer than 64 tokens
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir / "llama")
+    every = sum(len(tokenizer(f.read_text(), add_special_tokens=False).input_ids) for f in files)
+    assert int(rows[0]["n_tokens"]) == every - len(files)  # each document's every target, none twice
+    one = tmp_path / "one"
+    result = invoke("eval-length", hf_dir / "llama", "--out", one, "--data", files[0], "--lengths", "32")
+    assert result.exit_code == 0, result.output
+    assert [int(r["n_documents"]) for r in read_csv(one / "eval_length.csv")] == [1]
+
+
+def test_the_models_own_rope_scaling_names_its_rows_and_none_removes_it(hf_dir, small_text, tmp_path):
+    out = tmp_path / "out"
+    args = ["eval-length", hf_dir / "llama_scaled", "--out", out, "--data", small_text, "--lengths", "32"]
+    assert invoke(*args).exit_code == 0
+    assert invoke(*args, "--rope-scaling", "none").exit_code == 0
+    rows = {r["rope_scaling"]: r for r in read_csv(out / "eval_length.csv")}
+    assert sorted(rows) == ["linear(factor=2)", "none"]
+    plain = tmp_path / "plain"
+    assert invoke("eval-length", hf_dir / "llama", "--out", plain, "--data", small_text, "--lengths", "32",
+                  "--rope-scaling", "linear", "--factor", "2").exit_code == 0
+    unscaled = tmp_path / "unscaled"
+    assert invoke("eval-length", hf_dir / "llama", "--out", unscaled, "--data", small_text,
+                  "--lengths", "32").exit_code == 0
+
+    def nll(path):
+        return float(read_csv(path / "eval_length.csv")[0]["nll"])
+
+    # The model's own scaling is what --rope-scaling linear --factor 2 does to the same weights; none, the raw model.
+    assert float(rows["linear(factor=2)"]["nll"]) == pytest.approx(nll(plain), abs=1e-6)
+    assert float(rows["none"]["nll"]) == pytest.approx(nll(unscaled), abs=1e-6)
+    assert rows["none"]["nll"] != rows["linear(factor=2)"]["nll"]
+    result = invoke(*args, "--rope-scaling", "yarn")
+    assert result.exit_code == 2 and "already scales its RoPE" in result.stderr, result.output
+
+
+def test_out_of_memory_at_one_length_is_a_status(hf_dir, small_text, tmp_path, monkeypatch):
     real = HFCausalLM._nll
 
     def short_memory(self, rows, targets):
@@ -202,7 +268,7 @@ def test_out_of_memory_at_one_length_is_a_status(hf_dir, corpus_dir, tmp_path, m
 
     monkeypatch.setattr(HFCausalLM, "_nll", short_memory)
     out = tmp_path / "out"
-    result = invoke("eval-length", hf_dir / "llama", "--out", out, "--data", corpus_dir, "--lengths", "32,64,128")
+    result = invoke("eval-length", hf_dir / "llama", "--out", out, "--data", small_text, "--lengths", "32,64,128")
     assert result.exit_code == 1, result.output
     assert [r["status"] for r in read_csv(out / "eval_length.csv")] == [
         "ok", "error: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "ok"]

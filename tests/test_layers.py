@@ -1,5 +1,6 @@
-"""The package's layers import downward only (core <- data <- run <- eval <- report <- cli), with no cycles,
-checked on the source of every module (function-level imports included), and `import ropebench` stays cheap."""
+"""The package's layers import downward only (core <- data <- run <- eval <- report <- cli), and no module imports
+itself through others -- inside a layer too, in the package and among the scripts -- checked on the source of every
+module (function-level imports included); `import ropebench` stays cheap."""
 
 import ast
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 import ropebench
 
 PACKAGE = Path(ropebench.__file__).parent
+SCRIPTS = PACKAGE.parent / "scripts"
 # Lowest first. `errors` and `progress` are utilities every layer may use; `bench` measures the layers below cli.
 LAYERS = ["core", "data", "run", "eval", "report", "bench", "cli"]
 UTILITIES = {"errors", "progress", "__init__", "__main__"}
@@ -49,6 +51,70 @@ def test_layers_import_downward_only():
             if other in LAYERS and LAYERS.index(other) > LAYERS.index(own):
                 upward.append(f"{path.relative_to(PACKAGE)} imports {module}")
     assert not upward, "\n".join(sorted(upward))
+
+
+def module_graph(root: Path, prefix: str) -> dict[str, set[str]]:
+    """Module -> the modules of the same tree it imports (``from pkg import mod`` names the module ``pkg.mod``;
+    ``from pkg import name`` names ``pkg``, whose ``__init__`` defines the name)."""
+    def name(path: Path) -> str:
+        parts = path.relative_to(root).with_suffix("").parts
+        return ".".join([*([prefix] if prefix else []), *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+    modules = {name(p): p for p in root.rglob("*.py")}
+    graph = {}
+    for module, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                             for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        graph[module] = {m for m in found if m in modules} - {module}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: every strongly connected set of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_in_the_package_or_the_scripts():
+    assert cycles(module_graph(PACKAGE, "ropebench")) == []
+    assert cycles(module_graph(SCRIPTS, "")) == []
+
+
+def test_the_cycle_check_finds_a_cycle_inside_a_layer(tmp_path):
+    """A cycle between two modules of one layer (what the downward rule cannot see) is found."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "__init__.py").write_text("")
+    (tmp_path / "run" / "a.py").write_text("def f():\n    from pkg.run.b import g\n")
+    (tmp_path / "run" / "b.py").write_text("from pkg.run import a\n")
+    (tmp_path / "run" / "c.py").write_text("from pkg.run.a import f\n")
+    assert cycles(module_graph(tmp_path, "pkg")) == [["pkg.run.a", "pkg.run.b"]]
 
 
 def test_utilities_import_no_layer():

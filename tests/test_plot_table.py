@@ -13,7 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from ropebench.errors import UserError
-from ropebench.report.plot import PALETTE, length_figure, plot_length, plot_positions
+from ropebench.report.plot import PALETTE, length_figure, plot_length
+from ropebench.report.positions import plot_positions
 from ropebench.report.results import aggregate, find_runs, load_results, select
 from ropebench.report.table import perplexity_table, write_table
 
@@ -206,10 +207,16 @@ def test_table_csv_latex_and_lengths(sweep: Path, tmp_path: Path):
     assert parsed[0] == ["encoding", "64", "1024"]
     assert {r[0]: r[1:] for r in parsed[1:]}["learned"] == ["19.00", "—"]
     tex = perplexity_table([sweep], fmt="latex")
-    body = [ln for ln in tex.splitlines() if ln.endswith(r"\\")]
-    assert tex.startswith(r"\begin{tabular}{lrrrr}") and tex.rstrip().endswith(r"\end{tabular}")
+    body = [ln for ln in tex.splitlines() if ln.endswith(r"\\") and "multicolumn" not in ln]
+    assert tex.startswith("\\begin{table}[t]\n\\centering\n\\caption{Perplexity per byte (lower is better)")
+    assert r"\begin{tabular}{lrrrr}" in tex and tex.rstrip().endswith("\\end{tabular}\n\\end{table}")
+    assert r"\multicolumn{4}{c}{evaluation length (bytes)}" in tex and r"\label{tab:perplexity}" in tex
     assert all(ln.count("&") == len(LENGTHS) for ln in body) and len(body) == 5
     assert r"$\pm$" in tex and "±" not in tex
+    # The best (lowest) mean at each length in bold, whatever follows it: learned at 64, alibi beyond.
+    cells = {ln.split(" & ")[0]: ln.split(" & ")[1:] for ln in body[1:]}
+    assert cells["learned"][0] == r"\textbf{19.00}" and cells["alibi"][3] == r"\textbf{20.25} \\"
+    assert not any("textbf" in c for c in cells["rope"])
     out = write_table([sweep], tmp_path / "tables" / "ppl.tex")
     assert out.read_text() == tex and not list(out.parent.glob(".*tmp"))
     for bad, kw in (("fmt 'xlsx'", {"fmt": "xlsx"}), ("'-3'", {"lengths": ["-3"]})):
@@ -236,7 +243,9 @@ def test_length_figure_lines_ticks_and_files(sweep: Path, tmp_path: Path):
         assert list(ax.get_xticks()) == LENGTHS
         assert [t.get_text() for t in ax.get_xticklabels()] == [str(n) for n in LENGTHS]
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-        assert ax.get_xlabel() == "evaluation length (tokens)" and ax.get_ylabel() == "perplexity"
+        # Units (the rows' tokenizer: bytes) and the log scales are named on the axes.
+        assert ax.get_xlabel() == "evaluation length (bytes, log scale)"
+        assert ax.get_ylabel() == "perplexity per byte (log scale)"
         assert len(ax.collections) == 1  # one band: only rope has several seeds
     finally:
         import matplotlib.pyplot as plt
@@ -266,7 +275,7 @@ def _write_rows(run: Path, rows: list[dict]) -> None:
 
 
 def test_each_scaling_its_own_colour(tmp_path: Path):
-    from ropebench.report.plot import SCALING_COLOURS, _styles
+    from ropebench.report.plot import SCALING_COLOURS, _styles, shade
     from ropebench.report.results import Series
 
     run = make_run(tmp_path / "run", "rope", 0, PPL[("rope", 0)])
@@ -277,11 +286,13 @@ def test_each_scaling_its_own_colour(tmp_path: Path):
     assert set(lines) == {"rope", "rope+linear", "rope+ntk", "rope+dynamic", "rope+yarn"}
     assert len({ln.get_color() for ln in lines.values()}) == 5 and len({ln.get_marker() for ln in lines.values()}) == 5
     assert {lines[f"rope+{s}"].get_color() for s in SCALING_COLOURS} == set(SCALING_COLOURS.values())
-    # Two pairs that want one colour (YaRN on RoPE and on xPos) still get two; variants of a pair share it.
+    # Two pairs that want one colour (YaRN on RoPE and on xPos) still get two; variants of a pair take shades of
+    # it and their own line style.
     series = [Series(lab, pe, [], [], {}, sc) for lab, pe, sc in
               (("a", "rope", "yarn"), ("b", "xpos", "yarn"), ("c", "rope", "yarn"), ("d", "rope", "none"))]
     st = _styles(series)
-    assert st["a"][0] != st["b"][0] and st["a"][0] == st["c"][0] and st["a"][1] != st["c"][1]
+    assert st["a"][0] != st["b"][0] and st["c"][0] == shade(st["a"][0], 1, 2) != st["a"][0]
+    assert st["a"][1] != st["c"][1]
     assert st["d"][0] == PALETTE["rope"] and st["b"][0] not in {PALETTE["rope"], st["a"][0]}
 
 
@@ -325,8 +336,9 @@ def test_sliding_strides_one_series_per_rule(tmp_path: Path):
     assert by["rope [stride 8]"].points[512].mean == pytest.approx(23.08)
     fig = length_figure([run], protocol="sliding")
     lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("rope")]
-    assert len(lines) == 4 and len({ln.get_color() for ln in lines}) == 1  # one encoding and scaling ...
-    assert len({ln.get_linestyle() for ln in lines}) == 4  # ... four stride rules
+    # One encoding and scaling, four stride rules: shades of RoPE's colour, each its own line style.
+    assert len(lines) == 4 and len({ln.get_color() for ln in lines}) == 4 and lines[0].get_color() == PALETTE["rope"]
+    assert len({ln.get_linestyle() for ln in lines}) == 4
     table = _md_rows(perplexity_table([run], protocol="sliding"))
     assert list(table) == [s.label for s in series]
 
@@ -348,9 +360,9 @@ def test_log_axis_labels_past_ten_and_band_note(sweep: Path):
     labels = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels() if t.get_text()}
     assert {"20", "30", "100", "200"} <= set(labels)  # perplexities 19 to 300
     assert all(float(text) == pytest.approx(y) for text, y in labels.items())
-    notes = [t.get_text() for t in ax.get_legend().get_texts()]
+    notes = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend, the figure's
     assert "shaded: min–max over 2 seeds" in notes and "cannot run longer" in notes
-    std = [t.get_text() for t in length_figure([sweep], band="std").axes[0].get_legend().get_texts()]
+    std = [t.get_text() for t in length_figure([sweep], band="std").legends[0].get_texts()]
     assert "shaded: mean ± 1 std over 2 seeds" in std
     assert plain_log_ticks(4.5, 35) == [5, 6, 8, 10, 20, 30]
     assert plain_log_ticks(19.5, 33) == [20, 25, 30]  # a narrow range gets the finer steps
@@ -363,7 +375,7 @@ def test_log_axis_labels_past_ten_and_band_note(sweep: Path):
 def test_positions_length_and_smoothing(sweep: Path):
     import numpy as np
 
-    from ropebench.report.plot import moving_average, positions_figure
+    from ropebench.report.positions import moving_average, positions_figure
 
     lines = {ln.get_label(): ln for ln in positions_figure([sweep], length=128).axes[0].get_lines()}
     assert set(lines) == {"rope @ 128", "alibi @ 128", "train length"}

@@ -115,7 +115,8 @@ def test_resume_at_the_reached_step_finishes_with_the_metrics_of_that_step(inter
               if r["step"] == STOP_AT]
     assert final["steps"] == STOP_AT and len(logged) == 1
     assert final["train_loss"] == logged[0]["train_loss"] and final["val_loss"] == logged[0]["val_loss"]
-    assert "already finished" in invoke("resume", interrupted, "train.steps=12").stderr  # a finished record
+    # A finished record: more steps are refused in one line, naming the way (a new run from its weights).
+    refused(invoke("resume", interrupted, "train.steps=12"), f"has finished its {STOP_AT} steps", "init_from=")
 
 
 # ---- 2. final.json is JSON: no NaN when no step was trained -------------------------------------------------
@@ -197,7 +198,7 @@ def test_export_hf_force_still_replaces_an_earlier_export(base, tmp_path):
     out = tmp_path / "hf"
     ok(invoke("export-hf", source, out))
     (out / "stale.txt").write_text("from before")
-    refused(invoke("export-hf", source, out), "exists and is not empty", "--force")
+    refused(invoke("export-hf", source, out), "holds an earlier export", "--force")
     ok(invoke("export-hf", source, out, "--force"))
     assert (out / "ropebench_export.json").is_file() and not (out / "stale.txt").exists()
 

@@ -99,7 +99,7 @@ def hf_overrides(tiny_overrides: list[str], *extra: str) -> list[str]:
 
 # ---- bytes stay what they were ------------------------------------------------------------------------------
 
-def test_bytes_corpus_is_each_documents_utf8_bytes_under_its_old_cache_key(corpus_dir, tmp_path):
+def test_bytes_corpus_is_each_documents_utf8_bytes_under_a_key_of_its_content(corpus_dir, tmp_path):
     # A two-way split (test_fraction 0, as in every run config written before the test split existed).
     cfg = data_cfg(tmp_path, name="text_files", source="text_files", paths=[str(corpus_dir)], test_fraction=0.0)
     corpus = load_corpus(cfg, log=lambda *a: None)
@@ -108,11 +108,12 @@ def test_bytes_corpus_is_each_documents_utf8_bytes_under_its_old_cache_key(corpu
         for name, doc, end in zip(corpus.names[side], documents(split), split.ends.tolist()):
             assert doc.tolist() == list((corpus_dir / name).read_bytes())  # independent of ropebench's code
             assert split.tokens[end] == 256  # the end-of-document token
-    # The key every byte-level cache was built under before tokenizers existed: those caches stay valid.
-    h = hashlib.sha1(b"v2:text_files:0.1::")
+    # The cache's key: the files' names and contents (and, for bytes, no tokenizer) -- not where they are.
+    contents = hashlib.sha1()
     for f in sorted(corpus_dir.glob("*.py")):
-        h.update(f"{f.name}:{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}\n".encode())
-    assert (tmp_path / f"text_files-{h.hexdigest()[:16]}" / "info.json").is_file()
+        contents.update(f"{f.name}:{hashlib.sha1(f.read_bytes()).hexdigest()}\n".encode())
+    key = hashlib.sha1(f"v{corpus_module.CACHE_VERSION}:text_files:0.1::\n{contents.hexdigest()}".encode())
+    assert (tmp_path / f"text_files-{key.hexdigest()[:16]}" / "info.json").is_file()
     assert vocab_size_for(cfg) == 257 and vocab_size_for(OmegaConf.create({"source": "stdlib"})) == 257
 
 

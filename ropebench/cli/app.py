@@ -1,6 +1,10 @@
 """The command line: Typer parses, Hydra composes, plain functions in the package do the work.
 
 Every command turns a UserError into one line on stderr and exit code 2 -- never a traceback.
+
+Starting is cheap: this module and everything it imports at module level (the option declarations in cli/*.py,
+``ropebench.bench.cli``) import no torch, Hydra, transformers or matplotlib -- a command imports what it needs
+inside its body, so `ropebench --help` and every command's --help answer at once (tests/test_cli_speed.py).
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import typer
 
 from ropebench.cli.hf_eval import PATHS_HELP, each_run, hf_options
 from ropebench.cli.passkey import scaling_options
-from ropebench.cli.probe import plot_heatmaps, probe, probe_table
 from ropebench.errors import UserError, user_errors
 
 app = typer.Typer(
@@ -31,10 +34,29 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                        help="Print ropebench's version and exit.")) -> None:
-    # Options of `ropebench` itself; the app's help text is the Typer(help=...) above.
-    return None
+@user_errors
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print ropebench's version and exit."),
+    progress: str = typer.Option(None, help="auto (bars on a terminal, a line every --progress-interval seconds in "
+                                            "a log), always (those lines on a terminal too) or never. Default: "
+                                            "$ROPEBENCH_PROGRESS, else auto."),
+    progress_interval: float = typer.Option(None, help="Seconds between progress lines (default: "
+                                                       "$ROPEBENCH_PROGRESS_INTERVAL, else 30)."),
+) -> None:
+    # Options of `ropebench` itself; the app's help text is the Typer(help=...) above. Progress settings travel as
+    # environment variables, so that sweep jobs running in worker processes follow them too.
+    import os
+
+    from ropebench.errors import choose
+    from ropebench.progress import MODES
+
+    if progress is not None:
+        os.environ["ROPEBENCH_PROGRESS"] = choose("--progress", progress, MODES)
+    if progress_interval is not None:
+        if not progress_interval >= 0:
+            raise UserError(f"--progress-interval must be a number of seconds >= 0, got {progress_interval}")
+        os.environ["ROPEBENCH_PROGRESS_INTERVAL"] = str(progress_interval)
 
 
 def _echo_outcomes(outcomes) -> int:
@@ -48,7 +70,15 @@ def _echo_outcomes(outcomes) -> int:
         else:
             code = code or (130 if status == "interrupted" else 0)
             typer.echo(str(run_dir))
+            if status == "interrupted":
+                _echo_continue(run_dir)
     return code
+
+
+def _echo_continue(run_dir: Path) -> None:
+    from ropebench.run.rundir import resume_command
+
+    typer.echo(f"Continue with: {resume_command(run_dir)}", err=True)
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -121,20 +151,14 @@ def _refuse_flags_on_resume(flags: list[str], run_dir: Path) -> None:
 
 def _resume_target(overrides: list[str]):
     """(run directory, the other overrides parsed) for `train resume=RUN ...`, else (None, None). A sweep job's
-    directory (`pe=rope,seed=0`) is not a value Hydra's grammar accepts unquoted: such a path is taken as typed."""
-    from ropebench.cli.hydra_app import key_of, parse
+    directory (`pe=rope,seed=0`) arrives quoted for Hydra (``hydra_app.quote_paths``): it is taken as typed."""
+    from ropebench.cli.hydra_app import key_of, parse, value_of
 
-    try:
-        parsed = parse(overrides)
-    except UserError:
-        raw = [o for o in overrides if o.startswith("resume=")]
-        if not raw:
-            raise
-        return Path(raw[-1][len("resume="):]), parse([o for o in overrides if o not in raw])
+    parsed = parse(overrides)
     resume_at = [o for o in parsed if key_of(o) == "resume"]
     if not resume_at:
         return None, None
-    return Path(resume_at[-1].get_value_element_as_str()), [o for o in parsed if key_of(o) != "resume"]
+    return Path(value_of(resume_at[-1])), [o for o in parsed if key_of(o) != "resume"]
 
 
 def _resume(run_dir: Path, overrides) -> None:
@@ -146,6 +170,7 @@ def _resume(run_dir: Path, overrides) -> None:
     result = resume_run(run_dir, pairs, after_training=evaluate_after_training)
     typer.echo(str(run_dir))
     if result.get("status") == "interrupted":
+        _echo_continue(run_dir)
         raise typer.Exit(130)
 
 
@@ -160,6 +185,9 @@ def eval_length(
     stride: int = typer.Option(None, help="Sliding-window stride (default: half the evaluation length)."),
     max_tokens: int = typer.Option(None, help="Tokens scored per length; 0 scores every token (default: the run's "
                                    "eval.max_tokens)."),
+    region_len: int = typer.Option(None, help="Tokens of each document scored at every length up to it, so those "
+                                   "lengths score the same text (default: the run's eval.region_len, else 16x its "
+                                   "training length)."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
     split: str = typer.Option(None, help="Held-out documents to score: test (reported results) or val (choosing "
                               "settings); default: the run's eval.split (test; val for runs without a test split)."),
@@ -176,125 +204,23 @@ def eval_length(
     from ropebench.eval.perplexity import check_options
     from ropebench.eval.perplexity import eval_length as run_eval
     from ropebench.run.rundir import EVAL_CSV
+    from ropebench.run.tracking import log_results
 
     # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
-    check_options(wanted, protocol, stride, max_tokens, split, crop_stride)
+    check_options(wanted, protocol, stride, max_tokens, split, crop_stride, region_len)
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
-                        max_tokens=max_tokens, device=device, split=split, crop=crop, crop_every=crop_stride)
+                        max_tokens=max_tokens, device=device, split=split, crop=crop, crop_every=crop_stride,
+                        region_len=region_len)
+        log_results(run_dir, rows, "eval_length", warn=lambda line: typer.echo(line, err=True))  # the run's wandb
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows
 
     each_run(run_dirs, evaluate)
 
 
-@app.command()
-@user_errors
-def plot(
-    paths: list[Path] = typer.Argument(..., help="Run and/or sweep directories; or `decay [RUN_DIR]`."),
-    out: Path = typer.Option(Path("ropebench.png"), help="Output file: .png (a .pdf is written beside it), .pdf "
-                             "or .svg; a directory gets a default file name."),
-    protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to draw."),
-    by_position: bool = typer.Option(False, "--by-position", help="Loss against token position instead."),
-    passkey: bool = typer.Option(False, "--passkey", help="Passkey accuracy heatmaps (length x depth)."),
-    probe: bool = typer.Option(False, "--probe", help="Retrieval-probe heatmaps (length x depth), chance in each."),
-    probe_task: str = typer.Option(None, help="--probe: only this probe task."),
-    task: bool = typer.Option(False, "--task", help="Task exact match against instance length (eval_task.csv), "
-                              "a panel per task."),
-    gain: bool = typer.Option(False, "--gain", help="The gain from context past the training length (cropped "
-                              "minus full NLL) against length, with a zero line."),
-    split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
-    band: str = typer.Option("minmax", help="Across seeds: minmax or std."),
-    figsize: str = typer.Option(None, help="Figure size W,H in inches, e.g. 7,4.2."),
-    title: str = typer.Option(None, help='Figure title instead of the default one; "" for none.'),
-    style: str = typer.Option(None, help="A matplotlib style name, e.g. seaborn-v0_8-paper."),
-    length: int = typer.Option(None, help="--by-position: the evaluation length to draw (default: each "
-                               "label's longest)."),
-    smooth: int = typer.Option(1, help="--by-position: moving average over this many position buckets (1: none)."),
-    head_dim: int = typer.Option(None, help="decay: RoPE head dimension (default: the run's, else 128)."),
-    base: float = typer.Option(None, help="decay: RoPE base (default: the run's, else 10000)."),
-    max_distance: int = typer.Option(None, help="decay: largest relative distance (default 16x train length)."),
-):
-    """Perplexity against evaluation length, one line per encoding (mean and band across seeds).
-
-    `ropebench plot decay [RUN_DIR]` draws RoFormer's long-term-decay bound instead, and with a RoPE run the
-    measured mean attention score against relative distance.
-    """
-    from ropebench.errors import choose
-    from ropebench.report.plot import (
-        FigureOptions,
-        check_style,
-        output_paths,
-        parse_figsize,
-        plot_length,
-        plot_positions,
-    )
-
-    choose("band", band, ("minmax", "std"))
-    # Every option is checked before any result is read or model loaded: a typo costs nothing.
-    opts = FigureOptions(parse_figsize(figsize) if figsize is not None else None, title,
-                         check_style(style) if style is not None else None)
-    if not by_position and (length is not None or smooth != 1):
-        raise UserError("--length and --smooth apply to --by-position only")
-    output_paths(out, "ropebench")
-    if paths and str(paths[0]) == "decay":
-        from ropebench.report.decay import plot_run_decay
-
-        written = plot_run_decay(paths[1:], out, head_dim, base, max_distance, opts)
-    elif passkey or probe or probe_task:
-        written = plot_heatmaps(paths, out, opts, passkey, probe, probe_task)
-    elif task:
-        from ropebench.report.tasks import plot_tasks
-
-        written = plot_tasks(paths, out, band=band, opts=opts)
-    elif by_position:
-        written = plot_positions(paths, out, protocol=protocol, length=length, smooth=smooth, opts=opts)
-    else:
-        from ropebench.report.plot_gain import plot_gain
-
-        written = (plot_gain if gain else plot_length)(paths, out, protocol=protocol, band=band, opts=opts, split=split)
-    for path in written:
-        typer.echo(str(path))
-
-
-@app.command()
-@user_errors
-def table(
-    paths: list[Path] = typer.Argument(..., help="Run directories and/or sweep directories."),
-    lengths: str = typer.Option(None, help="Comma-separated lengths (default: all evaluated)."),
-    format: str = typer.Option("md", "--format", help="md, csv or latex."),
-    protocol: str = typer.Option("nonoverlapping", help="Which protocol's rows to tabulate."),
-    metric: str = typer.Option("ppl", help="ppl (perplexity), gain (cropped minus full NLL, nats/token: > 0 when the "
-                               "context past L helps), gain_source (cut to an extended run's source length), hold or "
-                               "use (one length per run), probe (retrieval-probe accuracy by task, beside chance)."),
-    split: str = typer.Option(None, help="test or val (default: test where the runs have it)."),
-    task: bool = typer.Option(False, "--task", help="Task exact match by instance length (eval_task.csv), a "
-                              "table per task, and the mean rank across tasks."),
-):
-    """The result table: encodings by evaluation length, mean ± std across seeds (one seed: ± standard error
-    over documents); `--task`: task accuracy."""
-    from ropebench.errors import choose
-    from ropebench.report.table import METRICS, perplexity_table
-
-    choose("format", format, ("md", "csv", "latex"))
-    if task:
-        from ropebench.report.tasks import task_table
-
-        if lengths:
-            raise UserError("--lengths applies to perplexity tables; a task table shows every evaluated bucket")
-        typer.echo(task_table(paths, fmt=format))
-        return
-    choose("metric", metric, (*METRICS, "probe"))
-    wanted = None
-    if lengths:
-        from ropebench.eval.lengths import parse_lengths
-
-        wanted = parse_lengths(lengths, 1)
-    if metric == "probe":
-        return typer.echo(probe_table(paths, lengths=wanted, fmt=format))
-    typer.echo(perplexity_table(paths, lengths=wanted, fmt=format, protocol=protocol, metric=metric, split=split))
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -305,8 +231,8 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
     Extra arguments are Hydra overrides, sweeps included: `ropebench sweep compare seed=0,1 train.steps=500`.
     `hydra.sweep.dir=DIR` chooses where it lives; relaunching into the same DIR skips finished runs.
     """
-    from ropebench.cli.hydra_app import check_output_dir, key_of, parse, split_flags
-    from ropebench.cli.sweep_base import build_base_runs
+    from ropebench.cli.hydra_app import check_output_dir, check_overrides, key_of, parse, split_flags, value_of
+    from ropebench.cli.sweep_base import BASE_SWEEPS, build_base_runs
     from ropebench.errors import choose
     from ropebench.report.sweep import default_sweep_dir, sweep_names
     from ropebench.run.stop import clear_stop_request, stop_requested
@@ -317,11 +243,13 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
         raise UserError(f"'{flags[0]}' prints one job's config: use `ropebench train {' '.join(flags)} ...` "
                         "with one value of each swept key")
     parsed = parse(overrides)
-    sweep_dir = next((o.get_value_element_as_str() for o in parsed if key_of(o) == "hydra.sweep.dir"), None)
+    sweep_dir = next((value_of(o) for o in parsed if key_of(o) == "hydra.sweep.dir"), None)
     if sweep_dir is None:
         sweep_dir = default_sweep_dir(name)
         overrides.append(f"hydra.sweep.dir={sweep_dir}")
     check_output_dir("hydra.sweep.dir", sweep_dir)
+    # Every value checked before anything runs -- the base runs an extension sweep builds first included.
+    check_overrides([f"sweep={name}", *overrides])
     if any(key_of(o) == "hydra/launcher" for o in parsed) and not any(key_of(o) == "launcher" for o in parsed):
         overrides.append("launcher=sequential")  # Hydra's own launcher choice, without launcher=auto's joblib keys
     # Name each job's directory by what it sweeps only (pe=alibi,seed=1), not by the settings all jobs share.
@@ -332,7 +260,15 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
         overrides.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(keys)}]")
     clear_stop_request()
     build_base_runs(name, overrides, sweep_dir, _run_sweep)
-    report = None if stop_requested() else _run_sweep(name, overrides)
+    if stop_requested():
+        report = None
+    elif name in BASE_SWEEPS:  # an extension sweep: `ropebench extend` on the base runs
+        from ropebench.cli.extend import run_extension
+        from ropebench.cli.sweep_base import extension_recipe
+
+        report = run_extension(extension_recipe(name, overrides, sweep_dir))
+    else:
+        report = _run_sweep(name, overrides)
     if report is None:
         import shlex
 
@@ -347,22 +283,41 @@ def sweep(ctx: typer.Context, name: str = typer.Argument(..., help="A sweep conf
 def _run_sweep(name: str, overrides: list[str]):
     """One Hydra multirun of conf/sweep/NAME.yaml, then its evaluation, table and figure; None when stopped."""
     from ropebench.cli import jobs as runner
-    from ropebench.cli.hydra_app import key_of, parse, run_hydra
+    from ropebench.cli.hydra_app import key_of, parse, run_hydra, value_of
     from ropebench.report.sweep import finish_sweep, print_report
     from ropebench.run.stop import StopFlag, stop_requested
 
     runner.outcomes.clear()
     # One Ctrl-C asks every job to stop at its next step (jobs in worker processes get it too) and lets the
     # launcher wait for their checkpoints; jobs not yet started are skipped. A second press gives up at once.
-    with StopFlag():
+    with StopFlag(forward=True):  # jobs in worker processes are asked too, however the signal came
         composed = run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
     if stop_requested():
         return None
-    sweep_dir = next(o.get_value_element_as_str() for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")
+    sweep_dir = next(value_of(o) for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")
     refused = [(run, why) for run, status, why in runner.outcomes if status in ("failed", "refused")]
     report = finish_sweep(Path(sweep_dir), name, refused=refused, probes=any(c.eval.get("probes") for c in composed))
     print_report(report)
     return report
+
+
+def _register_results() -> None:
+    from ropebench.cli.results import plot, table  # imports only typer and ropebench.errors
+
+    app.command()(user_errors(plot))
+    app.command()(user_errors(table))
+
+
+_register_results()
+
+
+def _register_extend() -> None:
+    from ropebench.cli.extend import extend  # imports only typer and ropebench.errors
+
+    app.command("extend", context_settings=HYDRA_ARGS)(user_errors(extend))
+
+
+_register_extend()
 
 
 def _register_data_report() -> None:
@@ -376,6 +331,7 @@ _register_data_report()
 
 def _register_passkey() -> None:
     from ropebench.cli.passkey import passkey  # imports only typer and ropebench.errors
+    from ropebench.cli.probe import probe
 
     app.command("passkey")(user_errors(passkey))
     app.command("probe")(user_errors(probe))

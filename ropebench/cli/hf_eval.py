@@ -21,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from ropebench.errors import UserError
+from ropebench.errors import UserError, describe
 
 PATHS_HELP = ("Finished run directories and/or sweep directories (every finished run inside is evaluated), or "
               "one Hugging Face model (a directory, or a Hub id; needs --out).")
@@ -31,12 +31,14 @@ _OPTIONS = {
     "out": (Path, typer.Option(None, help="Hugging Face model: the results directory (required); plot and table "
                                           "read it like a run directory.")),
     "data": (str, typer.Option(None, help="Hugging Face model: the text, tokenized by the model's tokenizer: "
-                                          "stdlib (default) or another data preset, hf:NAME_OR_PATH[:SUBSET] (a "
-                                          "datasets source), or FILE_OR_DIR[,...].")),
+                                          "stdlib (default) or another data preset (its validation documents), or "
+                                          "text given by path, scored whole -- every document, every token: "
+                                          "hf:NAME_OR_PATH[:SUBSET] (a datasets source) or FILE_OR_DIR[,...].")),
     "dtype": (str, typer.Option(None, help="Hugging Face model: auto (float32 on CPU, the checkpoint's dtype on "
                                            "GPU), float32, bfloat16 or float16.")),
     "batch_size": (int, typer.Option(None, help="Hugging Face model: windows (passkey: prompts; probe: sequences) "
-                                                "per forward pass (default 1).")),
+                                                "per forward pass (default: as many as make 8,192 tokens, at least "
+                                                "one; memory grows with it and the model's width).")),
     "label": (str, typer.Option(None, help="Hugging Face model: its name in plots and tables (default: the "
                                            "directory's name or the Hub id's).")),
     "train_len": (int, typer.Option(None, help="Hugging Face model: its training context L, for the default lengths "
@@ -69,6 +71,7 @@ def hf_source(path: str) -> str | None:
     local = Path(os.path.expanduser(path))
     if local.is_dir():
         if _is_run(local):
+            _not_hf_results(local)
             return None
         if (local / "config.json").is_file():
             return path
@@ -82,6 +85,16 @@ def hf_source(path: str) -> str | None:
         raise UserError(f"'{path}' does not exist; expected a run directory, a sweep directory or a Hugging Face "
                         "model directory")
     return path  # a Hub id
+
+
+def _not_hf_results(path: Path) -> None:
+    """Refuse the results directory of a Hugging Face model's evaluation (--out), which reads as a run directory."""
+    from ropebench.run.rundir import RunDir
+
+    model = RunDir(path).read_config().get("hf")
+    if model is not None:
+        raise UserError(f"'{path}' holds the results of evaluating the Hugging Face model "
+                        f"'{model.get('model')}', not a run; evaluate the model itself, with --out {path}")
 
 
 def runs_of(paths: list[str]) -> list[Path]:
@@ -112,9 +125,10 @@ def _attempt(evaluate: Callable[[Path], list[dict]], run: Path) -> tuple[str | N
     """(why evaluating ``run`` failed, the exit code it asks for), or (None, 0)."""
     try:
         rows = evaluate(run)
-    except UserError as exc:
-        return str(exc), 2
     except Exception as exc:  # a crash in one run (damaged weights, a bug) must not cost the other runs theirs
+        known = describe(exc)
+        if known is not None:
+            return known
         lines = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}", 1
     return ("a length failed; its status in the CSV says why", 1) if _failed_rows(rows) else (None, 0)
@@ -188,9 +202,8 @@ def hf_options(kind: str):
 def _request(source: str, given: dict, device: str | None):
     from ropebench.eval.hf_session import HFRequest
 
-    batch = given.get("batch_size")
     return HFRequest(source, given["out"], given.get("data"), given["dtype"] or "auto", device or "auto",
-                     1 if batch is None else batch, given["label"], bool(given["trust_remote_code"]),
+                     given.get("batch_size"), given["label"], bool(given["trust_remote_code"]),
                      given.get("train_len"))
 
 
@@ -209,12 +222,17 @@ def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
         rows = hf_eval_length(request, wanted, protocol=args.get("protocol", "nonoverlapping"),
                               stride=args.get("stride"), rope_scaling=args.get("rope_scaling"),
                               max_tokens=args.get("max_tokens"), split=args.get("split"), crop=args.get("crop"),
-                              crop_every=args.get("crop_stride"))
+                              crop_every=args.get("crop_stride"), region_len=args.get("region_len"))
         written = Path(request.out) / EVAL_CSV
     elif kind == "probe":
-        from ropebench.cli.probe import evaluate_hf
+        from ropebench.eval import probes
 
-        rows, written = evaluate_hf(request, args, args.get("rope_scaling"))
+        options = probes.probe_options(args.get("task"), args.get("lengths"), args.get("depths"),
+                                       args.get("trials", probes.DEFAULT_TRIALS),
+                                       args.get("candidates", probes.DEFAULT_CANDIDATES))
+        rows = probes.hf_probe(request, rope_scaling=args.get("rope_scaling"),
+                               only_missing=bool(args.get("only_missing")), **options)
+        written = Path(request.out) / probes.PROBE_CSV
     else:
         from ropebench.eval import passkey as pk
         from ropebench.eval.hf_passkey import hf_passkey

@@ -14,8 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from ropebench.errors import UserError
-from ropebench.run.config import conf_dir, register_schemas
+from ropebench.errors import UserError, choose
+from ropebench.run.config import conf_dir, flatten_config, register_schemas
 
 GROUPS = ("model", "pe", "data", "train", "sweep", "launcher")
 
@@ -103,6 +103,59 @@ def key_of(override) -> str:
     return override.get_key_element().lstrip("+~")
 
 
+def keys_of(overrides: list[str]) -> set[str]:
+    """The config keys a list of overrides sets. An override Hydra's grammar does not take (a path holding '=' or
+    ',' given as typed, which ropebench accepts for a few keys) is named by the text before its first '=': a key
+    never holds one."""
+    keys = set()
+    for text in overrides:
+        try:
+            keys.add(key_of(parse([text])[0]))
+        except UserError:
+            keys.add(text.split("=", 1)[0].lstrip("+~"))
+    return keys
+
+
+def value_of(override) -> str:
+    """The value as the program sees it: a quoted path without its quotes."""
+    value = override.value()
+    return value if isinstance(value, str) else override.get_value_element_as_str()
+
+
+# Keys whose values are paths: a path is taken as typed, even where Hydra's grammar would read it otherwise.
+PATH_KEYS = ("init_from", "resume", "hydra.run.dir", "hydra.sweep.dir", "data.path", "data.tokenizer",
+             "data.cache_dir")
+
+
+def _hydra_quoted(value: str) -> str:
+    """``value`` as one Hydra quoted string: quotes and the backslashes before them escaped, ``${`` kept literal."""
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return "'" + escaped.replace("${", "\\${") + "'"
+
+
+def quote_paths(overrides: list[str]) -> list[str]:
+    """The overrides with each path (``PATH_KEYS``) that Hydra's grammar would refuse or split -- '=', '[', ',', a
+    space or a non-ASCII letter, as in the `pe=rope,seed=0` directories of ropebench's own sweeps -- quoted for
+    Hydra, so it is taken as typed. Left alone: a value already quoted, one that Hydra reads as one value
+    (``runs/${pe.name}`` stays an interpolation), and a sweep of paths that are not one existing path."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, out = OverridesParser.create(), []
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        if sep and value and key.lstrip("+~") in PATH_KEYS and value[0] not in "'\"":
+            try:
+                quote = parser.parse_override(text).is_sweep_override() and \
+                    Path(os.path.expanduser(value)).exists()
+            except Exception:  # no other reading of it
+                quote = True
+            if quote:
+                text = f"{key}={_hydra_quoted(value)}"
+        out.append(text)
+    return out
+
+
 def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> list:
     """Compose every value once and validate it, so a bad key, value or range fails before anything is created;
     returns the composed configs."""
@@ -115,6 +168,7 @@ def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> list:
         if swept:
             raise UserError(f"'{swept[0]}' sweeps several values; `ropebench train` runs one model -- use "
                             f"`ropebench sweep NAME {swept[0]}` (e.g. NAME=compare)")
+    _check_groups_and_keys(parse(overrides))
     composed = []
     for combo in expand_for_check(overrides):
         try:
@@ -123,28 +177,80 @@ def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> list:
             raise
         except Exception as exc:
             raise UserError(_one_line(exc, combo)) from None
+        _check_interpolations(cfg)
         validate_config(cfg)
         composed.append(cfg)
     for o in parse(overrides):
         if key_of(o) in ("hydra.run.dir", "hydra.sweep.dir"):
-            check_output_dir(key_of(o), o.get_value_element_as_str())
+            check_output_dir(key_of(o), value_of(o))
     return composed
 
 
-def warm_corpora(configs: list) -> None:
+def _check_groups_and_keys(parsed) -> None:
+    """Every value of a config group names one of its files -- Hydra silently ignores an unknown value of an optional
+    group (``extend=yarm``, ``sweep=...``), which would train something else under the name asked for -- and no
+    override adds a key ropebench's config does not have (``+foo=bar`` would land in config.yaml unread)."""
+    for o in parsed:
+        key = key_of(o)
+        if (conf_dir() / key).is_dir():
+            if o.type.name != "DEL":
+                values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [value_of(o)]
+                for value in values:
+                    if value != "null":
+                        choose(key, value, _options(key))
+        elif o.type.name in ("ADD", "FORCE_ADD") and not key.startswith("hydra"):
+            raise UserError(f"'{o.input_line}': ropebench's config has a fixed set of keys, which '+' would add to; "
+                            "set an existing key with KEY=VALUE (`ropebench train --cfg job` prints them all)")
+
+
+def _check_interpolations(cfg) -> None:
+    """Every ``${...}`` resolves (``${oc.env:UNSET}``, ``${bogus:1}`` fail here, naming the key, before anything is
+    created) -- except Hydra's own, which only a running job can resolve."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for key, value in flatten_config(plain).items():
+        if isinstance(value, str) and "${" in value and "${hydra:" not in value:
+            try:
+                OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+            except Exception as exc:
+                detail = str(getattr(exc, "msg", None) or exc).strip().splitlines() or [type(exc).__name__]
+                raise UserError(f"{key}={value} does not resolve: {detail[0]}") from None
+
+
+def warm_corpora(configs: list, given: set[str] | None = None) -> None:
     """Tokenize every data set a sweep's configs read once, here, before its jobs start: jobs running side by side
-    would otherwise each build the same cache at the same time."""
+    would otherwise each build the same cache at the same time. A job starting from another run's weights reads
+    that run's data unless ``given`` (the keys the command line set) names data settings."""
     from omegaconf import OmegaConf
 
     from ropebench.data import load_corpus
 
     seen = set()
     for cfg in configs:
-        data = cfg.data
+        data = _data_read(cfg, given)
+        if data is None:
+            continue
         key = OmegaConf.to_yaml(data)
         if key not in seen and data.source != "passkey":
             seen.add(key)
             load_corpus(data)
+
+
+def _data_read(cfg, given: set[str] | None):
+    """The data node a job of this config reads, or None when it cannot be known before the job starts (its
+    init_from names the sweep's own directory)."""
+    try:
+        source = str(cfg.get("init_from") or "")
+    except Exception:  # ${hydra:sweep.dir} resolves only inside a job
+        return None
+    if not source:
+        return cfg.data
+    from ropebench.run.init_from import inherited_data
+    from ropebench.run.rundir import RunDir
+
+    run = RunDir(Path(source).expanduser())
+    return inherited_data(cfg, run.read_config(), given) if run.has_config() else None
 
 
 def check_output_dir(key: str, value: str) -> None:
@@ -196,7 +302,7 @@ def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
             raise UserError(f"unknown option '{arg}'; Hydra flags allowed here: {', '.join(sorted(HYDRA_FLAGS))}")
         overrides.append(arg)
         i += 1
-    return flags, overrides
+    return flags, quote_paths(overrides)
 
 
 def show_config(flags: list[str], overrides: list[str]) -> None:
@@ -218,7 +324,7 @@ def run_hydra(task, overrides: list[str], multirun: bool = False, prog: str = "r
 
     composed = check_overrides(overrides, allow_sweeps=multirun)
     if multirun:
-        warm_corpora(composed)
+        warm_corpora(composed, keys_of(overrides))
     argv = [prog, *(["--multirun"] if multirun else []), *overrides]
     saved = sys.argv
     sys.argv = argv

@@ -13,11 +13,12 @@ from pathlib import Path
 import typer
 
 from ropebench.cli.hf_eval import PATHS_HELP, each_run, echo_effective_context, hf_options
-from ropebench.core.rope.freqs import SCALING_NAMES, scaling_from_options
 from ropebench.errors import UserError
-from ropebench.eval.runner import AS_TRAINED
 
-_TYPES = ", ".join(SCALING_NAMES)  # the registry's names: the help never lists a type that does not exist
+# The scaling types of ropebench.core.rope.freqs (SCALING_NAMES), written out: importing the registry imports torch,
+# and every command's --help must start in well under a second. tests/test_cli_speed.py keeps the two equal.
+SCALING_TYPES = ("none", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope")
+_TYPES = ", ".join(SCALING_TYPES)
 # name: (type, option). Every default is None ("not given"): the defaults named in the help are applied by
 # ropebench.core.rope.freqs, the one place that knows them.
 _SCALING_OPTIONS = {
@@ -32,6 +33,9 @@ _SCALING_OPTIONS = {
     "beta_fast": (float, typer.Option(None, help="yarn: rotations within the training length where the ramp "
                                                  "starts (default 32).")),
     "beta_slow": (float, typer.Option(None, help="yarn: rotations where it ends (default 1).")),
+    "original_len": (int, typer.Option(None, help="The length the model learned positions at, which the scaling "
+                                                  "stretches from (HF's original_max_position_embeddings; default: "
+                                                  "the run's init_from source length, else its training length).")),
     "mscale": (float, typer.Option(None, help="yarn, with --mscale-all-dim: attention factor = "
                                               "(0.1 mscale ln s + 1) / (0.1 mscale_all_dim ln s + 1).")),
     "mscale_all_dim": (float, typer.Option(None, help="yarn: see --mscale.")),
@@ -56,8 +60,14 @@ def scaling_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from ropebench.core.rope.freqs import scaling_from_options
+        from ropebench.eval.runner import AS_TRAINED
+
         options = {name: kwargs.pop(name) for name in _SCALING_OPTIONS}
         rope_type = options.pop("rope_scaling")
+        options["original_max_position_embeddings"] = options.pop("original_len")
+        if rope_type is None and options["original_max_position_embeddings"] is not None:
+            raise UserError("--original-len needs --rope-scaling (one of: " + ", ".join(SCALING_TYPES[1:]) + ")")
         if rope_type is None and all(value is None for value in options.values()):
             kwargs["rope_scaling"] = AS_TRAINED
         else:
@@ -89,6 +99,7 @@ def passkey(
     """
     from ropebench.eval import passkey as pk
     from ropebench.eval.lengths import parse_lengths
+    from ropebench.run.tracking import log_results
 
     # Every argument is checked before any model is loaded (passkey_accuracy checks the lengths against the
     # task), so a typo costs nothing and writes nothing. No lengths: the default multiples of each run's length.
@@ -99,6 +110,7 @@ def passkey(
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device)
+        log_results(run_dir, rows, "passkey", warn=lambda line: typer.echo(line, err=True))  # the run's wandb
         echo_effective_context(rows)
         typer.echo(str(Path(run_dir) / pk.CSV_NAME))
         return rows

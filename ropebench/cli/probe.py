@@ -12,10 +12,14 @@ import typer
 
 from ropebench.cli.hf_eval import PATHS_HELP, each_run, hf_options
 from ropebench.cli.passkey import scaling_options
-from ropebench.data.probes import TASKS
 from ropebench.errors import UserError, choose
-from ropebench.eval.probes import DEFAULT_CANDIDATES, DEFAULT_TASKS, DEFAULT_TRIALS
-from ropebench.report.probes import probe_table  # noqa: F401  (`table --metric probe`, registered in app.py)
+
+# ropebench.data.probes' TASKS and ropebench.eval.probes' defaults, written out: importing them imports torch, and
+# every command's --help must start in well under a second. tests/test_cli_speed.py keeps them equal.
+TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "vt", "passkey")
+DEFAULT_TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "vt")
+DEFAULT_TRIALS = 6
+DEFAULT_CANDIDATES = 6
 
 
 @scaling_options
@@ -42,7 +46,7 @@ def probe(
     """
     from ropebench.eval import probes
 
-    options = checked_options(task, lengths, depths, trials, candidates)
+    options = probes.probe_options(task, lengths, depths, trials, candidates)
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = probes.probe_accuracy(run_dir, rope_scaling=rope_scaling, device=device, only_missing=only_missing,
@@ -51,27 +55,6 @@ def probe(
         return rows
 
     each_run(run_dirs, evaluate)
-
-
-def checked_options(task: str | None, lengths: str | None, depths: str | None, trials: int, candidates: int) -> dict:
-    """The options every path shares, checked once: tasks, lengths (None: each run's own), depths, trials, K."""
-    from ropebench.eval import probes
-    from ropebench.eval.lengths import parse_lengths
-
-    options = {"tasks": probes.parse_tasks(task), "lengths": parse_lengths(lengths, 1) if lengths else None,
-               "depths": probes.parse_depths(depths), "trials": trials, "candidates": candidates}
-    probes.check_counts(trials, candidates)
-    return options
-
-
-def evaluate_hf(request, args: dict, rope_scaling) -> tuple[list[dict], Path]:
-    """The probes of one Hugging Face model (``args``: the command's arguments): its rows and the CSV written."""
-    from ropebench.eval import probes
-
-    options = checked_options(args.get("task"), args.get("lengths"), args.get("depths"),
-                              args.get("trials", DEFAULT_TRIALS), args.get("candidates", DEFAULT_CANDIDATES))
-    rows = probes.hf_probe(request, rope_scaling=rope_scaling, only_missing=bool(args.get("only_missing")), **options)
-    return rows, Path(request.out) / probes.PROBE_CSV
 
 
 def plot_heatmaps(paths: list[Path], out: Path, opts, passkey: bool, probe: bool, task: str | None) -> list[Path]:

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 
 from ropebench.data import dedup, hf_env, hf_source
+from ropebench.data.digest import files_key
+from ropebench.data.local_files import RECORD_SUFFIXES, local_documents, stdlib_named, user_files
 from ropebench.data.tokenizer import BYTES, ByteTokenizer, Tokenizer, load_tokenizer
 from ropebench.errors import UserError, choose
 
@@ -34,7 +35,6 @@ from ropebench.errors import UserError, choose
 EOD = ByteTokenizer.eod_id
 VOCAB_SIZE = ByteTokenizer.vocab_size
 CACHE_VERSION = 2  # 2: near-duplicate groups split together, names relative to their root, names.json
-TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".tex", ".json", ".csv", ".html", ".c", ".h")
 SOURCES = ("stdlib", "text_files", "hf", "hub", "passkey", "task")  # hub: configs written before hf (WikiText)
 HELD_OUT = ("val", "test")
 # A held-out document mostly contained in a document of a side earlier here moves to that side: what is tested
@@ -95,65 +95,19 @@ def _doc_hash(name: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def stdlib_files() -> tuple[Path, list[Path]]:
-    """Every .py file of the running interpreter's standard library (third-party site-packages excluded)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "dist-packages", "__pycache__"))
-        files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py")]
-    return root, files
-
-
-def _stdlib_named() -> tuple[list[str], list[Path]]:
-    root, files = stdlib_files()
-    return [f.relative_to(root).as_posix() for f in files], files
-
-
-def user_files(paths) -> tuple[list[str], list[Path]]:
-    """The text files under ``paths`` and their names: relative to the directory given (a file given by itself:
-    its own name), so that `notes` and `/home/me/notes` name -- and split -- the same documents the same way."""
-    if not paths:
-        raise UserError("data=text_files needs data.paths=[FILE_OR_DIR,...]; none were given")
-    names, files = [], []
-    for raw in paths:
-        path = Path(os.path.expanduser(str(raw)))
-        if not path.exists():
-            raise UserError(f"data path '{raw}' does not exist")
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-            if not found:
-                raise UserError(f"data path '{raw}' holds no text files ({', '.join(TEXT_SUFFIXES)})")
-            names += [p.relative_to(path).as_posix() for p in found]
-            files += found
-        else:
-            names.append(path.name)
-            files.append(path)
-    return names, files
-
-
-def _load_local_documents(files: list[Path], cache: Path):
-    """One text per file, through datasets' text builder (undecodable bytes replaced, never fatal)."""
-    datasets = hf_env.import_datasets()
-    ds = datasets.load_dataset(
-        "text", data_files=[str(f) for f in files], sample_by="document", encoding_errors="replace",
-        split="train", cache_dir=str(cache / "hf"),
-    )
-    texts = ds["text"]
-    if len(texts) != len(files):  # the split by name below pairs texts with files by position
-        raise RuntimeError(f"datasets returned {len(texts)} documents for {len(files)} files")
-    return texts
-
-
 def _fingerprint(cfg, names: list[str], files: list[Path], tokenizer: Tokenizer) -> str:
-    """Key of a cache: the names (they decide the split), each file's resolved path, size and mtime, and what
-    tokenizes them. The two empty fields once held hub settings (always empty for these sources): kept, with no
-    tokenizer or length filter added for bytes, so that every byte-level cache built before stays valid."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}:{cfg.source}:{cfg.val_fraction}::{_tokens_key(cfg, tokenizer)}".encode())
-    for name, f in zip(names, files):
-        st = f.stat()
-        h.update(f"{name}:{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    """Key of a cache: what the documents are -- each file's name (names decide the split) and content
+    (``digest.files_key``; never where the files are, how their paths were spelled or when they were touched) --
+    and what tokenizes them; record files add the field their documents are read from."""
+    records = f":text_field={cfg.get('text_field', 'text')}" if any(f.suffix.lower() in RECORD_SUFFIXES
+                                                                      for f in files) else ""
+    head = f"v{CACHE_VERSION}:{cfg.source}:{cfg.val_fraction}::{_tokens_key(cfg, tokenizer)}{records}"
+    contents = files_key(zip(names, files), _cache_root(cfg))
+    return hashlib.sha1(f"{head}\n{contents}".encode()).hexdigest()[:16]
+
+
+def _cache_root(cfg) -> Path:
+    return Path(os.path.expanduser(str(cfg.cache_dir)))
 
 
 def _tokens_key(cfg, tokenizer: Tokenizer) -> str:
@@ -175,14 +129,18 @@ def _hf_key(cfg, tokenizer: Tokenizer) -> str:
         # valid.
         return hashlib.sha1(f"v1:hub:{opts.path}:{opts.subset}".encode()).hexdigest()[:16]
     fraction = "" if opts.val_split else cfg.val_fraction
-    text = f"v{CACHE_VERSION}:hf:{hf_source.source_key(opts)}:{fraction}{_tokens_key(cfg, tokenizer)}"
+    text = f"v{CACHE_VERSION}:hf:{hf_source.source_key(opts, _cache_root(cfg))}:{fraction}{_tokens_key(cfg, tokenizer)}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _write_split(directory: Path, name: str, encoded: list[np.ndarray], tokenizer: Tokenizer) -> dict:
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])[: len(encoded)].astype(np.int64)
     total = int((lengths + 1).sum())
+    if not total:  # an evaluation-only corpus trains on nothing (a memory map cannot be empty)
+        (directory / f"{name}.bin").write_bytes(b"")
+        np.save(directory / f"{name}_docs.npy", np.zeros((2, 0), dtype=np.int64))
+        return {"documents": 0, "tokens": 0}
     tokens = np.memmap(directory / f"{name}.bin", dtype=tokenizer.dtype, mode="w+", shape=(total,))
     for start, ids in zip(starts.tolist(), encoded):
         tokens[start : start + len(ids)] = ids
@@ -193,7 +151,9 @@ def _write_split(directory: Path, name: str, encoded: list[np.ndarray], tokenize
 
 
 def _read_split(directory: Path, name: str, dtype: str = "uint16") -> TokenSplit:
-    tokens = np.memmap(directory / f"{name}.bin", dtype=np.dtype(dtype), mode="r")
+    path = directory / f"{name}.bin"
+    empty = path.stat().st_size == 0
+    tokens = np.zeros(0, np.dtype(dtype)) if empty else np.memmap(path, dtype=np.dtype(dtype), mode="r")
     starts, ends = np.load(directory / f"{name}_docs.npy")
     return TokenSplit(tokens, starts, ends)
 
@@ -258,7 +218,13 @@ def _documents(cfg, names: list[str], files: list[Path], cache_root: Path, log):
         blobs = [t.encode("utf-8") for t in texts]
     else:
         own = {}
-        blobs = [t.encode("utf-8") for t in _load_local_documents(files, cache_root)]
+        names, texts = local_documents(cfg, names, files, cache_root)
+        blobs = [t.encode("utf-8") for t in texts]
+    if cfg.val_fraction >= 1:  # text given to be scored (`eval-length MODEL --data`): every document, none trained on
+        order = sorted(range(len(names)), key=lambda i: _doc_hash(names[i], "order"))
+        held_out = ("val", "test") if test_fraction(cfg) else ("val",)  # both held-out splits are all of it
+        return ({"train": [], **{s: [blobs[i] for i in order] for s in held_out}},
+                {"train": [], **{s: [names[i] for i in order] for s in held_out}}, {})
     drawn, found = _split_documents(names, blobs, fractions)
     moved = f"; {found['moved_to_train']} contained in training documents moved there"
     if found["moved_to_val"]:
@@ -291,15 +257,18 @@ def _build(cfg, directory: Path, key: str, names: list[str], files: list[Path], 
     cache_root = directory.parent
     log(f"tokenizing {cfg.name} into {directory} (once) ...")
     docs, split_names, extra = _documents(cfg, names, files, cache_root, log)
-    if not any(d.strip() for d in docs["train"]):
+    if not any(d.strip() for part in docs.values() for d in part):
         raise UserError(f"data '{cfg.name}' holds no text")
     ids, split_names = _tokenized(cfg, docs, split_names, tokenizer)
     shortest = f" of at least data.min_doc_tokens={_min_doc_tokens(cfg)} tokens" if _min_doc_tokens(cfg) else ""
-    if not ids["train"]:
-        raise UserError(f"data '{cfg.name}' has no training documents{shortest}")
+    if not ids["train"] and cfg.val_fraction < 1:
+        drawn = f"; its {len(ids['val'])} were all drawn for validation" if ids["val"] else ""
+        raise UserError(f"data '{cfg.name}' has no training documents{shortest}{drawn}; give more documents")
     if not ids["val"]:
         own = str(cfg.source) in ("hf", "hub") and hf_source.options(cfg).val_split
-        hint = f"data.val_split '{own}' holds none" if own else "add documents or raise data.val_fraction"
+        hint = f"data.val_split '{own}' holds none" if own else (
+            f"its {len(ids['train'])} went to training (data.val_fraction={cfg.val_fraction} draws about that share); "
+            "add documents or raise data.val_fraction")
         raise UserError(f"data '{cfg.name}' has no validation documents{shortest}; {hint}")
     if "test" in ids and not ids["test"]:
         own = str(cfg.source) in ("hf", "hub") and hf_source.options(cfg).test_split
@@ -345,23 +314,37 @@ def vocab_size_for(data_cfg) -> int:
     return VOCAB_SIZE if bytes_level else _tokenizer_for(data_cfg).vocab_size
 
 
+def check_data_name(name: str) -> str:
+    """``data.name`` names the token cache's directory: one that would reach outside the cache (``../..``) is
+    refused."""
+    if not name or any(sep in name for sep in ("/", "\\", os.sep)) or name in (".", ".."):
+        raise UserError(f"data.name='{name}' names the token cache's directory: it must be a plain name, without a "
+                        "path separator")
+    return name
+
+
+def cache_directory(cache_root: Path, name: str, key: str) -> Path:
+    return cache_root / f"{check_data_name(name)}-{key}"
+
+
 def load_corpus(cfg, log=print) -> Corpus:
     """Build (once) and open the tokenized corpus described by a ``data`` config node."""
     choose("data source", str(cfg.source), SOURCES)
     if cfg.source == "passkey":  # synthetic, generated on the fly: nothing to read, split or cache
-        from ropebench.data.passkey import load_passkey_corpus
+        from ropebench.data.passkey import PasskeySplit
 
         vocab_size_for(cfg)  # refuses a tokenizer
-        return load_passkey_corpus(cfg)
+        return Corpus(PasskeySplit("train"), PasskeySplit("val"), test=PasskeySplit("test"))
     if cfg.source == "task":  # generated on the fly too (ropebench.data.tasks)
-        from ropebench.data.task_corpus import load_task_corpus
+        from ropebench.data.task_corpus import task_splits
 
         vocab_size_for(cfg)
-        return load_task_corpus(cfg)
+        train, held_out = task_splits(cfg)
+        return Corpus(train, held_out, test=held_out)
     hub_split = cfg.source == "hub" or (cfg.source == "hf" and hf_source.options(cfg).val_split)
-    if not hub_split and not 0 < cfg.val_fraction < 1:
+    if not hub_split and not 0 < cfg.val_fraction <= 1:  # 1: every document is scored (evaluation text)
         raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.val_fraction}")
-    cache_root = Path(os.path.expanduser(str(cfg.cache_dir)))
+    cache_root = _cache_root(cfg)
     tokenizer = _tokenizer_for(cfg)
     if cfg.source in ("hf", "hub"):
         if not hf_source.options(cfg).path:
@@ -369,11 +352,11 @@ def load_corpus(cfg, log=print) -> Corpus:
                             "parquet/json/arrow/csv/txt files)")
         names, files, key = [], [], _hf_key(cfg, tokenizer)
     else:
-        names, files = _stdlib_named() if cfg.source == "stdlib" else user_files(cfg.paths)
+        names, files = stdlib_named() if cfg.source == "stdlib" else user_files(cfg.paths)
         if not files:
             raise UserError(f"data source '{cfg.source}' found no files")
         key = _fingerprint(cfg, names, files, tokenizer)
-    directory = cache_root / f"{cfg.name}-{key}"
+    directory = cache_directory(cache_root, str(cfg.name), key)
     if not (directory / "info.json").is_file():
         _build(cfg, directory, key, names, files, tokenizer, log)
     dtype = json.loads((directory / "info.json").read_text()).get("dtype", "uint16")

@@ -72,15 +72,29 @@ def _files(path: str) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.is_file() else []
 
 
-def source_key(opts: HFOptions) -> str:
-    """What identifies the documents: the settings, and for a local source each file's path, size and time."""
+def source_key(opts: HFOptions, cache_root: Path) -> str:
+    """What identifies the documents: the settings, and for a local source each file's content under its name
+    relative to the path given (``digest.files_key``) -- not the path itself, so `data/x` and `/home/me/data/x`
+    (or a copy elsewhere) share one cache."""
+    from ropebench.data.digest import files_key
+
     settings = {k: v for k, v in asdict(opts).items() if v or k != "test_split"}  # keys made before it stay valid
-    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    if is_local(opts.path):
-        for f in _files(opts.path):
-            st = f.stat()
-            h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    if not is_local(opts.path):
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    settings["path"] = ""
+    root = _root(opts.path)
+    named = [(f.resolve().relative_to(root).as_posix() if f.resolve().is_relative_to(root) else f.name, f)
+             for f in _files(opts.path)]
+    return hashlib.sha1(f"{json.dumps(settings, sort_keys=True)}\n{files_key(named, cache_root)}".encode()).hexdigest()
+
+
+def _root(path: str) -> Path:
+    """The directory a local path's files are named from: itself, a file's folder, or a glob's fixed part."""
+    text = os.path.expanduser(path)
+    if set("*?[") & set(text):
+        text = text[: min(text.index(c) for c in "*?[" if c in text)].rpartition("/")[0] or "."
+    root = Path(text).resolve()
+    return root if root.is_dir() else root.parent
 
 
 def load_documents(opts: HFOptions, cache: Path) -> dict[str, tuple[list[str], list[str]]]:

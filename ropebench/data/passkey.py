@@ -15,8 +15,8 @@ of 64 tokens with filler to spare; for a byte model trained from scratch the wor
 Filler never contains digits or a newline, so the digits after the newline-led question can only come from
 the key sentence: the model has to retrieve them, and the distance it retrieves over grows with the length.
 
-Layering: imports only torch and ``ropebench.errors``; ``ropebench.data`` imports this module for
-``data=passkey``, so the corpus type is imported inside ``load_passkey_corpus`` only.
+Layering: imports only torch and ``ropebench.errors``; ``ropebench.data.corpus`` imports this module for
+``data=passkey`` and makes the corpus of its splits (``PasskeySplit``).
 """
 
 from __future__ import annotations
@@ -114,10 +114,3 @@ class PasskeySplit:
     def documents(self, min_len: int = 0):
         raise UserError("data=passkey has no text documents to measure perplexity on; "
                         "measure it with `ropebench passkey RUN_DIR` instead of eval-length")
-
-
-def load_passkey_corpus(cfg):
-    """The ``data=passkey`` corpus: nothing to read or cache, sequences are generated from the torch generator."""
-    from ropebench.data import Corpus  # data imports this module: the corpus type only on use
-
-    return Corpus(PasskeySplit("train"), PasskeySplit("val"), test=PasskeySplit("test"))

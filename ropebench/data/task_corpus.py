@@ -5,8 +5,8 @@ and, being after the instance, never seen by it under the causal mask); a batch 
 instance, at most ``train.seq_len``. The loss is on the answer tokens only (every other target is IGNORE), as
 Kazemnejad et al. 2023 train: the prompt's tokens are random and would otherwise dominate the gradient.
 
-Layering: imports only torch, ``ropebench.errors`` and ``ropebench.data.tasks``; ``ropebench.data`` imports this
-module for ``data=task``, so the corpus type is imported inside ``load_task_corpus`` only.
+Layering: imports only torch, ``ropebench.errors`` and ``ropebench.data.tasks``; ``ropebench.data.corpus`` imports
+this module for ``data=task`` and makes the corpus of its splits (``task_splits``).
 """
 
 from __future__ import annotations
@@ -60,10 +60,9 @@ class TaskSplit:
                         "`ropebench eval-task RUN_DIR` instead of eval-length")
 
 
-def load_task_corpus(cfg):
-    """The ``data=task`` corpus: nothing to read or cache, instances are generated from the torch generator."""
-    from ropebench.data import Corpus  # data imports this module: the corpus type only on use
-
+def task_splits(cfg) -> tuple[TaskSplit, TaskSplit]:
+    """The ``data=task`` corpus's (train, held-out) splits: nothing to read or cache, instances are generated from
+    the torch generator. Validation and test are both the held-out side (``ropebench.data.corpus`` makes the
+    corpus of them)."""
     task, length = tasks.get_task(cfg.task).name, tasks.train_len(cfg)
-    held_out = TaskSplit(task, length, test=True)  # validation and test: both the test side of the split
-    return Corpus(TaskSplit(task, length, test=False), held_out, test=held_out)
+    return TaskSplit(task, length, test=False), TaskSplit(task, length, test=True)

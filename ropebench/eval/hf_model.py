@@ -18,12 +18,11 @@ exactly as the default type with that base.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 
 from ropebench.errors import UserError
+from ropebench.run import hf_compat
 
 # Float32 logits alive at once while scoring: 2^25 (128 MiB), e.g. 256 positions of a 128k vocabulary.
 LOGITS_BUDGET = 2**25
@@ -53,14 +52,17 @@ def import_transformers():
 
 def rotary_dim(config) -> int:
     """The number of rotated channels per head, as transformers computes it."""
-    params = config.rope_parameters
+    params = hf_compat.rope_parameters(config) or {}
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return int(head_dim * params.get("partial_rotary_factor", 1.0))
 
 
 def hf_rope_parameters(spec: dict, own: dict, dim: int) -> dict:
-    """A ropebench scaling spec (``freqs.normalize_scaling``'s schema) as transformers ``rope_parameters``."""
+    """A ropebench scaling spec (``freqs.normalize_scaling``'s schema) as transformers ``rope_parameters``; None:
+    plain RoPE."""
     kept = {key: own[key] for key in _OWN_KEYS if key in own}
+    if spec is None:
+        return {**kept, "rope_type": "default"}
     kind = spec["rope_type"]
     if kind == "ntk":
         # Static NTK-aware = the default RoPE with base b * s^(d/(d-2)); one pair (d = 2) has no base to change.
@@ -69,9 +71,26 @@ def hf_rope_parameters(spec: dict, own: dict, dim: int) -> dict:
     return {**kept, "rope_type": kind, **{key: spec[key] for key in _HF_KEYS[kind] if key in spec}}
 
 
+def model_scaling(config) -> dict | None:
+    """The RoPE scaling a model's config carries, as ropebench's scaling spec (``rope_type`` and its keys; None for
+    plain RoPE or none), so that its rows are labelled as a run trained with it is. A scaling ropebench cannot
+    name is refused: its rows would carry a wrong label."""
+    from ropebench.core.rope.freqs import normalize_scaling
+
+    params = hf_compat.rope_parameters(config)
+    if not params or "rope_type" not in params or params["rope_type"] == "default":
+        return None
+    spec = {key: value for key, value in params.items() if key not in hf_compat.OWN_KEYS[1:]}
+    try:
+        normalize_scaling({"original_max_position_embeddings": config.max_position_embeddings, **spec})
+    except UserError as exc:
+        raise UserError(f"the model's own RoPE scaling ({spec}) is not one ropebench can name: {exc}") from None
+    return spec
+
+
 def rope_scaling_problem(config) -> str | None:
     """Why --rope-scaling cannot apply to a model with this config, or None."""
-    params = getattr(config, "rope_parameters", None)
+    params = hf_compat.rope_parameters(config)
     if not params:
         return f"it has no rotary position embedding (model_type {config.model_type})"
     if "rope_type" not in params:
@@ -79,42 +98,69 @@ def rope_scaling_problem(config) -> str | None:
     if params["rope_type"] != "default":
         factor = f", factor {params['factor']:g}" if isinstance(params.get("factor"), (int, float)) else ""
         return (f"it already scales its RoPE (rope_type {params['rope_type']}{factor}); --rope-scaling would "
-                "replace that, not add to it")
+                "replace that, not add to it (--rope-scaling none evaluates it without)")
     return None
 
 
 class HFPositions:
-    """``model.pe`` of an HF model: whether RoPE scaling applies, the longest length, the scaling itself."""
+    """``model.pe`` of an HF model: whether RoPE scaling applies, the longest length, the scaling itself.
 
-    # "As trained" is the model as its own config describes it: ropebench adds no scaling of its own.
-    trained_scaling = None
+    As loaded, the model computes the scaling its config carries (``trained_scaling``, which labels its rows);
+    ``set_scaling`` rebuilds its rotary modules from a copy of the config with other ``rope_parameters`` (None:
+    plain RoPE) -- each rebuilt module checked to compute ropebench's own tables for that scaling, since versions
+    of transformers differ -- and restores the modules as loaded for the model's own scaling."""
 
     def __init__(self, hf_model):
         self.hf = hf_model
         self.rotary = [(name, module) for name, module in hf_model.named_modules()
                        if name and type(module).__name__.endswith("RotaryEmbedding")]
-        self.supports_rope_scaling = bool(self.rotary) and rope_scaling_problem(hf_model.config) is None
+        params = hf_compat.rope_parameters(hf_model.config)
+        self.own = params if params and "rope_type" in params else None
+        self.trained_scaling = model_scaling(hf_model.config) if self.own else None
+        # Replacing the model's own scaling is refused before this (hf_session, rope_scaling_problem); removing it
+        # (--rope-scaling none) is a scaling like any other.
+        self.supports_rope_scaling = bool(self.rotary) and self.own is not None
         self._limit = _learned_limit(hf_model)
 
     def max_len(self) -> int | None:
         return self._limit
 
+    def _original_length(self) -> int:
+        return int(self.hf.config.max_position_embeddings)
+
+    def _is_own(self, spec: dict | None) -> bool:
+        from ropebench.core.rope.freqs import normalize_scaling
+
+        def filled(s):
+            return normalize_scaling({"original_max_position_embeddings": self._original_length(), **s}) if s else None
+
+        return filled(spec) == filled(self.trained_scaling)
+
     def set_scaling(self, spec: dict | None) -> None:
-        """Rebuild every rotary module from a config carrying ``spec`` (None: the model's own modules)."""
-        if spec is None:
+        """The model with scaling ``spec`` (None: plain RoPE); the model's own scaling restores its own modules."""
+        if self._is_own(spec):
             for name, module in self.rotary:
                 self._put(name, module)
             return
-        config = copy.deepcopy(self.hf.config)
-        config.rope_parameters = hf_rope_parameters(spec, self.hf.config.rope_parameters, rotary_dim(config))
+        if self.own is None:
+            raise UserError("this model has no rotary position embedding to scale")
+        dim = rotary_dim(self.hf.config)
+        config = hf_compat.with_rope_parameters(self.hf.config, hf_rope_parameters(spec, self.own, dim))
+        device = next(self.hf.parameters()).device
         for name, module in self.rotary:
-            try:
-                rebuilt = type(module)(config)
-            except Exception as exc:  # a remote-code rotary class with another constructor
-                raise UserError(f"cannot rebuild {type(module).__name__} with rope_parameters "
-                                f"{config.rope_parameters}: {exc}".splitlines()[0]) from None
-            # Frequencies stay float32, as transformers computes them; only the device follows the model.
-            self._put(name, rebuilt.to(next(self.hf.parameters()).device))
+            hf_compat.check_rotary_tables(self._rebuilt(module, config, device), spec, self.own["rope_theta"],
+                                          dim, self._original_length())
+            # Frequencies stay float32, as transformers computes them; only the device follows the model. A fresh
+            # module: the check above moved a dynamic one's cached length.
+            self._put(name, self._rebuilt(module, config, device))
+
+    @staticmethod
+    def _rebuilt(module, config, device):
+        try:
+            return type(module)(config=config).to(device)
+        except Exception as exc:  # a remote-code rotary class with another constructor
+            raise UserError(f"cannot rebuild {type(module).__name__} with the RoPE settings of --rope-scaling: "
+                            f"{exc}".splitlines()[0]) from None
 
     def _put(self, name: str, module) -> None:
         parent, _, child = name.rpartition(".")
@@ -124,7 +170,7 @@ class HFPositions:
 def _learned_limit(hf_model) -> int | None:
     """max_position_embeddings for a model with a learned absolute position table (GPT-2's wpe), else None:
     its positions stop there, as a ropebench run with learned positions stops at max_len."""
-    if getattr(hf_model.config, "rope_parameters", None):
+    if hf_compat.rope_parameters(hf_model.config):
         return None
     limit = getattr(hf_model.config, "max_position_embeddings", None)
     words = hf_model.get_input_embeddings()
@@ -137,9 +183,10 @@ def _learned_limit(hf_model) -> int | None:
 
 
 class HFCausalLM(torch.nn.Module):
-    """ropebench's calling convention over an HF causal LM; ``batch_size`` windows per decoder pass."""
+    """ropebench's calling convention over an HF causal LM; ``batch_size`` windows per decoder pass (None: every
+    window the caller passes at once)."""
 
-    def __init__(self, hf_model, batch_size: int = 1):
+    def __init__(self, hf_model, batch_size: int | None = 1):
         super().__init__()
         self.hf = hf_model
         self.pe = HFPositions(hf_model)
@@ -156,8 +203,8 @@ class HFCausalLM(torch.nn.Module):
             raise ValueError("HFCausalLM scores per token only (reduction='none')")
         # The model runs in the dtype it was loaded in (--dtype): never under the caller's autocast.
         with torch.autocast(device_type=idx.device.type, enabled=False):
-            nll = [self._nll(rows, tgt) for rows, tgt in zip(idx.split(self.batch_size),
-                                                              targets.split(self.batch_size))]
+            size = self.batch_size or len(idx)
+            nll = [self._nll(rows, tgt) for rows, tgt in zip(idx.split(size), targets.split(size))]
         return None, torch.cat(nll)
 
     @torch.no_grad()
@@ -165,7 +212,8 @@ class HFCausalLM(torch.nn.Module):
         """Float32 logits (B, A, V) at positions ``at`` (B, A) of ``idx`` (B, T): the head runs there only."""
         out = []
         with torch.autocast(device_type=idx.device.type, enabled=False):
-            for rows, where in zip(idx.split(self.batch_size), at.split(self.batch_size)):
+            size = self.batch_size or len(idx)
+            for rows, where in zip(idx.split(size), at.split(size)):
                 hidden = self.hf.base_model(input_ids=rows, use_cache=False).last_hidden_state
                 out.append(self._logits(hidden.gather(1, where[..., None].expand(-1, -1, hidden.shape[-1]))))
         return torch.cat(out)
@@ -193,16 +241,18 @@ def _from_pretrained(transformers, source: str, dtype: torch.dtype, trust_remote
     load = transformers.AutoModelForCausalLM.from_pretrained
     try:
         try:
-            return load(source, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
+            return load(source, **hf_compat.dtype_argument(dtype), attn_implementation="sdpa",
+                        trust_remote_code=trust_remote_code)
         except ValueError as exc:  # an architecture without SDPA support: its default attention
             if "sdpa" not in str(exc).lower():
                 raise
-            return load(source, dtype=dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
-        raise UserError(f"cannot load the model '{source}': {exc}".splitlines()[0]) from None
+            return load(source, **hf_compat.dtype_argument(dtype), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # a missing or damaged file (a safetensors cut short), an unknown architecture
+        detail = " ".join(str(exc).split())[:300] or "no message"
+        raise UserError(f"cannot load the model '{source}': {type(exc).__name__}: {detail}") from None
 
 
-def load_hf_model(source: str, dtype: torch.dtype, device: torch.device, batch_size: int,
+def load_hf_model(source: str, dtype: torch.dtype, device: torch.device, batch_size: int | None,
                   trust_remote_code: bool = False) -> HFCausalLM:
     """The model on ``device`` in ``dtype``, in eval mode, checked causal and scored as its own loss."""
     transformers = import_transformers()

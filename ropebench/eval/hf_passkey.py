@@ -24,9 +24,9 @@ import torch
 from ropebench.data.passkey import check_depth
 from ropebench.data.tokenizer import special_lead
 from ropebench.errors import UserError
-from ropebench.eval.hf_session import HFRequest, hf_scaling, open_session
+from ropebench.eval.hf_session import TOKENS_PER_PASS, HFRequest, open_session
 from ropebench.eval.passkey import DEFAULT_DEPTHS, DEFAULT_MULTIPLES, PasskeyProbe
-from ropebench.eval.runner import run_probe
+from ropebench.eval.runner import AS_TRAINED, run_probe
 from ropebench.progress import console
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -100,7 +100,7 @@ def greedy_continuations(hf_model, prompts: list[list[int]], device) -> list[lis
 class HFPasskeyProbe(PasskeyProbe):
     """Accuracy at one length, one row per depth, ``batch_size`` prompts per ``generate`` call."""
 
-    def __init__(self, builder: PromptBuilder, depths, trials: int, batch_size: int):
+    def __init__(self, builder: PromptBuilder, depths, trials: int, batch_size: int | None):
         super().__init__(depths, trials)
         self.builder, self.batch_size = builder, batch_size
 
@@ -110,8 +110,9 @@ class HFPasskeyProbe(PasskeyProbe):
             prompts = [self.builder.build(length, row["depth"], key)
                        for key in cell_keys(length, row["depth"], self.trials)]
             correct = 0
-            for i in range(0, len(prompts), self.batch_size):
-                chunk = prompts[i : i + self.batch_size]
+            size = self.batch_size or max(1, TOKENS_PER_PASS // length)  # default: prompts making a pass's tokens
+            for i in range(0, len(prompts), size):
+                chunk = prompts[i : i + size]
                 new = greedy_continuations(session.model.hf, [p.ids for p in chunk], session.device)
                 texts = self.builder.tokenizer.batch_decode(new, skip_special_tokens=True)
                 correct += sum(str(p.key) in text for p, text in zip(chunk, texts))
@@ -121,7 +122,7 @@ class HFPasskeyProbe(PasskeyProbe):
 
 
 def hf_passkey(request: HFRequest, lengths: list[int] | None = None, depths: list[float] | None = None,
-               trials: int = 32, rope_scaling: dict | None = None, log=console.print) -> list[dict]:
+               trials: int = 32, rope_scaling: dict | str | None = AS_TRAINED, log=console.print) -> list[dict]:
     """Passkey accuracy of an HF model at each (length, depth) (default 1x, 2x, 4x, 8x max_position_embeddings
     at 5 depths), merged into OUT/passkey.csv; returns the rows."""
     if trials <= 0:
@@ -129,7 +130,6 @@ def hf_passkey(request: HFRequest, lengths: list[int] | None = None, depths: lis
     depths = sorted({check_depth(d) for d in (DEFAULT_DEPTHS if depths is None else depths)})
     if not depths:
         raise UserError("no passkey depths given; use fractions such as 0,0.25,0.5,0.75,1")
-    rope_scaling = hf_scaling(rope_scaling)
     session = open_session(request, rope_scaling, log, reads_data=False)
     lengths = sorted(set(lengths or [m * session.train_len for m in DEFAULT_MULTIPLES]))
     builder = PromptBuilder(session.tokenizer.hf)

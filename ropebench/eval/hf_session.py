@@ -16,25 +16,34 @@ that fails (out of memory included) while the others are kept, the merge of ever
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ropebench.data import hf_env
 from ropebench.errors import UserError, choose
-from ropebench.eval.hf_model import import_transformers, load_hf_model, rope_scaling_problem
+from ropebench.eval.hf_model import import_transformers, load_hf_model, model_scaling, rope_scaling_problem
 from ropebench.eval.lengths import run_lengths
 from ropebench.eval.perplexity import PerplexityProbe, checked_probe
 from ropebench.eval.runner import AS_TRAINED, Session, run_probe
 from ropebench.progress import console
+from ropebench.run import hf_compat
 from ropebench.run.config import flatten_config
 from ropebench.run.rundir import CONFIG, RunDir
+
+# data.val_fraction of text given by path: every document is evaluation text (none is held out for training).
+EVERY_DOCUMENT = 1.0
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Keys two evaluations into one OUT may differ in: evaluation settings (the rows carry them) and the cache.
 _MAY_DIFFER = ("eval", "data.cache_dir", "data.trust_remote_code")  # a permission, not what is measured
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _MODEL_PATHS = ("hf.model", "data.tokenizer")  # where OUT's config names a local model by its path
+# Tokens per forward pass when --batch-size is not given: the native evaluation's batch (eval_length's
+# batch_tokens), as many windows as make it, at least one. Memory grows with it and the model's width, not with
+# its vocabulary (HFCausalLM computes the head's logits in chunks of LOGITS_BUDGET).
+TOKENS_PER_PASS = 8192
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ class HFRequest:
     data: str | None = None
     dtype: str = "auto"
     device: str = "auto"
-    batch_size: int = 1
+    batch_size: int | None = None  # None: windows (prompts) making TOKENS_PER_PASS tokens per forward pass
     label: str | None = None
     trust_remote_code: bool = False
     train_len: int | None = None  # the model's training context; None: its max_position_embeddings
@@ -77,7 +86,8 @@ class ResultsDir(RunDir):
 class HFSession(Session):
     """A Hugging Face model opened for evaluation: checked, described, its weights loaded once by the runner."""
 
-    def __init__(self, request: HFRequest, config: dict, tokenizer, device, dtype, log=console.print):
+    def __init__(self, request: HFRequest, config: dict, tokenizer, device, dtype, log=console.print,
+                 may_differ: tuple[str, ...] = ()):
         from omegaconf import OmegaConf
 
         # Not Session.__init__: there is no run config to read; this session's config is the one it describes.
@@ -87,6 +97,17 @@ class HFSession(Session):
         self.log = log
         self.model = None
         self.device = device
+        self.may_differ = may_differ
+
+    @contextlib.contextmanager
+    def claim(self):
+        """OUT held by this evaluation alone (a lock beside it, ``locks.lock_beside``), and checked again under the
+        lock: an evaluation that finished meanwhile may have described another model there."""
+        from ropebench.run.locks import lock_beside
+
+        with lock_beside(Path(self.request.out)):
+            check_out(self.request.out, self.run.config, self.may_differ)
+            yield
 
     def load_model(self, device=None, model=None) -> None:
         if model is None:
@@ -159,7 +180,9 @@ def resolve_dtype(name: str, device, config):
 
 def data_node(spec: str | None, tokenizer: str) -> dict:
     """``--data``: ``stdlib`` (default) or another ``conf/data`` preset, ``hf:PATH[:SUBSET]`` (a ``datasets``
-    source: Hub name, directory or files), or ``FILE_OR_DIR[,...]`` (text files); tokenized by ``tokenizer``."""
+    source: Hub name, directory or files), or ``FILE_OR_DIR[,...]`` (text files); tokenized by ``tokenizer``. A
+    preset is scored on its validation documents, as runs are; text given by path (files, ``hf:``) is scored
+    whole: every document given (``val_fraction`` 1, ``ropebench.data.corpus``), none held out for training."""
     from omegaconf import OmegaConf
 
     from ropebench.run.config import DataConfig, conf_dir
@@ -171,7 +194,8 @@ def data_node(spec: str | None, tokenizer: str) -> dict:
         path, _, subset = spec[3:].partition(":")
         if not path:
             raise UserError("--data hf: needs a data set: hf:NAME_OR_PATH[:SUBSET]")
-        node = {"name": "hf-" + path.strip("/").replace("/", "--"), "source": "hf", "path": path, "subset": subset}
+        node = {"name": "hf-" + path.strip("/").replace("/", "--"), "source": "hf", "path": path, "subset": subset,
+                "val_fraction": EVERY_DOCUMENT}
     elif spec in presets:
         node = OmegaConf.to_container(OmegaConf.load(conf_dir() / "data" / f"{spec}.yaml"))
     else:
@@ -180,7 +204,7 @@ def data_node(spec: str | None, tokenizer: str) -> dict:
         if not paths or missing:
             raise UserError(f"--data '{(missing or [spec])[0]}' is neither a file or directory nor a data preset; "
                             f"use {', '.join(sorted(presets))}, hf:NAME_OR_PATH[:SUBSET] or FILE_OR_DIR[,...]")
-        node = {"name": "text_files", "source": "text_files",
+        node = {"name": "text_files", "source": "text_files", "val_fraction": EVERY_DOCUMENT,
                 "paths": [str(Path(os.path.expanduser(p)).resolve()) for p in paths]}
     defaults = OmegaConf.to_container(OmegaConf.structured(DataConfig), resolve=True, enum_to_str=True)
     # Plain merge (not the typed schema): keys of sources the schema may not list yet are kept as given.
@@ -188,27 +212,41 @@ def data_node(spec: str | None, tokenizer: str) -> dict:
 
 
 def export_manifest(request: HFRequest) -> dict:
-    """What `ropebench export-hf` recorded beside an exported run (its data and eval settings), or {}."""
+    """What `ropebench export-hf` recorded beside an exported run (its data and eval settings, its data's paths
+    made absolute again), or {}."""
     import json
 
-    from ropebench.run.export_hf import MANIFEST
+    from ropebench.run.hf_card import MANIFEST, local_data
 
     path = Path(request.source) / MANIFEST
     if not request.local or not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    if isinstance(manifest.get("data"), dict):
+        manifest["data"] = local_data(manifest["data"], Path(os.path.expanduser(request.source)))
+    return manifest
 
 
-def describe(request: HFRequest, config, data: dict, dtype, eval_node: dict | None = None) -> dict:
-    """The config.yaml of OUT: the evaluation in the shape of a run's config. ``eval_node``: the evaluation
-    settings to use (an exported ropebench run's own), else the defaults."""
+def eval_node(data: dict, manifest_eval: dict | None) -> dict:
+    """The evaluation settings: an exported run's own, else the defaults -- and for text given by path, every token
+    of every document, each document whole (``eval.max_tokens`` 0, ``eval.region_len`` -1)."""
     from omegaconf import OmegaConf
 
     from ropebench.run.config import EvalConfig
 
+    node = manifest_eval or OmegaConf.to_container(OmegaConf.structured(EvalConfig), resolve=True, enum_to_str=True)
+    if data.get("val_fraction") == EVERY_DOCUMENT:
+        node = {**node, "max_tokens": 0, "region_len": -1}
+    return node
+
+
+def describe(request: HFRequest, config, data: dict, dtype, evaluation: dict) -> dict:
+    """The config.yaml of OUT: the evaluation in the shape of a run's config; ``evaluation``: its eval node. The
+    RoPE scaling the model's config carries is ``pe.scaling``, as a run trained with it records it: its rows are
+    labelled with it, as the run's are. ``request.train_len`` (--train-len) stands for max_position_embeddings."""
     max_len = request.train_len or getattr(config, "max_position_embeddings", None)
     if request.train_len is not None and request.train_len <= 0:
         raise UserError(f"--train-len must be a positive integer, got {request.train_len}")
@@ -218,16 +256,20 @@ def describe(request: HFRequest, config, data: dict, dtype, eval_node: dict | No
     # The label plots and tables show: the model's directory name, or the name part of its Hub id.
     name = Path(request.model_id).name if request.local else request.source.rstrip("/").split("/")[-1]
     label = request.label or name
-    rope = getattr(config, "rope_parameters", None)
+    rope = hf_compat.rope_parameters(config)
+    scaling = model_scaling(config) if rope and "rope_type" in rope else None
     # Plots and tables label a run by pe.name plus the global keys that differ between runs, and pe.* keys only
     # between runs of one pe.name: the model's details live under pe, so labels stay short. `model` is empty:
     # ropebench's model.* keys (its GPT's shape) do not describe this model.
+    pe = {"name": label, "model_type": config.model_type, "rope_parameters": rope}
+    if scaling:
+        pe["scaling"] = {"type": scaling["rope_type"], **{k: v for k, v in scaling.items() if k != "rope_type"}}
     return {
         "model": {},
-        "pe": {"name": label, "model_type": config.model_type, "rope_parameters": dict(rope) if rope else None},
+        "pe": pe,
         "data": data,
         "train": {"seq_len": max_len},
-        "eval": eval_node or OmegaConf.to_container(OmegaConf.structured(EvalConfig), resolve=True, enum_to_str=True),
+        "eval": evaluation,
         "hf": {"model": request.model_id, "dtype": str(dtype).removeprefix("torch.")},
     }
 
@@ -284,7 +326,7 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
     from ropebench.run.artifacts import resolve_device
 
     choose("dtype", request.dtype, DTYPES)
-    if request.batch_size <= 0:
+    if request.batch_size is not None and request.batch_size <= 0:
         raise UserError(f"--batch-size must be a positive integer, got {request.batch_size}")
     if request.out is None:
         check_out(None, {})
@@ -292,7 +334,7 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
     # exported tokenizer, which gives the same ids) and the same lengths and regions.
     manifest = export_manifest(request)
     if request.data is None and manifest.get("data"):
-        data = {**manifest["data"], "tokenizer": request.model_id}
+        data = {**data_node("stdlib", request.model_id), **manifest["data"], "tokenizer": request.model_id}
     else:
         data = data_node(request.data, request.model_id)
     data["trust_remote_code"] = request.trust_remote_code  # the model's tokenizer tokenizes the text too
@@ -301,19 +343,15 @@ def open_session(request: HFRequest, rope_scaling: dict | None = None, log=conso
     transformers = import_transformers()
     config = _load_config(transformers, request)
     _check_causal(config, request.source)
-    if rope_scaling and (why := rope_scaling_problem(config)):
+    if rope_scaling and rope_scaling != AS_TRAINED and (why := rope_scaling_problem(config)):
         raise UserError(f"--rope-scaling does not apply to '{request.source}': {why}")
     tokenizer = _load_tokenizer(request)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device, config)
-    described = describe(request, config, data, dtype, manifest.get("eval"))
-    check_out(request.out, described, _MAY_DIFFER + (() if reads_data else ("data",)))
-    return HFSession(request, described, tokenizer, device, dtype, log)
-
-
-def hf_scaling(rope_scaling):
-    """No scaling option given (``AS_TRAINED``): the model as its config describes it, which is no scaling."""
-    return None if isinstance(rope_scaling, str) and rope_scaling == AS_TRAINED else rope_scaling
+    described = describe(request, config, data, dtype, eval_node(data, manifest.get("eval")))
+    may_differ = _MAY_DIFFER + (() if reads_data else ("data",))
+    check_out(request.out, described, may_differ)
+    return HFSession(request, described, tokenizer, device, dtype, log, may_differ)
 
 
 class HFPerplexityProbe(PerplexityProbe):
@@ -326,19 +364,26 @@ class HFPerplexityProbe(PerplexityProbe):
     def cells(self, length: int) -> list[dict]:
         return [{**cell, "model": self.source, "tokenizer": self.source} for cell in super().cells(length)]
 
+    def prepare(self, session) -> None:
+        super().prepare(session)
+        if self.region_len < 0:  # text given by path: said once, as each row's n_documents says it per length
+            count = len(self.corpus.held_out(self.split).starts)
+            session.log(f"scoring every document of the text given, each whole: {count} documents (a length scores "
+                        "those longer than it)")
+
 
 def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
-                   stride: int | None = None, rope_scaling: dict | None = None, max_tokens: int | None = None,
-                   log=console.print, split: str | None = None, crop: bool | None = None,
-                   crop_every: int | None = None) -> list[dict]:
+                   stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED,
+                   max_tokens: int | None = None, log=console.print, split: str | None = None,
+                   crop: bool | None = None, crop_every: int | None = None,
+                   region_len: int | None = None) -> list[dict]:
     """Perplexity of an HF model at each length (default: ``eval.multiples`` x max_position_embeddings),
     merged into OUT/eval_length.csv and OUT/eval_positions.csv; returns the rows."""
-    rope_scaling = hf_scaling(rope_scaling)
     session = open_session(request, rope_scaling, log)
     lengths = lengths or run_lengths(session.cfg)
-    # Enough tokens per batch of windows for --batch-size windows at every length; HFCausalLM runs them
-    # --batch-size at a time.
-    checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens,
-                            request.batch_size * max(lengths), buckets=32, split=split, crop=crop,
-                            crop_every=crop_every)
+    # Enough tokens per batch of windows for --batch-size windows at every length (HFCausalLM runs them
+    # --batch-size at a time), or TOKENS_PER_PASS tokens of windows in one pass.
+    batch_tokens = request.batch_size * max(lengths) if request.batch_size else TOKENS_PER_PASS
+    checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets=32,
+                            split=split, crop=crop, crop_every=crop_every, region_len=region_len)
     return run_probe(HFPerplexityProbe(checked, request.model_id), session, lengths, rope_scaling)

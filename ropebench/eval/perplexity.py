@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ropebench.data.corpus import HELD_OUT, test_fraction
@@ -175,10 +176,15 @@ class PerplexityProbe(Probe):
 
     def documents(self, session: Session, length: int) -> list[tuple[int, int]]:
         """The spans scored at ``length`` (``ropebench.data.regions``): the same regions at every length up to
-        the region length."""
+        the region length; with ``region_len`` -1 (text given by path), every document longer than ``length``,
+        whole, within the token budget."""
+        held_out = self.corpus.held_out(self.split)
+        if self.region_len < 0:
+            docs = held_out.documents(min_len=length + 1)
+            budget = np.cumsum([end - start - 1 for start, end in docs])
+            return docs[: int(np.searchsorted(budget, self.max_tokens)) + 1] if self.max_tokens else docs
         region = self.region_len or int(self.region_multiple * session.train_len)
-        return region_spans(self.corpus.held_out(self.split), (self.corpus.names or {}).get(self.split), length,
-                            region, self.max_tokens)
+        return region_spans(held_out, (self.corpus.names or {}).get(self.split), length, region, self.max_tokens)
 
     def unavailable(self, session: Session, length: int) -> str | None:
         if self.documents(session, length):
@@ -255,10 +261,13 @@ def default_split(cfg) -> str:
 
 def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, max_tokens: int | None,
                   batch_tokens: int, buckets: int, split: str | None = None, crop: bool | None = None,
-                  crop_every: int | None = None) -> PerplexityProbe:
+                  crop_every: int | None = None, region_len: int | None = None) -> PerplexityProbe:
     """Every option checked before the model is loaded: a typo costs nothing and writes nothing. Options left
-    None take the run's ``eval`` settings (``split``, ``crop``, ``crop_stride``)."""
+    None take the run's ``eval`` settings (``split``, ``crop``, ``crop_stride``; ``region_len``: tokens per
+    document region, default the run's eval.region_len, else eval.region_multiple x its length)."""
     choose("protocol", protocol, PROTOCOLS)
+    if region_len is not None and region_len <= 0:
+        raise UserError(f"--region-len must be a positive number of tokens, got {region_len}")
     if stride is not None:
         if protocol != "sliding":
             raise UserError("--stride applies to --protocol sliding only")
@@ -279,12 +288,12 @@ def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, ma
     if crop_every < 0:
         raise UserError(f"crop stride must be >= 0 (0: the training length / 8), got {crop_every}")
     return PerplexityProbe(protocol, stride, max_tokens, batch_tokens, buckets,
-                           float(cfg.eval.get("region_multiple", 16)), int(cfg.eval.get("region_len", 0)),
+                           float(cfg.eval.get("region_multiple", 16)), region_len or int(cfg.eval.get("region_len", 0)),
                            split, crop, crop_every)
 
 
 def check_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None,
-                  split: str | None = None, crop_every: int | None = None) -> None:
+                  split: str | None = None, crop_every: int | None = None, region_len: int | None = None) -> None:
     """The options all runs of one command share, checked once before the first run by the code that checks them
     for each run, so a typo is one error rather than one per run of a sweep. Without --lengths each run's own
     lengths bound --stride: that check stays with the run."""
@@ -292,14 +301,14 @@ def check_options(lengths: list[int] | None, protocol: str, stride: int | None, 
 
     stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
     checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1,
-                  split=split or "val", crop_every=crop_every)
+                  split=split or "val", crop_every=crop_every, region_len=region_len)
 
 
 def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                 stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED, max_tokens: int | None = None,
                 batch_tokens: int = 8192, device: str | None = None, model=None, buckets: int = 32,
                 log=console.print, only_missing: bool = False, split: str | None = None, crop: bool | None = None,
-                crop_every: int | None = None) -> list[dict]:
+                crop_every: int | None = None, region_len: int | None = None) -> list[dict]:
     """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length) on its test
     (or ``split``) documents, with the cropped baseline beside every length past the training length unless
     ``crop`` is False; merge the rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them.
@@ -308,7 +317,7 @@ def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nono
     session = Session(run_dir, log)
     lengths = lengths or run_lengths(session.cfg)
     probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets, split, crop,
-                          crop_every)
+                          crop_every, region_len)
     probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
     return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
 

@@ -228,18 +228,31 @@ def probe_accuracy(run_dir, tasks=None, lengths: list[int] | None = None, depths
 
 
 def hf_probe(request, tasks=None, lengths: list[int] | None = None, depths=None, trials: int = DEFAULT_TRIALS,
-             candidates: int = DEFAULT_CANDIDATES, rope_scaling: dict | None = None, log=console.print,
+             candidates: int = DEFAULT_CANDIDATES, rope_scaling: dict | str | None = AS_TRAINED, log=console.print,
              only_missing: bool = False) -> list[dict]:
     """The probes of a Hugging Face model in its own tokens (default lengths: ``DEFAULT_MULTIPLES`` x
     max_position_embeddings), merged into OUT/probe.csv; returns the rows."""
-    from ropebench.eval.hf_session import hf_scaling, open_session
+    from ropebench.eval.hf_session import TOKENS_PER_PASS, open_session
 
     tasks = list(DEFAULT_TASKS if tasks is None else tasks)
     depths = sorted({check_depth(d, "probe") for d in (DEFAULT_DEPTHS if depths is None else depths)})
     check_counts(trials, candidates)
-    rope_scaling = hf_scaling(rope_scaling)
     session = open_session(request, rope_scaling, log, reads_data=False)
     lengths = sorted(set(lengths or default_lengths(session.cfg)))
     check_lengths(session.encoder(), tasks, lengths, depths, trials, candidates)
-    probe = RetrievalProbe(tasks, depths, trials, candidates, max(1, request.batch_size) * max(lengths))
+    # --batch-size sequences per pass, or as many as make TOKENS_PER_PASS tokens (at least one)
+    batch_tokens = request.batch_size * max(lengths) if request.batch_size else TOKENS_PER_PASS
+    probe = RetrievalProbe(tasks, depths, trials, candidates, batch_tokens)
     return run_probe(probe, session, lengths, rope_scaling, only_missing)
+
+
+def probe_options(task: str | None, lengths: str | None, depths: str | None, trials: int = DEFAULT_TRIALS,
+                  candidates: int = DEFAULT_CANDIDATES) -> dict:
+    """The command's options as typed (comma-separated text), checked once for every path: tasks, lengths (None:
+    each run's own), depths, trials, K."""
+    from ropebench.eval.lengths import parse_lengths
+
+    options = {"tasks": parse_tasks(task), "lengths": parse_lengths(lengths, 1) if lengths else None,
+               "depths": parse_depths(depths), "trials": trials, "candidates": candidates}
+    check_counts(trials, candidates)
+    return options

@@ -33,6 +33,7 @@ from ropebench.errors import UserError
 from ropebench.eval.cells import finite_float
 from ropebench.progress import console, progress_bar
 from ropebench.run.rundir import RunDir
+from ropebench.run.stop import parent_asked
 
 #: rope_scaling not given: the scaling the run was trained with (``pe.scaling``; none for most runs)
 AS_TRAINED = "as_trained"
@@ -91,8 +92,20 @@ class Session:
         return int(self.cfg.train.seq_len)
 
     @property
+    def original_len(self) -> int:
+        """The length the weights learned positions at, which evaluation-time RoPE scaling stretches from (its
+        default original_max_position_embeddings and the length its automatic factor divides): the source run's
+        (``init_from_seq_len``) for a run that started from another's weights, else the training length."""
+        return int(self.cfg.get("init_from_seq_len") or 0) or self.train_len
+
+    @property
     def pe_name(self) -> str:
         return str(self.cfg.pe.name)
+
+    def claim(self):
+        """The run held while it is evaluated: shared, so evaluations run side by side (their rows merge under a
+        lock of their own), never under a command that trains it (``RunDir.claim``)."""
+        return self.run.claim(shared=True)
 
     def load_model(self, device: str | None = None, model=None) -> None:
         """The run's trained weights on ``device`` (default: the run's train.device); or a model already in
@@ -223,7 +236,12 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
     """Measure ``probe`` at each length (only the cells the run lacks, with ``only_missing``); every length's
     rows are merged into the run directory as soon as they exist. Returns the rows written. The model is
     loaded here (``Session.load_model``) unless the session holds one -- and not at all when nothing is missing."""
-    lengths = list(lengths)
+    with session.claim():
+        return _run_probe(probe, session, list(lengths), rope_scaling, only_missing, device, model)
+
+
+def _run_probe(probe: Probe, session: Session, lengths: list[int], rope_scaling, only_missing: bool, device,
+               model) -> list[dict]:
     rope_scaling = resolve_scaling(session.cfg, rope_scaling)
     if only_missing:
         todo = missing_cells(session.run, probe, lengths, scaling_label(rope_scaling, session.train_len))
@@ -247,6 +265,8 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
     try:
         with progress_bar() as bar:
             for length, cells in todo.items():
+                if parent_asked():  # a sweep running this job in a worker was stopped: so is its evaluation
+                    raise KeyboardInterrupt
                 rows += _one_length(probe, session, length, cells, rope_scaling, bar)
     finally:
         if rope_scaling or trained:
@@ -255,7 +275,7 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
 
 
 def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], rope_scaling, bar) -> list[dict]:
-    spec, scaling = scaling_for_length(rope_scaling, length, session.train_len)
+    spec, scaling = scaling_for_length(rope_scaling, length, session.original_len)
     base = {"pe": session.pe_name, "train_seq_len": session.train_len, "eval_len": length, **scaling}
     rows = [{**base, **cell} for cell in cells]
     limit = session.model.pe.max_len()

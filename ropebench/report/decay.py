@@ -89,7 +89,9 @@ def measured_attention_by_distance(model, tokens: Tensor, include_bias: bool = F
 
 def decay_figure(head_dim: int, base: float, max_distance: int, measured: Tensor | None = None,
                  run_name: str | None = None, opts=None):
-    """Build (not save) the decay Figure: the bound against distance, and ``measured`` scores on their own axis.
+    """Build (not save) the decay Figure: the bound against distance, relative to its value at distance 0 (so it
+    reads as "how much of the attention a distant key can still get", from 1 down); with ``measured`` scores, a
+    second panel below on the same distances, each curve on an axis of its own unit (no twin axes).
 
     Uses matplotlib's Agg canvas directly, so no display is needed and pyplot's global state is left alone.
     """
@@ -100,24 +102,25 @@ def decay_figure(head_dim: int, base: float, max_distance: int, measured: Tensor
 
     opts = opts or FigureOptions()
     bound = rope_decay_bound(head_dim, base, max_distance)
-    fig = Figure(figsize=opts.figsize or (6.4, 4.0), layout="constrained")
+    panels = 1 if measured is None else 2
+    fig = Figure(figsize=opts.figsize or (6.4, 2.6 + 2.0 * panels), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot(range(len(bound)), bound.numpy(), color="tab:blue", lw=1.2, label="upper bound (RoFormer §3.4.3)")
-    ax.set_xlabel("relative distance (tokens)")
-    ax.set_ylabel("relative upper bound", color="tab:blue")
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    distances = range(len(bound))
+    axes[0].plot(distances, (bound / bound[0]).numpy(), color="tab:blue", lw=1.2)
+    axes[0].set_ylabel("upper bound\n÷ its value at distance 0")
+    axes[0].set_ylim(0, 1.05)
     run = f"\nrun {run_name}" if run_name else ""
-    ax.set_title(opts.title_or(f"RoPE long-term decay, d={head_dim}, base={base:g}{run}"), fontsize=10)
-    handles = ax.get_lines()
+    axes[0].set_title(opts.title_or(f"RoPE long-term decay (RoFormer §3.4.3), d={head_dim}, base={base:g}{run}"),
+                      fontsize=10)
     if measured is not None:
         values = torch.as_tensor(measured, dtype=torch.float64).cpu()[: max_distance + 1]
-        twin = ax.twinx()  # scores are on another scale than the bound
-        handles += twin.plot(range(len(values)), values.numpy(), color="tab:orange", lw=1.0,
-                             label="measured mean q·k/√d")
-        twin.set_ylabel("mean pre-softmax score", color="tab:orange")
-    # Below the axes, not on them: both curves start at the top left and the bound ripples everywhere.
-    fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="outside lower center",
-               ncols=len(handles), fontsize=8, frameon=False)
+        axes[1].plot(range(len(values)), values.numpy(), color="tab:orange", lw=1.0)
+        axes[1].axhline(0.0, color="0.6", lw=0.8)
+        axes[1].set_ylabel("measured mean\npre-softmax q·k/√d")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel("relative distance (tokens)")
     return fig
 
 

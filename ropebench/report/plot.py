@@ -1,8 +1,10 @@
 """Figures from finished runs: perplexity vs evaluation length, and loss vs position.
 
 Colours are fixed per (encoding, rope_scaling) so that plain RoPE is the same blue in every figure of a paper
-and RoPE+YaRN the same plum; variants of one such pair (other base, train length, stride) share its colour
-and differ in line style. Every series also gets its own marker, so a figure still reads in grey.
+and RoPE+YaRN the same plum; variants of one such pair (other base, train length, stride) take shades of its
+colour and their own line style. Every series also gets its own marker, so a figure still reads in grey. Axes
+say their unit (per byte, or per token of the rows' tokenizer) and their log scale; one legend sits below the
+axes, so the plot keeps the figure's width.
 
 Output formats follow the file name: ``.png`` writes a PNG and a PDF beside it (slides and papers from one
 call), ``.pdf`` and ``.svg`` write that file alone; a name without suffix is a directory.
@@ -18,16 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ropebench.errors import UserError, choose
-from ropebench.report.results import (
-    ENCODING_ORDER,
-    POSITIONS_CSV,
-    Series,
-    aggregate,
-    load_results,
-    select,
-    series_sort_key,
-)
+from ropebench.report.axes import legend_below, relative_to_train_length, units
+from ropebench.report.identity import Renames
+from ropebench.report.results import ENCODING_ORDER, Series, aggregate, load_results, select
 from ropebench.report.tokens import warn_unequal_tokens
+from ropebench.run.rundir import atomic_write
 
 DPI = 200  # every raster figure ropebench writes
 FORMATS = ("png", "pdf", "svg")
@@ -54,8 +51,23 @@ def colour(pe: str, scaling: str = "none") -> str:
     return known or _EXTRA[zlib.crc32(f"{pe}+{method}".encode()) % len(_EXTRA)]
 
 
-def _styles(series: list[Series]) -> dict[str, tuple[str, str, str]]:
-    """label -> (colour, linestyle, marker): a colour per (encoding, scaling), a line style per variant of it."""
+def shade(hex_colour: str, variant: int, variants: int) -> str:
+    """The ``variant``-th of ``variants`` shades of a colour: the colour itself first, then alternately darker and
+    lighter (mixed up to 55% with black or white), so variants of one method look related but never alike."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    if variant == 0:
+        return hex_colour
+    steps = max(1, variants // 2)
+    mix = 0.55 * ((variant + 1) // 2) / steps
+    target = 0.0 if variant % 2 else 1.0
+    return to_hex(tuple(c + (target - c) * mix for c in to_rgb(hex_colour)))
+
+
+def _styles(series: list[Series], shades: bool = True) -> dict[str, tuple[str, str, str]]:
+    """label -> (colour, linestyle, marker): a colour per (encoding, scaling), a line style per variant of it
+    and a marker per series. A variant's colour is a shade of its pair's, or (``shades=False``: series that are
+    different methods, not variants) a colour of its own that nobody here has."""
     keys = list(dict.fromkeys((s.pe, s.scaling) for s in series))
     colours: dict[tuple[str, str], str] = {}
     for key in keys:  # first come keeps its own colour ...
@@ -64,21 +76,26 @@ def _styles(series: list[Series]) -> dict[str, tuple[str, str, str]]:
     spare = (c for c in _POOL if c not in colours.values())
     for key in keys:  # ... and a pair that wants a taken one gets a spare nobody here wants
         colours.setdefault(key, next(spare, "#000000"))
+    count = {key: sum((s.pe, s.scaling) == key for s in series) for key in keys}
     variants: dict[tuple[str, str], int] = {}
     out = {}
     for i, s in enumerate(series):
-        n = variants[(s.pe, s.scaling)] = variants.get((s.pe, s.scaling), -1) + 1
-        out[s.label] = (colours[(s.pe, s.scaling)], _STYLES[n % len(_STYLES)], _MARKERS[i % len(_MARKERS)])
+        key = (s.pe, s.scaling)
+        n = variants[key] = variants.get(key, -1) + 1
+        hue = colours[key] if n == 0 else shade(colours[key], n, count[key]) if shades else next(spare, "#000000")
+        out[s.label] = (hue, _STYLES[n % len(_STYLES)], _MARKERS[i % len(_MARKERS)])
     return out
 
 
 @dataclass(frozen=True)
 class FigureOptions:
-    """What a user may change on any figure: size in inches, title ("" for none), a matplotlib style name."""
+    """What a user may change on any figure: size in inches, title ("" for none), a matplotlib style name, the
+    series' names (``--label``)."""
 
     figsize: tuple[float, float] | None = None
     title: str | None = None
     style: str | None = None
+    renames: Renames | None = None
 
     def title_or(self, default: str) -> str:
         return default if self.title is None else self.title
@@ -111,7 +128,8 @@ def _pyplot():
 
 
 def output_paths(out: str | Path, default_stem: str) -> list[Path]:
-    """The files a figure goes to (see the module doc); checks the format and the directory before drawing."""
+    """The files a figure goes to (see the module doc); checks the format and the directory before drawing, and
+    creates nothing (a refused command leaves no directory behind; ``_save`` creates it)."""
     out = Path(out)
     if out.is_dir() or not out.suffix:
         stem, fmt = out / default_stem, "png"
@@ -120,26 +138,27 @@ def output_paths(out: str | Path, default_stem: str) -> list[Path]:
         if fmt not in FORMATS:
             raise UserError(f"cannot write a figure as '{out.suffix}' ({out}); name a .png (a .pdf is written "
                             "beside it), .pdf or .svg file")
-    try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output directory '{stem.parent}': {exc.strerror or exc}") from None
-    if not os.access(stem.parent, os.W_OK):
-        raise UserError(f"output directory '{stem.parent}' is not writable")
+    existing = next((p for p in (stem.parent, *stem.parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"cannot create output directory '{stem.parent}': '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output directory '{existing}' is not writable")
     return [stem.with_name(f"{stem.name}.{ext}") for ext in (("png", "pdf") if fmt == "png" else (fmt,))]
 
 
 def _save(fig, paths: list[Path]) -> list[Path]:
+    try:
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory '{paths[0].parent}': {exc.strerror or exc}") from None
     for path in paths:
         fmt = path.suffix[1:]
-        tmp = path.with_name(f".{path.name}.tmp")
         # No creation date inside, so re-plotting unchanged results gives an identical file.
         meta = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", metadata=meta)
-            os.replace(tmp, path)  # a reader (LaTeX, a browser) never sees a half-written figure
-        except OSError as exc:
-            raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        # Through a temporary file of a unique name: a reader (LaTeX, a browser) never sees a half-written figure,
+        # two plots at once never share one, and no link planted at a fixed name can redirect the write.
+        atomic_write(path, lambda f, fmt=fmt, meta=meta: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight",
+                                                                     metadata=meta))
     return paths
 
 
@@ -241,114 +260,53 @@ def _legend_notes(band: str, seeds: set[int], ends: bool) -> list:
 
 
 def length_figure(paths: Iterable[str | Path], protocol: str = "nonoverlapping", band: str = "minmax",
-                  opts: FigureOptions = FigureOptions(), split: str | None = None):
-    """Build (not save) the perplexity-vs-length Figure; one legend entry per label."""
+                  opts: FigureOptions = FigureOptions(), relative: bool = False, split: str | None = None):
+    """Build (not save) the perplexity-vs-length Figure; one legend entry per series. ``relative``: each run's
+    perplexity divided by its own at the training length (curves start at 1)."""
     choose("band", band, BANDS)
-    rows = select(load_results(paths), protocol, split)
+    rows = select(load_results(paths, renames=opts.renames), protocol, split)
     warn_unequal_tokens(rows)
-    series = aggregate(rows)
+    value = "ppl_rel" if relative else "ppl"
+    series = aggregate(relative_to_train_length(rows) if relative else rows, value)
     lengths = sorted({p.eval_len for s in series for p in s.points.values() if p.status == "ok"})
     if not lengths:
         raise UserError(f"no successful '{protocol}' evaluations to plot; every row has a non-ok status")
     train_lens = sorted({L for s in series for L in s.train_seq_lens})
-    fig, ax = _pyplot().subplots(figsize=opts.figsize or (7.0, 4.2))
+    fig, ax = _pyplot().subplots(figsize=opts.figsize or (7.0, 4.6), layout="constrained")
     styles = _styles(series)
     seeds, ends = set(), False
     for s in series:
         banded, stops = _draw_series(ax, s, styles[s.label], band)
         seeds, ends = seeds | banded, ends or stops
     _train_lines(ax, train_lens)
+    if relative:
+        ax.axhline(1.0, color="0.5", linewidth=0.8, zorder=1)
+    unit = units(rows)
+    _length_axes(ax, lengths, unit, relative)
+    rules = {r.get("stride_rule") for r in rows} - {None}
+    how = f"sliding, stride {rules.pop()}" if protocol == "sliding" and len(rules) == 1 else protocol
+    trained = f", trained at {train_lens[0]} {unit.length}" if len(train_lens) == 1 else ""
+    ax.set_title(opts.title_or(f"Train short, test long ({how}{trained})"))
+    handles, _ = ax.get_legend_handles_labels()
+    legend_below(fig, handles + _legend_notes(band, seeds, ends), grow=opts.figsize is None)
+    return fig
+
+
+def _length_axes(ax, lengths: list[int], unit, relative: bool) -> None:
+    """Log axes labelled with plain numbers, their unit and their scale."""
     _log2_ticks(ax, lengths)
     ax.set_yscale("log")
     _label_log_axis(ax.yaxis, *ax.get_ylim())
     ax.set_ylim(*ax.get_ylim())  # keep the range the ticks were chosen for
-    ax.set_xlabel("evaluation length (tokens)")
-    ax.set_ylabel("perplexity")
-    rules = {r.get("stride_rule") for r in rows} - {None}
-    how = f"sliding, stride {rules.pop()}" if protocol == "sliding" and len(rules) == 1 else protocol
-    trained = f", trained at {train_lens[0]} tokens" if len(train_lens) == 1 else ""
-    ax.set_title(opts.title_or(f"Train short, test long ({how}{trained})"))
+    ax.set_xlabel(unit.length_label())
+    what = "perplexity ÷ perplexity at the training length" if relative else "perplexity"
+    ax.set_ylabel(unit.value_label(what))
     ax.grid(True, which="major", alpha=0.3)
-    handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + _legend_notes(band, seeds, ends), loc="upper left", bbox_to_anchor=(1.02, 1.0),
-              borderaxespad=0.0, frameon=False, fontsize=8)
-    return fig
 
 
 def plot_length(paths: Iterable[str | Path], out: str | Path, protocol: str = "nonoverlapping",
-                band: str = "minmax", opts: FigureOptions = FigureOptions(), split: str | None = None) -> list[Path]:
+                band: str = "minmax", opts: FigureOptions = FigureOptions(), relative: bool = False,
+                split: str | None = None) -> list[Path]:
     """Perplexity vs evaluation length; returns the written paths."""
-    return render(lambda: length_figure(paths, protocol=protocol, band=band, opts=opts, split=split), out,
-                  "ppl_vs_length", opts)
-
-
-def moving_average(values: list[float], k: int) -> list[float]:
-    """Mean over a window of k neighbouring buckets, centred (one more after than before when k is even);
-    at the ends the window is cut short rather than padded, so every bucket keeps a value."""
-    before, after = (k - 1) // 2, k // 2
-    out = []
-    for i in range(len(values)):
-        window = values[max(0, i - before) : i + after + 1]
-        out.append(sum(window) / len(window))
-    return out
-
-
-def _position_curves(rows: list[dict], length: int | None) -> dict[str, tuple[int, dict]]:
-    """label -> (eval_len, {bucket: [mean_nll per seed]}) at ``length``, or at the label's longest length."""
-    longest: dict[str, int] = {}
-    for r in rows:
-        longest[r["label"]] = max(longest.get(r["label"], 0), r["eval_len"])
-    curves: dict[str, tuple[int, dict]] = {}
-    for r in rows:
-        at = length or longest[r["label"]]
-        if r["eval_len"] == at:
-            buckets = curves.setdefault(r["label"], (at, {}))[1]
-            buckets.setdefault((r["position_start"], r["position_end"]), []).append(r["mean_nll"])
-    return curves
-
-
-def positions_figure(paths: Iterable[str | Path], protocol: str = "nonoverlapping", length: int | None = None,
-                     smooth: int = 1, opts: FigureOptions = FigureOptions()):
-    """Build the loss-vs-position Figure at ``length`` (default: each label's longest evaluated length),
-    averaged over seeds and, with ``smooth`` > 1, over that many neighbouring position buckets."""
-    choose("protocol", protocol, ("nonoverlapping", "sliding"))
-    if not isinstance(smooth, int) or smooth < 1:
-        raise UserError(f"smooth '{smooth}' is not a positive number of buckets; use 1 (none) or more, e.g. 3")
-    rows = [
-        r
-        for r in load_results(paths, filename=POSITIONS_CSV)
-        if r["protocol"] == protocol and r["mean_nll"] is not None and r["position_start"] is not None
-    ]
-    if not rows:
-        raise UserError(
-            f"no {POSITIONS_CSV} with '{protocol}' rows in the given runs; evaluate with per-position losses first"
-        )
-    have = sorted({r["eval_len"] for r in rows})
-    if length is not None and length not in have:
-        raise UserError(f"no per-position losses at length {length}; evaluated: {', '.join(map(str, have))}")
-    curves = _position_curves(rows, length)
-    pes = {r["label"]: (r["pe"], r["rope_scaling"]) for r in rows}
-    order = sorted((Series(label, pes[label][0], [], [], {}, pes[label][1]) for label in curves), key=series_sort_key)
-    styles = _styles(order)
-    fig, ax = _pyplot().subplots(figsize=opts.figsize or (7.0, 4.2))
-    for label, (at, buckets) in ((s.label, curves[s.label]) for s in order):
-        c, ls, marker = styles[label]
-        items = sorted(buckets.items())
-        xs = [(start + end) / 2 for (start, end), _ in items]  # bucket midpoint
-        ys = moving_average([sum(v) / len(v) for _, v in items], smooth)  # mean over seeds, then over buckets
-        ax.plot(xs, ys, color=c, linestyle=ls, marker=marker, markersize=3.5, markevery=max(1, len(xs) // 8),
-                linewidth=1.4, label=f"{label} @ {at}")
-    _train_lines(ax, sorted({r["train_seq_len"] for r in rows if r["train_seq_len"]}))
-    ax.set_xlabel("position in sequence (tokens)")
-    ax.set_ylabel("mean loss (nats/token)" + (f"\nmoving average of {smooth} buckets" if smooth > 1 else ""))
-    where = f"{length} tokens" if length else "the longest evaluated length"
-    ax.set_title(opts.title_or(f"Loss by position at {where} ({protocol})"))
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False, fontsize=8)
-    return fig
-
-
-def plot_positions(paths: Iterable[str | Path], out: str | Path, protocol: str = "nonoverlapping",
-                   length: int | None = None, smooth: int = 1, opts: FigureOptions = FigureOptions()) -> list[Path]:
-    """Loss vs position (eval_positions.csv); returns the written paths."""
-    return render(lambda: positions_figure(paths, protocol, length, smooth, opts), out, "loss_vs_position", opts)
+    return render(lambda: length_figure(paths, protocol=protocol, band=band, opts=opts, relative=relative,
+                                        split=split), out, "ppl_vs_length", opts)

@@ -26,7 +26,7 @@ def gain_figure(paths: Iterable[str | Path], protocol: str = "nonoverlapping", b
                 opts: FigureOptions = FigureOptions(), split: str | None = None):
     """Build the gain-vs-length Figure."""
     choose("band", band, BANDS)
-    rows = select(load_results(paths), protocol, split)
+    rows = select(load_results(paths, renames=opts.renames), protocol, split)
     warn_unequal_tokens(rows)
     warn_few_documents(rows)
     series = [s for s in aggregate(rows, "nll_gain") if any(p.status == "ok" for p in s.points.values())]

@@ -13,7 +13,7 @@ from pathlib import Path
 from ropebench.errors import UserError
 from ropebench.eval.passkey import CSV_NAME, THRESHOLDS, effective_context
 from ropebench.report.plot import FigureOptions, _pyplot, render
-from ropebench.report.results import input_dir, make_label, read_rows, read_run, swept_keys
+from ropebench.report.results import input_dir, label_rows, read_rows, read_run
 
 REQUIRED = ("eval_len", "depth", "accuracy")
 
@@ -38,31 +38,31 @@ def find_passkey_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_panels(paths: Iterable[str | Path], csv_name: str, required: tuple[str, ...], command: str,
-                panel: Callable[[str, dict], Hashable] = lambda label, row: label) -> dict:
+                panel: Callable[[str, dict], Hashable] = lambda label, row: label, renames=None) -> dict:
     """panel -> rows (accuracy as float, None where not measured), panels in first-seen order; ``panel(label, row)``
-    names a row's panel from its run's label (encoding, scaling, swept keys).
+    names a row's panel from its series' label: one label per experiment (``results.label_rows``), whose seeds are
+    averaged; ``renames``: the user's names for them.
 
     Damaged rows are skipped with one warning per file (see results.read_rows)."""
     tables = {p: read_rows(p / csv_name, required, value="accuracy")
               for p in find_result_runs(paths, csv_name, command)}
     runs = [read_run(p, (rows or [None])[0]) for p, rows in tables.items()]  # the CSV names pe without a config
-    swept = swept_keys(runs)
+    label_rows(runs, tables, renames)
     panels: dict[str, list[dict]] = {}
     for run in runs:
         for row in tables[run.run_dir]:
             if row["status"] != "ok":
                 row["accuracy"] = None
             row.update(run_dir=run.run_dir, seed=run.seed, pe=run.pe, train_seq_len=run.train_seq_len)
-            label = make_label(run.pe, row["rope_scaling"], swept.get(run.run_dir, []))
-            panels.setdefault(panel(label, row), []).append(row)
+            panels.setdefault(panel(row["label"], row), []).append(row)
     if not any(r["accuracy"] is not None for rows in panels.values() for r in rows):
         raise UserError(f"no successful {command} evaluations to plot; every row has a non-ok status")
     return panels
 
 
-def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
+def load_passkey(paths: Iterable[str | Path], renames=None) -> dict[str, list[dict]]:
     """label -> rows (accuracy as float, None where not measured), labels in first-seen order."""
-    return load_panels(paths, CSV_NAME, REQUIRED, "passkey")
+    return load_panels(paths, CSV_NAME, REQUIRED, "passkey", renames=renames)
 
 
 def _grid(rows: list[dict]):
@@ -152,8 +152,8 @@ def heatmap_figure(panels: dict[str, list[dict]], draw: Callable, ylabel: str, c
 
 def passkey_figure(paths: Iterable[str | Path], opts: FigureOptions = FigureOptions()):
     """Build (not save) the heatmap Figure."""
-    return heatmap_figure(load_passkey(paths), _panel, "key depth", "exact-match accuracy (fraction of trials)",
-                          opts.title_or("Passkey retrieval"), opts)
+    return heatmap_figure(load_passkey(paths, opts.renames), _panel, "key depth",
+                          "exact-match accuracy (fraction of trials)", opts.title_or("Passkey retrieval"), opts)
 
 
 def plot_passkey(paths: Iterable[str | Path], out: str | Path, opts: FigureOptions = FigureOptions()) -> list[Path]:

@@ -24,10 +24,12 @@ REQUIRED = ("task", "eval_len", "depth", "accuracy")
 COLOUR_LABEL = "likelihood accuracy (the answer ranks first of K)"
 
 
-def load_probes(paths: Iterable[str | Path], task: str | None = None) -> dict[tuple[str, str], list[dict]]:
+def load_probes(paths: Iterable[str | Path], task: str | None = None,
+                renames=None) -> dict[tuple[str, str], list[dict]]:
     """(label, task) -> rows (accuracy None where not measured): labels in first-seen order, tasks in the
-    registry's order; only ``task`` when given."""
-    panels = load_panels(paths, PROBE_CSV, REQUIRED, "probe", panel=lambda label, row: (label, row["task"]))
+    registry's order; only ``task`` when given; ``renames``: the user's names for series."""
+    panels = load_panels(paths, PROBE_CSV, REQUIRED, "probe", panel=lambda label, row: (label, row["task"]),
+                         renames=renames)
     have = {name for _, name in panels}
     if task is not None and task not in have:
         raise UserError(f"no probe results for task '{task}'; the runs have: {', '.join(sorted(have))}")
@@ -54,7 +56,7 @@ def _draw(ax, image_kw: dict, key: tuple[str, str], rows: list[dict]):
 
 def probe_figure(paths: Iterable[str | Path], task: str | None = None, opts: FigureOptions = FigureOptions()):
     """Build (not save) the heatmap Figure: a row per label, a column per task when every label has every task."""
-    panels = load_probes(paths, task)
+    panels = load_probes(paths, task, opts.renames)
     tasks = {name for _, name in panels}
     labels = {label for label, _ in panels}
     per_row = len(tasks) if len(panels) == len(tasks) * len(labels) and len(tasks) > 1 else 3
@@ -84,10 +86,10 @@ def _depth_means(label: str, rows: list[dict]) -> list[dict]:
 
 
 def probe_table(paths: Iterable[str | Path], lengths: Sequence | None = None, fmt: str = "md",
-                task: str | None = None) -> str:
+                task: str | None = None, renames=None) -> str:
     """Rows: run labels by task (with the task's chance level); columns: evaluation lengths; cells: the accuracy
-    averaged over depths, mean ± std over seeds."""
-    panels = load_probes(paths, task)
+    averaged over depths, mean ± std over seeds; ``renames``: the user's names for series."""
+    panels = load_probes(paths, task, renames)
     out = []
     for name in dict.fromkeys(t for _, t in panels):
         keys = [key for key in panels if key[1] == name]

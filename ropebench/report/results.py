@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ropebench.errors import UserError, choose
+from ropebench.report.identity import Renames, base_label, identity, labels
 from ropebench.report.rows import int_or_none, read_rows
 from ropebench.run.config import flatten_config
 from ropebench.run.rundir import RunDir, runs_below
@@ -30,28 +31,6 @@ SE_COLUMNS = {"ppl": ("nll_se", lambda value, se: value * se), "nll": ("nll_se",
 
 # Encodings in the order the paper's figures list them; unknown names sort after these, alphabetically.
 ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerple", "fire", "nope")
-
-# Config keys that never change what a model learned (bookkeeping, hardware, logging, evaluation settings
-# that the CSV rows already carry), so two runs differing only in them are the same experiment.
-_IGNORED = (
-    "seed",
-    "resume",
-    "init_from",  # where the weights came from: a path per seed; the method is in the other keys
-    "sweep_name",
-    "lr_by_encoding",  # a sweep's table of rates: what a run trained with is train.lr
-    "logger",
-    "eval",
-    "data.cache_dir",
-    "train.device",
-    "train.threads",
-    "train.compile",
-    "train.log_interval",
-    "train.eval_interval",
-    "train.ckpt_interval",
-    "train.eval_batches",
-)
-_SHORT = {"train.seq_len": "L"}
-
 
 @dataclass
 class Run:
@@ -153,46 +132,24 @@ def read_run(run_dir: Path, first_row: dict[str, str] | None = None) -> Run:
     return Run(run_dir, pe, int_or_none(config.get("seed")), seq_len, config)
 
 
-def swept_keys(runs: list[Run]) -> dict[Path, list[tuple[str, object]]]:
-    """Per run, the config keys (and values) that distinguish it from the other runs, seed excluded.
-
-    Non-encoding keys (train.seq_len, model.*) are compared across all runs; ``pe.*`` keys only among runs of
-    the same encoding, since ALiBi has no ``pe.base`` to differ from RoPE's. A key counts only when every
-    compared run has it, so runs from an older config schema do not sprout spurious labels.
-    """
-
-    def differing(group: list[Run], keep) -> list[str]:
-        if len(group) < 2:
-            return []
-        common = set.intersection(*(set(r.config) for r in group))
-        keys = [k for k in common if keep(k) and not any(k == i or k.startswith(i + ".") for i in _IGNORED)]
-        return sorted(k for k in keys if len({repr(r.config[k]) for r in group}) > 1)
-
-    global_keys = differing(runs, lambda k: not k.startswith("pe."))
-    result: dict[Path, list[tuple[str, object]]] = {}
-    for pe in {r.pe for r in runs}:
-        group = [r for r in runs if r.pe == pe]
-        pe_keys = differing(group, lambda k: k.startswith("pe.") and k != "pe.name")
-        for run in group:
-            result[run.run_dir] = [(k, run.config[k]) for k in global_keys + pe_keys]
-    return result
-
-
-def _short(key: str) -> str:
-    if key in _SHORT:
-        return _SHORT[key]
-    parts = key.split(".")
-    # "model.name" reads better as "model=small" than "name=small".
-    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
-
-
-def make_label(pe: str, rope_scaling: str = "none", swept: list[tuple[str, object]] = ()) -> str:
-    """``rope``, ``rope+yarn``, ``rope (L=128, base=500000)``: encoding, scaling, distinguishing keys."""
-    label = pe if rope_scaling in ("", "none") else f"{pe}+{rope_scaling}"
-    parts = [f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}" for k, v in swept]
-    if len(parts) > 3:  # runs from unrelated setups: keep the legend readable (the tables keep every key)
-        parts = [*parts[:3], "…"]
-    return f"{label} ({', '.join(parts)})" if parts else label
+def label_rows(runs: list[Run], tables: dict[Path, list[dict]], renames: Renames | None = None) -> None:
+    """Give every row its ``series`` -- the experiment (``identity.identity``: the config minus seed and what cannot
+    change a result) and the RoPE scaling it was evaluated with -- and that series' ``label``. Rows of one series
+    are seeds of one experiment; ``aggregate`` averages only them."""
+    names: dict[tuple, tuple[str, str, dict]] = {}
+    members: dict[tuple, list[Path]] = {}
+    for run in runs:
+        experiment = (run.pe, run.train_seq_len, identity(run.config))
+        for row in tables[run.run_dir]:
+            row["series"] = (*experiment, row["rope_scaling"])
+            names.setdefault(row["series"], (run.pe, base_label(run.pe, row["rope_scaling"]), run.config))
+            members.setdefault(row["series"], []).append(run.run_dir)
+    label_of = labels(names)
+    if renames:
+        label_of = renames.apply(label_of, members)
+    for run in runs:
+        for row in tables[run.run_dir]:
+            row["label"] = label_of[row["series"]]
 
 
 # Columns a results file must have to be read at all, and the column that must hold a number on a row with
@@ -205,33 +162,26 @@ def _read_table(run_dir: Path, name: str) -> list[dict]:
     return read_rows(run_dir / name, REQUIRED.get(name, ()), _VALUE.get(name))
 
 
-def load_results(paths: Iterable[str | Path], filename: str = LENGTH_CSV) -> list[dict]:
-    """Rows of every run's ``filename`` joined with run metadata: run_dir, pe, seed, train_seq_len, label.
+def load_results(paths: Iterable[str | Path], filename: str = LENGTH_CSV, renames: Renames | None = None) -> list[dict]:
+    """Rows of every run's ``filename`` joined with run metadata: run_dir, pe, seed, train_seq_len, series, label.
 
-    Numeric columns come back as numbers (ppl/nll None when the row did not succeed); ``label`` combines the
-    encoding, the row's rope_scaling and the config keys that differ between the runs (see swept_keys).
+    Numeric columns come back as numbers (ppl/nll None when the row did not succeed); ``series`` is the experiment
+    a row belongs to and ``label`` its name (see label_rows); ``renames``: the user's names for series.
     """
     run_dirs = find_runs(paths)
     tables = {d: _read_table(d, LENGTH_CSV) for d in run_dirs}
     runs = [read_run(d, (tables[d] or [None])[0]) for d in run_dirs]
-    swept = swept_keys(runs)
-    rows: list[dict] = []
+    if filename != LENGTH_CSV:
+        tables = {d: _read_table(d, filename) if (d / filename).is_file() else [] for d in run_dirs}
     for run in runs:
-        if filename == LENGTH_CSV:
-            table = tables[run.run_dir]
-        else:
-            table = _read_table(run.run_dir, filename) if (run.run_dir / filename).is_file() else []
-        for row in table:
+        for row in tables[run.run_dir]:
             row["protocol"] = (row.get("protocol") or "nonoverlapping").strip()
-            row.update(
-                run_dir=run.run_dir,
-                pe=run.pe,
-                seed=run.seed,
-                train_seq_len=run.train_seq_len or row.get("train_seq_len"),
-                label=make_label(run.pe, row["rope_scaling"], swept[run.run_dir]),
-            )
-            rows.append(row)
-    return rows
+            row.update(run_dir=run.run_dir, pe=run.pe, seed=run.seed,
+                       train_seq_len=run.train_seq_len or row.get("train_seq_len"))
+            if not row.get("tokenizer"):  # a table without the column (positions, older CSVs): the run's own
+                row["tokenizer"] = str(run.config.get("data.tokenizer") or "bytes")
+    label_rows(runs, tables, renames)
+    return [row for run in runs for row in tables[run.run_dir]]
 
 
 def _stride_rules(rows: list[dict]) -> list[dict]:
@@ -299,6 +249,8 @@ def select(rows: list[dict], protocol: str, split: str | None = None) -> list[di
     if protocol != "sliding":
         return picked  # non-overlapping windows: the stride is the length, nothing to tell apart
     picked = _stride_rules(picked)
+    for r in picked:
+        r["series"] = (*r["series"], r["stride_rule"])  # each rule its own curve
     if len({r["stride_rule"] for r in picked}) > 1:
         for r in picked:
             r["label"] += f" [stride {r['stride_rule'] or '?'}]"
@@ -325,19 +277,21 @@ def _one_seed_se(rows: list[dict], value: str) -> float:
 
 
 def aggregate(rows: list[dict], value: str = "ppl") -> list[Series]:
-    """Group rows by label and aggregate seeds into mean, sample std, min and max per evaluation length.
+    """Group rows by series (one experiment: runs that differ in nothing but the seed) and aggregate the seeds
+    into mean, sample std, min and max per evaluation length.
 
     Expects rows of one protocol (see select). A run that wrote the same length twice counts once (its
     last row), so a re-evaluation does not masquerade as an extra seed.
     """
     latest: dict[tuple, dict] = {}
     for r in rows:
-        latest[(r["label"], r["run_dir"], r["eval_len"])] = r
-    by_label: dict[str, list[dict]] = {}
+        latest[(r["series"], r["run_dir"], r["eval_len"])] = r
+    by_series: dict[tuple, list[dict]] = {}
     for r in latest.values():
-        by_label.setdefault(r["label"], []).append(r)
+        by_series.setdefault(r["series"], []).append(r)
     out: list[Series] = []
-    for label, group in by_label.items():
+    for group in by_series.values():
+        label = group[0]["label"]
         points: dict[int, Point] = {}
         for length in sorted({r["eval_len"] for r in group if r["eval_len"] is not None}):
             at = [r for r in group if r["eval_len"] == length]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ropebench.errors import UserError
 from ropebench.progress import console
-from ropebench.run.rundir import CONFIG, ERROR, EVAL_CSV, LEGACY_CONFIG, TASK_CSV, RunDir
+from ropebench.run.rundir import EVAL_CSV, TASK_CSV, RunDir, job_dirs
 
 
 @dataclass
@@ -36,16 +36,6 @@ def default_sweep_dir(name: str) -> str:
     return f"sweeps/{name}/{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_dirs(sweep_dir: Path) -> list[Path]:
-    """The run directories of a sweep: one level down, each holding a run's config -- or only the error of a job
-    whose settings were refused before it started (a launcher running jobs elsewhere reports nothing else)."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        return []
-    marks = (CONFIG, LEGACY_CONFIG, ERROR)
-    return sorted(p for p in sweep_dir.iterdir() if any((p / name).is_file() for name in marks))
-
-
 def first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
@@ -53,7 +43,7 @@ def first_line(text: str) -> str:
 
 def collect(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
     finished, failed, unfinished = [], [], []
-    for run in run_dirs(sweep_dir):
+    for run in job_dirs(sweep_dir):
         error = RunDir(run).read_error()
         if RunDir(run).is_finished():
             finished.append(run)
@@ -68,9 +58,7 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=(), prob
     """Complete every run's evaluation (a job killed mid-evaluation is finished here: only the missing lengths
     are evaluated), then write the figure and the table into the sweep directory. ``probes``: the retrieval probes
     for every run, not only those whose config asks for them (eval.probes)."""
-    from ropebench.eval.passkey import passkey_accuracy, passkey_cells
-    from ropebench.eval.perplexity import eval_length
-    from ropebench.eval.probes import probe_accuracy, wants_probes
+    from ropebench.eval.probes import wants_probes
     from ropebench.report.plot import plot_length
     from ropebench.report.table import write_table
     from ropebench.run.rundir import PASSKEY_CSV, PROBE_CSV
@@ -79,25 +67,17 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=(), prob
     if not sweep_dir.is_dir():
         raise UserError(f"sweep directory '{sweep_dir}' does not exist")
     finished, failed, unfinished = collect(sweep_dir)
-    # Jobs refused without writing anything (their directory holds another experiment) are failures too.
-    failed += [(Path(run), why) for run, why in refused if Path(run) not in {f for f, _ in failed}]
+    # Jobs refused without writing anything (their directory holds another experiment) are failures too -- each
+    # counted once (Hydra names a job's path absolute, collect as found here), and not also as the finished run
+    # that refused them.
+    refused_at = {Path(run).resolve() for run, _ in refused}
+    finished = [run for run in finished if run.resolve() not in refused_at]
+    known = {f.resolve() for f, _ in failed}
+    failed += [(Path(run), why) for run, why in refused if Path(run).resolve() not in known]
     configs = {r: RunDir(r).read_config() for r in finished}
     passkey_runs = [r for r in finished if configs[r].data.source == "passkey" or configs[r].eval.get("passkey")]
     task_runs = [r for r in finished if configs[r].data.source == "task"]
-    for run in finished:
-        try:
-            if run in task_runs:
-                from ropebench.eval.task import task_accuracy
-
-                task_accuracy(run, log=log, only_missing=True)
-            elif configs[run].data.source != "passkey":
-                eval_length(run, log=log, only_missing=True)
-            if run in passkey_runs:
-                passkey_accuracy(run, log=log, only_missing=True, **passkey_cells(configs[run]))
-            if wants_probes(configs[run], probes):
-                probe_accuracy(run, log=log, only_missing=True)
-        except UserError as exc:
-            failed.append((run, f"evaluation: {exc}"))
+    failed += _complete_evaluations(finished, configs, passkey_runs, task_runs, probes, log)
     evaluated = [r for r in finished if (r / EVAL_CSV).is_file()]
     figure, table = [], None
     if any(configs[r].get("init_from") for r in finished):
@@ -123,6 +103,32 @@ def finish_sweep(sweep_dir: Path, name: str, log=console.print, refused=(), prob
     if any((r / TASK_CSV).is_file() for r in task_runs):
         table, figure = _task_report(sweep_dir, name, [r for r in task_runs if (r / TASK_CSV).is_file()], figure)
     return SweepReport(sweep_dir, finished, failed, unfinished, figure, table)
+
+
+def _complete_evaluations(finished: list[Path], configs: dict, passkey_runs: list[Path], task_runs: list[Path],
+                          probes: bool, log) -> list[tuple[Path, str]]:
+    """Measure what each finished run's evaluations miss (task accuracy, perplexity, passkey, probes); returns the
+    runs whose evaluation was refused, with why."""
+    from ropebench.eval.passkey import passkey_accuracy, passkey_cells
+    from ropebench.eval.perplexity import eval_length
+    from ropebench.eval.probes import probe_accuracy, wants_probes
+
+    failed = []
+    for run in finished:
+        try:
+            if run in task_runs:
+                from ropebench.eval.task import task_accuracy
+
+                task_accuracy(run, log=log, only_missing=True)
+            elif configs[run].data.source != "passkey":
+                eval_length(run, log=log, only_missing=True)
+            if run in passkey_runs:
+                passkey_accuracy(run, log=log, only_missing=True, **passkey_cells(configs[run]))
+            if wants_probes(configs[run], probes):
+                probe_accuracy(run, log=log, only_missing=True)
+        except UserError as exc:
+            failed.append((run, f"evaluation: {exc}"))
+    return failed
 
 
 def _task_report(sweep_dir: Path, name: str, runs: list[Path], figure: list[Path]) -> tuple[Path, list[Path]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from ropebench.errors import UserError, choose
 from ropebench.report import context
 from ropebench.report.results import Point, aggregate, load_results, select
 from ropebench.report.tokens import warn_few_documents, warn_unequal_tokens
+from ropebench.run.rundir import atomic_write_text
 
 FORMATS = ("md", "csv", "latex")
 METRICS = ("ppl", "gain", "gain_source", "hold", "use")
@@ -68,10 +68,12 @@ def _lengths(lengths: Sequence | None, available: Iterable[int]) -> list[int]:
 
 
 def table_cells(paths: Iterable[str | Path], lengths: Sequence | None = None, protocol: str = "nonoverlapping",
-                metric: str = "ppl", split: str | None = None) -> tuple[list, list[tuple[str, list[str]]]]:
-    """The table's columns and its rows as (label, cells), before any formatting."""
+                metric: str = "ppl", split: str | None = None,
+                renames=None) -> tuple[list, list[tuple[str, list[str]]]]:
+    """The table's columns and its rows as (label, cells), before any formatting; ``renames``: the user's
+    names for series (identity.Renames)."""
     choose("table metric (--metric)", metric, METRICS)
-    rows = select(load_results(paths), protocol, split)
+    rows = select(load_results(paths, renames=renames), protocol, split)
     warn_unequal_tokens(rows)
     warn_few_documents(rows)
     if metric in _ONE_LENGTH:
@@ -124,33 +126,70 @@ def _tex_cell(text: str) -> str:
     return _tex_escape(text).replace("±", r"$\pm$").replace(MISSING, "---")
 
 
-def _latex(cols: list[int], rows) -> str:
-    # booktabs rules: the usual look for a paper's results table (\usepackage{booktabs}).
-    out = [
-        r"\begin{tabular}{l" + "r" * len(cols) + "}",
-        r"\toprule",
-        " & ".join(["encoding", *map(str, cols)]) + r" \\",
-        r"\midrule",
-    ]
-    out += [" & ".join([_tex_escape(label), *map(_tex_cell, cells)]) + r" \\" for label, cells in rows]
-    out += [r"\bottomrule", r"\end{tabular}"]
+def _latex(cols: list, rows, unit=None, title: str | None = None, best=min, across: str | None = None) -> str:
+    r"""A booktabs table in a ``table`` float (\usepackage{booktabs}): a caption that says what the numbers are and
+    in which unit (``unit``: report.axes.Units, from the rows' tokenizer column; ``title``: what they are, default
+    perplexity), the columns under one header (``across``, default the evaluation length; "" for none), and the
+    best mean of each column in bold (``best``: min or max; None for none)."""
+    per, length = (unit.per, unit.length) if unit is not None else ("", "tokens")
+    title = title or f"Perplexity {per} (lower is better) at each evaluation length, in {length}"
+    across = f"evaluation length ({length})" if across is None else across
+    top = [best(values) if best and (values := [v for v in map(_number, (c[i] for _, c in rows)) if v is not None])
+           else None for i in range(len(cols))]
+    body = [" & ".join([_tex_escape(label), *(_tex_bold(c) if top[i] is not None and _number(c) == top[i]
+                                               else _tex_cell(c) for i, c in enumerate(cells))]) + r" \\"
+            for label, cells in rows]
+    caption = (_tex_escape(f"{title}: the mean over seeds") + r" $\pm$ " + "their sample standard deviation where an "
+               "experiment has several." + (" The best in each column is in bold." if best else ""))
+    header = ([rf" & \multicolumn{{{len(cols)}}}{{c}}{{{_tex_escape(across)}}} \\",
+               rf"\cmidrule(l){{2-{len(cols) + 1}}}"] if across else [])
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{' '.join(caption.split())}}}", r"\label{tab:perplexity}",
+           r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule", *header,
+           " & ".join(["encoding", *(_tex_escape(str(c)) for c in cols)]) + r" \\", r"\midrule",
+           *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(out) + "\n"
+
+
+def _number(text: str) -> float | None:
+    """The leading number of a cell (its mean), or None for n/a and missing cells."""
+    try:
+        return float(str(text).split(" ")[0])
+    except ValueError:
+        return None
+
+
+def _tex_bold(text: str) -> str:
+    mean, _, rest = str(text).partition(" ")
+    return rf"\textbf{{{_tex_escape(mean)}}}" + (" " + _tex_cell(rest) if rest else "")
 
 
 def perplexity_table(
     paths: Iterable[str | Path], lengths: Sequence | None = None, fmt: str = "md", protocol: str = "nonoverlapping",
-    metric: str = "ppl", split: str | None = None,
+    metric: str = "ppl", split: str | None = None, renames=None,
 ) -> str:
     """Rows: labels (encodings); columns: evaluation lengths (default: every evaluated length), or one length
     per label for ``metric`` hold / use."""
     choose("table format", fmt, FORMATS)
-    cols, rows = table_cells(paths, lengths, protocol, metric, split)
-    return render_table(fmt, cols, rows)
+    cols, rows = table_cells(paths, lengths, protocol, metric, split, renames)
+    if fmt != "latex":
+        return render_table(fmt, cols, rows)
+    from ropebench.report.axes import units
+
+    unit = units(select(load_results(paths), protocol, split))  # the caption names the unit of the numbers
+    if metric in _ONE_LENGTH:
+        return _latex(cols, rows, unit, f"{_ONE_LENGTH[metric]} per experiment", best=None, across="")
+    if metric != "ppl":
+        return _latex(cols, rows, unit, "Gain from the context past the training length (cropped minus full NLL, "
+                      f"nats {unit.per}; higher is better) at each evaluation length, in {unit.length}", best=max)
+    return _latex(cols, rows, unit)
 
 
-def render_table(fmt: str, cols: list, rows) -> str:
-    """Rows of (label, cells) under the columns ``cols`` as Markdown, CSV or LaTeX (``fmt``)."""
-    return {"md": _md, "csv": _csv, "latex": _latex}[choose("table format", fmt, FORMATS)](cols, rows)
+def render_table(fmt: str, cols: list, rows, title: str | None = None, best=min) -> str:
+    """Rows of (label, cells) under the columns ``cols`` as Markdown, CSV or LaTeX (``fmt``; ``title`` and
+    ``best`` as ``_latex``'s)."""
+    if choose("table format", fmt, FORMATS) == "latex":
+        return _latex(cols, rows, title=title, best=best)
+    return {"md": _md, "csv": _csv}[fmt](cols, rows)
 
 
 def write_table(
@@ -172,11 +211,7 @@ def write_table(
                 "or pass a format (md, csv, latex)"
             )
     text = perplexity_table(paths, lengths=lengths, fmt=fmt, protocol=protocol, metric=metric, split=split)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, out)  # readers see the old table or the new one, never half of one
+    atomic_write_text(out, text)  # readers see the old table or the new one, never half of one
     return out
 
 

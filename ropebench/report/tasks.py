@@ -19,7 +19,7 @@ from pathlib import Path
 from ropebench.errors import UserError, choose
 from ropebench.eval.cells import finite_float
 from ropebench.report.plot import FigureOptions, _pyplot, _styles, render
-from ropebench.report.results import Point, Series, input_dir, make_label, read_run, series_sort_key, swept_keys
+from ropebench.report.results import Point, Series, input_dir, label_rows, read_run, series_sort_key
 from ropebench.report.rows import int_or_none, read_rows
 from ropebench.report.table import FORMATS, render_table
 from ropebench.run.rundir import TASK_CSV, runs_below
@@ -76,13 +76,11 @@ def load_task_rows(paths: Iterable[str | Path]) -> list[dict]:
     out = []
     for task in sorted({r["task"] for rows in tables.values() for r in rows}):
         group = [run for run in runs if any(r["task"] == task for r in tables[run.run_dir])]
-        swept = swept_keys(group)
+        of_task = {run.run_dir: [r for r in tables[run.run_dir] if r["task"] == task] for run in group}
+        label_rows(group, of_task)
         for run in group:
-            # Randomized positions off (0) is the ordinary encoding: "rope", beside "rope (random_positions=256)".
-            keys = [(k, v) for k, v in swept[run.run_dir] if not (k == "train.random_positions" and not v)]
-            for row in (r for r in tables[run.run_dir] if r["task"] == task):
-                row.update(run_dir=run.run_dir, seed=run.seed, pe=run.pe,
-                           label=make_label(run.pe, row["rope_scaling"], keys))
+            for row in of_task[run.run_dir]:
+                row.update(run_dir=run.run_dir, seed=run.seed, pe=run.pe)
                 out.append(row)
     if not any(r["status"] == "ok" for r in out):
         raise UserError("no successful task evaluations; every row has a non-ok status")
@@ -193,11 +191,11 @@ def task_table(paths: Iterable[str | Path], fmt: str = "md", value: str = "exact
         rows = [(s.label, [*(_cell(s.points.get(b)) for b in buckets), _summary_cell(s.summary(inside=True)),
                            _summary_cell(s.summary(inside=False))]) for s in series]
         title = f"{task}: {value.replace('_', ' ')} by instance length (trained on 1-{train_len})"
-        blocks.append(_title(fmt, title) + render_table(fmt, cols, rows))
+        blocks.append(_title(fmt, title) + render_table(fmt, cols, rows, title, best=max))
     ranks = [(label, [f"{rank:.2f}", str(n)]) for label, rank, n in mean_ranks(by_task)]
     if ranks:
         title = "mean rank across tasks (exact match beyond the training range; 1 is best)"
-        blocks.append(_title(fmt, title) + render_table(fmt, ["mean rank", "tasks"], ranks))
+        blocks.append(_title(fmt, title) + render_table(fmt, ["mean rank", "tasks"], ranks, title, best=None))
     return "\n".join(blocks)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ropebench.errors import UserError
-from ropebench.run.rundir import FINAL, WEIGHTS, RunDir
+from ropebench.run.rundir import FINAL, WEIGHTS, RunDir, resume_command
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,7 +26,6 @@ def load_model(run: RunDir, cfg, device: torch.device | str = "cpu"):
 
     from ropebench.core.model import GPT
     from ropebench.data import vocab_size_for
-    from ropebench.run.lifecycle import resume_command
 
     if not run.is_finished():
         raise UserError(f"run '{run}' is unfinished (no {FINAL} / {WEIGHTS}); finish it with "
@@ -37,6 +36,18 @@ def load_model(run: RunDir, cfg, device: torch.device | str = "cpu"):
     try:
         load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
     except Exception as exc:
-        raise UserError(f"weights '{run / WEIGHTS}' are corrupt or do not match the config "
-                        f"({type(exc).__name__})") from None
+        raise UserError(f"weights '{run / WEIGHTS}' {weights_problem(exc)}") from None
     return model.to(device).eval()
+
+
+def weights_problem(exc: Exception) -> str:
+    """Why a weights file did not load, told apart: a model of other shapes or names, a file the disk cannot
+    give, or a file that is not whole safetensors (cut short, overwritten)."""
+    from ropebench.errors import os_error_line
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, RuntimeError) and any(s in text for s in ("Missing key", "Unexpected key", "size mismatch")):
+        return f"do not match the run's config ({text[:200]})"
+    if isinstance(exc, OSError):
+        return f"cannot be read: {os_error_line(exc)}"
+    return f"are damaged or not safetensors ({type(exc).__name__}: {text[:200] or 'no message'})"

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from ropebench.errors import UserError, choose
+from ropebench.run.resolvers import register_resolvers
 
 
 class Choice(str, Enum):
@@ -128,7 +129,8 @@ class EvalConfig:
     region_multiple: float = 16
     # Absolute alternatives: evaluate at these lengths instead of the multiples, and score regions of this many
     # tokens instead of region_multiple x train.seq_len (0) -- so runs trained at different lengths (a base run
-    # and its extensions) are scored on the same tokens at the same lengths.
+    # and its extensions) are scored on the same tokens at the same lengths. -1: each document whole, every one
+    # longer than the length (lengths then score different text; `eval-length MODEL --data FILES` uses it).
     lengths: list[int] = field(default_factory=list)
     region_len: int = 0
     # Also measure passkey retrieval after training (data=passkey runs always do), with these cells.
@@ -193,57 +195,8 @@ def flatten_config(node, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: node}
 
 
-def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    # A sweep job whose overrides are all shared would get an empty sub-directory name (the sweep dir itself).
-    if not OmegaConf.has_resolver("ropebench_subdir"):
-        OmegaConf.register_new_resolver("ropebench_subdir", lambda name: name or "run")
-    if not OmegaConf.has_resolver("ropebench_core_encodings"):
-        OmegaConf.register_new_resolver("ropebench_core_encodings", _core_encodings)
-    if not OmegaConf.has_resolver("ropebench_task_window"):
-        OmegaConf.register_new_resolver("ropebench_task_window", _task_window)
-    if not OmegaConf.has_resolver("ropebench_local_jobs"):
-        OmegaConf.register_new_resolver("ropebench_local_jobs", local_jobs)
-        OmegaConf.register_new_resolver("ropebench_job_threads", lambda: 1 if local_jobs() > 1 else 0)
-
-
-def local_jobs() -> int:
-    """How many sweep jobs `launcher=auto` runs side by side: ROPEBENCH_LOCAL_JOBS if set, else one per CPU core
-    this process may use, or one when a GPU is there (jobs would share it)."""
-    import os
-
-    import torch
-
-    if os.environ.get("ROPEBENCH_LOCAL_JOBS", "").strip():
-        try:
-            return max(1, int(os.environ["ROPEBENCH_LOCAL_JOBS"]))
-        except ValueError:
-            raise UserError(f"ROPEBENCH_LOCAL_JOBS must be a positive integer, got "
-                            f"'{os.environ['ROPEBENCH_LOCAL_JOBS']}'") from None
-    if torch.cuda.is_available():
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _task_window(task: str, length) -> int:
-    """``${ropebench_task_window:${data.task},${data.task_len}}``: the train.seq_len that exactly holds the
-    task's longest training instance (a sweep over tasks gives each task its own window)."""
-    from ropebench.data.tasks import get_task, window
-
-    return window(task, int(length or 0) or get_task(task).default_len)
-
-
-def _core_encodings() -> str:
-    from ropebench.core.pe import CORE_ENCODINGS
-
-    return ",".join(CORE_ENCODINGS)
-
-
-_register_resolvers()
+# The ${ropebench_...:} interpolations the YAML files use, registered before any config is composed.
+register_resolvers()
 
 
 def conf_dir() -> Path:
@@ -337,11 +290,14 @@ def _check_data(d) -> None:
     if not own_split:
         _check(0 < d.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     _check_test_fraction(d, own_split)
-    _check(d.source != "text_files" or len(d.paths) > 0, "data=text_files needs data.paths=[DIR_OR_FILE,...]")
+    _check(d.source != "text_files" or len(d.paths) > 0, "data=text_files needs data.paths=[FILE_OR_DIR,...]")
     _check(d.source != "hf" or bool(d.get("path", "")),
            "data=hf needs data.path=HUB_NAME_OR_LOCAL_PATH (a Hub data set, a directory, or parquet/json/arrow/csv/txt "
            "files)")
     _check(d.get("min_doc_tokens", 0) >= 0, f"data.min_doc_tokens must be >= 0, got {d.get('min_doc_tokens')}")
+    from ropebench.data.corpus import check_data_name
+
+    check_data_name(str(d.get("name", "")))
     tokenizer = str(d.get("tokenizer", "bytes")).strip()
     _check(bool(tokenizer), "data.tokenizer is empty; use bytes, a tokenizer directory or a Hugging Face Hub name")
     _check(d.source != "passkey" or tokenizer == "bytes",
@@ -361,15 +317,49 @@ def _check_pe_optimizer(pe) -> None:
            f"pe.weight_decay must be >= 0, or null to follow train.weight_decay, got {decay}")
 
 
+_INT64 = 2**63  # integers the trainer hands to torch (seeds, sizes) must fit in 64 bits
+
+
+def _check_numbers(cfg) -> None:
+    """Every number in the config is finite (``lr=inf`` or ``pe.base=inf`` would train without complaint, and wrong)
+    and every integer fits in 64 bits (``seed=1e20`` would overflow inside torch)."""
+    plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    for key, value in flatten_config(plain).items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{key} must be a finite number, got {v}")
+            if isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+                raise UserError(f"{key}={v} is out of range (integers must be below 2**63)")
+
+
+def _check_batch_fits(m, t) -> None:
+    """One activation of a training batch (batch_size x seq_len x n_embd float32) must fit this machine's memory:
+    a size that cannot is refused here, before a model is built, instead of failing in an allocation."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
+        return
+    needed = t.batch_size * t.seq_len * m.n_embd * 4
+    _check(needed <= memory, f"train.batch_size={t.batch_size} x train.seq_len={t.seq_len} x model.n_embd={m.n_embd} "
+                             f"floats ({needed / 2**30:.0f} GiB for one activation) exceed this machine's memory "
+                             f"({memory / 2**30:.0f} GiB); lower train.batch_size")
+
+
 def validate_config(cfg) -> None:
     """Range checks Hydra's types cannot express, run before anything is created or computed."""
     m, t, e, d = cfg.model, cfg.train, cfg.eval, cfg.data
+    _check_pe_optimizer(cfg.pe)  # its own words for a NaN learning-rate multiple, before the generic check
+    _check_numbers(cfg)
     for key in ("n_layer", "n_head", "n_embd"):
         _check(m[key] > 0, f"model.{key} must be a positive integer, got {m[key]}")
     _check(m.n_embd % m.n_head == 0, f"model.n_head={m.n_head} must divide model.n_embd={m.n_embd}")
     _check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     for key in ("seq_len", "batch_size", "log_interval", "eval_interval", "ckpt_interval", "eval_batches"):
         _check(t[key] > 0, f"train.{key} must be a positive integer, got {t[key]}")
+    _check_batch_fits(m, t)
     # 0 steps is the step-0 point of a fine-tuning curve: the source run's weights, saved as a run of its own.
     _check(t.steps > 0 or (t.steps == 0 and _unresolved(cfg, "init_from")),
            f"train.steps must be a positive integer (0 only with init_from=RUN), got {t.steps}")
@@ -386,7 +376,8 @@ def validate_config(cfg) -> None:
                                          f"{e.get('crop_stride')}")
     _check(e.max_tokens >= 0, f"eval.max_tokens must be >= 0 (0: every token), got {e.max_tokens}")
     _check(e.region_multiple >= 1, f"eval.region_multiple must be >= 1, got {e.region_multiple}")
-    _check(e.get("region_len", 0) >= 0, f"eval.region_len must be >= 0 (0: region_multiple), got {e.get('region_len')}")
+    _check(e.get("region_len", 0) >= -1, f"eval.region_len must be >= -1 (0: region_multiple; -1: each document "
+                                         f"whole), got {e.get('region_len')}")
     _check(all(int(x) > 0 for x in e.get("lengths", [])),
            f"eval.lengths must be positive integers, got {list(e.get('lengths', []))}")
     _check(len(e.multiples) > 0 and all(x > 0 for x in e.multiples),
@@ -398,7 +389,6 @@ def validate_config(cfg) -> None:
 
         check_task_config(d, t.seq_len)
     # Hydra checks these at composition; a continued run's saved config (plain YAML) is checked here.
-    _check_pe_optimizer(cfg.pe)
     for key, kind in (("model.attention", Attention), ("train.dtype", Dtype), ("data.source", DataSource),
                       ("logger.wandb.mode", WandbMode), ("eval.split", EvalSplit)):
         value = OmegaConf.select(cfg, key, default=None)

@@ -218,7 +218,7 @@ class NullLogger:
     def log(self, record: dict) -> None:
         pass
 
-    def log_eval_curve(self, rows: list[dict]) -> None:
+    def log_eval_curve(self, rows: list[dict], name: str = "eval_length") -> None:
         pass
 
     def close(self) -> None:

@@ -17,8 +17,9 @@ ropebench import, and its logits equal ropebench's (fp32). The architectures, an
   ropebench's, and ``activation_function="gelu"`` (GPT-2's default is the tanh approximation).
 
 ``max_position_embeddings`` is the run's training length, Hugging Face's convention for the trained context.
-RoPE scaling applied during training (``pe.scaling``) maps to ``rope_parameters`` for linear, dynamic and yarn,
-which transformers computes as ropebench does (``ropebench.core.rope.freqs``).
+RoPE scaling applied during training (``pe.scaling``) maps to ``rope_parameters`` (transformers 4:
+``rope_scaling``, ``run.hf_compat``) for linear, dynamic and yarn; before anything is written, the export is
+checked to compute the run's logits and rotary tables in the installed transformers (``check_same_model``).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from pathlib import Path
 import torch
 
 from ropebench.errors import UserError
+from ropebench.run import hf_card, hf_compat
 from ropebench.run.artifacts import load_model
-from ropebench.run.rundir import CHECKPOINT, RunDir
+from ropebench.run.hf_card import MANIFEST
+from ropebench.run.rundir import CHECKPOINT, RunDir, space_problem
 
 SUPPORTED = ("rope", "nope", "learned")
-MANIFEST = "ropebench_export.json"
 HF_SCALING = ("linear", "dynamic", "yarn")
 _YARN_KEYS = ("original_max_position_embeddings", "beta_fast", "beta_slow", "truncate", "attention_factor",
               "mscale", "mscale_all_dim")
@@ -48,26 +50,38 @@ def export_hf(run_dir, out, *, force: bool = False) -> Path:
     """Write the run as a transformers model directory at ``out``, atomically; returns ``out``."""
     _require_transformers()
     from ropebench.run.hf_tokenizer import load_run_tokenizer, save_tokenizer
+    from ropebench.run.locks import lock_beside
 
     run, out = RunDir(run_dir), Path(out)
     cfg = run.read_config()
     check_exportable(cfg)
-    _check_out(out, run.path, force)
-    model = load_model(run, cfg)
-    # The tokenizer's model_max_length is a hard limit (transformers warns past it): the learned table's length;
-    # RoPE and NoPE have none (max_position_embeddings, the training length, is not one).
-    tokenizer = load_run_tokenizer(cfg.data, model.pe.max_len())
-    hf_model = to_hf(model, cfg, int(tokenizer.eos_token_id))
+    # The run is read whole (no `resume` may rewrite it meanwhile) and OUT written by this command alone.
+    with run.claim(shared=True), lock_beside(out):
+        _check_out(out, run.path, force)
+        model = load_model(run, cfg)
+        # The tokenizer's model_max_length is a hard limit (transformers warns past it): the learned table's
+        # length; RoPE and NoPE have none (max_position_embeddings, the training length, is not one).
+        table_len = model.pe.max_len()
+        tokenizer = load_run_tokenizer(cfg.data, table_len)
+        hf_model = to_hf(model, cfg, int(tokenizer.eos_token_id))
+        check_same_model(model, hf_model, cfg)
 
-    def write(tmp: Path) -> None:
-        with _no_progress_bar():
-            hf_model.save_pretrained(str(tmp))
-        save_tokenizer(tokenizer, tmp)
-        _add_legacy_keys(tmp / "config.json", hf_model.config)
-        (tmp / MANIFEST).write_text(json.dumps(_manifest(run, cfg, hf_model), indent=2) + "\n")
+        def write(tmp: Path) -> None:
+            with _no_progress_bar():
+                hf_model.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)
+            _add_legacy_keys(tmp / "config.json", hf_model.config)
+            (tmp / MANIFEST).write_text(json.dumps(hf_card.manifest(run, cfg, hf_model, out), indent=2) + "\n")
+            (tmp / hf_card.CARD).write_text(hf_card.model_card(run, cfg, hf_model, table_len))
 
-    _write_atomically(out, write)
+        _write_atomically(out, write, _size(model))
     return out
+
+
+def _size(model) -> int:
+    """About how many bytes an export writes: the weights, twice (the tied head is stored once; the margin is the
+    tokenizer and the configs)."""
+    return 2 * sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _require_transformers() -> None:
@@ -143,8 +157,12 @@ def _check_out(out: Path, run_path: Path, force: bool) -> None:
         what = "is a ropebench run directory" if found == out else f"holds the ropebench run '{found}'"
         raise UserError(f"'{out}' {what}; export-hf never replaces a run, even with --force: choose another "
                         "directory for the export")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"'{out}' exists and is not empty; choose a new directory or pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file():  # --force replaces an earlier export, never anything else
+            raise UserError(f"'{out}' exists, is not empty and is not an earlier export (no {MANIFEST} there); "
+                            "choose a new directory -- --force replaces only an earlier export")
+        if not force:
+            raise UserError(f"'{out}' holds an earlier export; choose a new directory or pass --force to replace it")
 
 
 def to_hf(model, cfg, eos_id: int):
@@ -153,6 +171,8 @@ def to_hf(model, cfg, eos_id: int):
         from transformers import GPT2LMHeadModel
 
         hf_model, state = GPT2LMHeadModel(_gpt2_config(model, eos_id)), _gpt2_state(model)
+        # generate() stops at the end of the position table by default (past it GPT-2 has no position to embed).
+        hf_model.generation_config.max_length = model.pe.max_len()
     else:
         from transformers import GPTNeoXForCausalLM
 
@@ -161,9 +181,37 @@ def to_hf(model, cfg, eos_id: int):
         hf_model = GPTNeoXForCausalLM(_neox_config(model, cfg, eos_id, params))
         interleaved = cfg.pe.name == "rope" and model.pe.pairing == "interleaved"
         state = _neox_state(model, rotary_dim if interleaved else 0)
+    # The output layer's name differs between versions (GPT-NeoX: embed_out in transformers 4, lm_head in 5).
+    head = next(name for name, module in hf_model.named_modules() if module is hf_model.get_output_embeddings())
+    state[f"{head}.weight"] = state.pop("lm_head.weight")
     with torch.no_grad():
         hf_model.load_state_dict(state, strict=True)
     return hf_model.eval()
+
+
+@torch.no_grad()
+def check_same_model(model, hf_model, cfg, tol: float = 1e-3) -> None:
+    """The transformers model computes ropebench's logits (at the training length, and at twice that where the
+    encoding has positions there) and, for RoPE, its rotary tables (``hf_compat.check_rotary_tables``), or the
+    export is refused: a transformers that computes the architecture or its scaling otherwise would export another
+    model under this run's name."""
+    if cfg.pe.name == "rope":  # on fresh modules: a dynamic one keeps the longest length it has seen
+        for module in {type(m) for m in hf_model.modules() if type(m).__name__.endswith("RotaryEmbedding")}:
+            hf_compat.check_rotary_tables(module(config=hf_model.config), training_scaling(cfg, model),
+                                          float(cfg.pe.base), model.pe.rotary_dim, int(cfg.train.seq_len))
+    train_len = int(cfg.train.seq_len)
+    limit = model.pe.max_len()
+    lengths = [n for n in (train_len, 2 * train_len) if limit is None or n <= limit]
+    ids = torch.randint(0, model.wte.weight.shape[0], (1, max(lengths)), generator=torch.Generator().manual_seed(0))
+    for length in lengths:
+        ours, theirs = model(ids[:, :length])[0], hf_model(ids[:, :length]).logits
+        diff = (ours.float() - theirs.float()).abs().max().item()
+        if not diff <= tol:
+            scaling = training_scaling(cfg, model)
+            what = f"its {scaling['rope_type']} RoPE scaling" if scaling else f"{hf_model.config.architectures[0]}"
+            raise UserError(f"transformers {hf_compat.version()} computes {what} otherwise than ropebench (logits "
+                            f"differ by up to {diff:.3g} at {length} tokens); export with another transformers "
+                            "version (pip install -U transformers)")
 
 
 def _rotary_fraction(rotary_dim: int, head_dim: int) -> float:
@@ -211,13 +259,14 @@ def _neox_config(model, cfg, eos_id: int, params: dict):
     from transformers import GPTNeoXConfig
 
     m = model.cfg
+    rope = {"rope_parameters": params} if hf_compat.stores_rope_parameters() else hf_compat.legacy_gpt_neox_keys(params)
     return GPTNeoXConfig(
         vocab_size=model.wte.weight.shape[0], hidden_size=m.n_embd, num_hidden_layers=m.n_layer,
         num_attention_heads=m.n_head, intermediate_size=model.blocks[0].mlp.c_fc.out_features, hidden_act="gelu",
         attention_dropout=float(m.dropout), hidden_dropout=float(m.dropout),
         max_position_embeddings=int(cfg.train.seq_len), layer_norm_eps=model.ln_f.eps,
-        bos_token_id=eos_id, eos_token_id=eos_id, tie_word_embeddings=True, use_parallel_residual=False,
-        attention_bias=bool(m.bias), rope_parameters=params)
+        bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id, tie_word_embeddings=True,
+        use_parallel_residual=False, attention_bias=bool(m.bias), **rope)
 
 
 def _gpt2_config(model, eos_id: int):
@@ -229,7 +278,7 @@ def _gpt2_config(model, eos_id: int):
         n_head=m.n_head, n_inner=model.blocks[0].mlp.c_fc.out_features, activation_function="gelu",
         resid_pdrop=float(m.dropout), embd_pdrop=float(m.dropout), attn_pdrop=float(m.dropout),
         layer_norm_epsilon=model.ln_f.eps, scale_attn_weights=True, bos_token_id=eos_id, eos_token_id=eos_id,
-        tie_word_embeddings=True)
+        pad_token_id=eos_id, tie_word_embeddings=True)
 
 
 def _bias(linear_or_norm) -> torch.Tensor:
@@ -298,29 +347,14 @@ def _gpt2_state(model) -> dict:
 
 def _add_legacy_keys(config_path: Path, config) -> None:
     """GPT-NeoX before transformers 5 reads rotary_pct / rotary_emb_base / rope_scaling, not rope_parameters
-    (and defaults rotary_pct to 0.25): record them too, so an older transformers loads the same model."""
-    params = getattr(config, "rope_parameters", None)
+    (and defaults rotary_pct to 0.25): record both schemas, so that every version loads the same model."""
+    params = hf_compat.rope_parameters(config)
     if config.model_type != "gpt_neox" or not params:
         return
     data = json.loads(config_path.read_text())
-    data["rotary_pct"] = params["partial_rotary_factor"]
-    data["rotary_emb_base"] = params["rope_theta"]
-    if params["rope_type"] != "default":
-        data["rope_scaling"] = dict(params)  # transformers 5 takes rope_scaling over rope_parameters: the same
+    data.update(hf_compat.legacy_gpt_neox_keys(params))
+    data["rope_parameters"] = params
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _manifest(run: RunDir, cfg, hf_model) -> dict:
-    from omegaconf import OmegaConf
-
-    from ropebench import __version__
-    from ropebench.run.hf_tokenizer import tokenizer_dir
-
-    return {"source_run": str(run.path.resolve()), "pe": OmegaConf.to_container(cfg.pe),
-            "train_seq_len": int(cfg.train.seq_len), "architecture": hf_model.config.architectures[0],
-            "tokenizer": tokenizer_dir(cfg.data) or "bytes", "data": OmegaConf.to_container(cfg.data),
-            "eval": OmegaConf.to_container(cfg.eval),
-            "rope_parameters": getattr(hf_model.config, "rope_parameters", None), "ropebench_version": __version__}
 
 
 def _make_readable(directory: Path) -> None:
@@ -333,9 +367,10 @@ def _make_readable(directory: Path) -> None:
             os.chmod(path, 0o666 & ~mask)
 
 
-def _write_atomically(out: Path, write) -> None:
+def _write_atomically(out: Path, write, size: int) -> None:
     """Build the export in a temporary directory beside ``out``, then move it into place (an existing ``out``,
-    already allowed by the caller, is replaced only once the new one is complete)."""
+    already allowed by the caller, is replaced only once the new one is complete). ``size``: about how many bytes
+    it writes, to tell a full disk from other failures (transformers and safetensors word it their own ways)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     old = None
@@ -346,12 +381,16 @@ def _write_atomically(out: Path, write) -> None:
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
             os.replace(out, old / "previous")
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
+        problem = exc if isinstance(exc, OSError) else None if isinstance(exc, UserError) else \
+            space_problem(out.parent, size)
         if old is not None and not out.exists():
             os.replace(old / "previous", out)  # put the previous export back
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        if problem is not None and problem.errno is not None:  # named by OUT, not by the temporary directory
+            raise OSError(problem.errno, problem.strerror, str(out)) from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

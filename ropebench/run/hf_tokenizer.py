@@ -15,6 +15,8 @@ from pathlib import Path
 
 EOD_TOKEN = "<|endoftext|>"
 _CONFIG = "tokenizer_config.json"
+# What `tok(text)` returns: a decoder takes no token_type_ids (GPT-2 would add a token-type embedding for them).
+MODEL_INPUTS = ("input_ids", "attention_mask")
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -32,8 +34,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def byte_tokenizer(model_max_length: int | None = None):
-    """A ``PreTrainedTokenizerFast`` whose ids are the UTF-8 bytes plus ``<|endoftext|>`` = 256 (bos and eos);
-    ``model_max_length`` None leaves transformers' "no limit"."""
+    """A ``PreTrainedTokenizerFast`` whose ids are the UTF-8 bytes plus ``<|endoftext|>`` = 256 (bos, eos and the
+    padding, on the left as generation wants it); ``model_max_length`` None leaves transformers' "no limit"."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,6 +48,7 @@ def byte_tokenizer(model_max_length: int | None = None):
         raise AssertionError(f"{EOD_TOKEN} got id {backend.token_to_id(EOD_TOKEN)}, not 256")
     limit = {} if model_max_length is None else {"model_max_length": int(model_max_length)}
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=EOD_TOKEN, eos_token=EOD_TOKEN,
+                                   pad_token=EOD_TOKEN, padding_side="left", model_input_names=list(MODEL_INPUTS),
                                    clean_up_tokenization_spaces=False, split_special_tokens=True, **limit)
 
 
@@ -67,10 +70,15 @@ def load_run_tokenizer(data_cfg, model_max_length: int | None):
 
 
 def save_tokenizer(tok, out: Path) -> None:
-    """Save ``tok`` into ``out`` under a class name every transformers version loads."""
+    """Save ``tok`` into ``out`` under a class name every transformers version loads, returning exactly
+    ``MODEL_INPUTS`` (a copied tokenizer may have been saved for an encoder, with token_type_ids) and with a pad
+    token (its end-of-text token when it has none), so that batches and pipelines work."""
     tok.save_pretrained(str(out))
     path = Path(out) / _CONFIG
     config = json.loads(path.read_text())
     if config.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name for the generic fast class
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        path.write_text(json.dumps(config, indent=2) + "\n")
+    config["model_input_names"] = list(MODEL_INPUTS)
+    if tok.pad_token is None:
+        config["pad_token"] = tok.eos_token
+    path.write_text(json.dumps(config, indent=2) + "\n")

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from ropebench.errors import UserError
+from ropebench.progress import console
 from ropebench.run import checkpoint
 from ropebench.run.config import validate_config
 from ropebench.run.rundir import CHECKPOINT, RunDir
@@ -48,32 +50,47 @@ def check_same_experiment(run: RunDir, cfg: DictConfig) -> None:
                         "directory (hydra.run.dir / hydra.sweep.dir) or continue it with `ropebench resume`")
 
 
-def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None, after_training=None) -> dict:
+def start(cfg: DictConfig, run_dir: Path, log=None, before_training=lambda: None, after_training=None,
+          given: Collection[str] | None = None) -> dict:
     """Train a new run in ``run_dir`` (or continue the same experiment found there); ``before_training`` runs
-    once the directory is known to be this experiment's (a sweep job clears its last error there)."""
+    once the directory is known to be this experiment's (a sweep job clears its last error there); ``given``:
+    the config keys the command line set (what an ``init_from`` run does not take from its source)."""
     from ropebench.run.init_from import prepare
     from ropebench.run.trainer import train
 
     run = RunDir(run_dir)
-    new = not run.has_config()
-    try:
-        cfg = prepare(resolved(cfg))  # checks init_from: a refused source leaves no directory behind either
-    except UserError:
-        if new:
-            run.discard_unstarted()
-        raise
-    validate_config(cfg)
-    check_same_experiment(run, cfg)
-    before_training()
-    run.write_config_once(OmegaConf.to_container(cfg))
-    try:
-        return train(cfg, run.path, after_training=after_training, **({"log": log} if log else {}))
-    except UserError:
-        # A setting only the model, the device or the data can check (pe.base=-1, device=tpu, a validation
-        # split shorter than seq_len) is a config that fails validation: it leaves no run directory behind.
-        if new:
-            run.discard_unstarted()
-        raise
+    with claimed(run):  # from the first look at the directory to the last write: no other command between
+        new = not run.has_config()
+        try:
+            cfg = prepare(resolved(cfg), given)  # checks init_from: a refused source leaves no directory behind either
+        except UserError:
+            if new:
+                run.discard_unstarted()
+            raise
+        validate_config(cfg)
+        check_same_experiment(run, cfg)
+        before_training()
+        if run.is_finished():
+            return finished(run, cfg, log or console.print, after_training)
+        run.write_config_once(OmegaConf.to_container(cfg))
+        try:
+            return train(cfg, run.path, after_training=after_training, **({"log": log} if log else {}))
+        except UserError:
+            # A setting only the model, the device or the data can check (pe.base=-1, device=tpu, a validation
+            # split shorter than seq_len) is a config that fails validation: it leaves no run directory behind.
+            if new:
+                run.discard_unstarted()
+            raise
+
+
+def claimed(run: RunDir):
+    """The run held exclusively for training (``RunDir.claim``), by the one process that writes it: under torchrun,
+    rank 0 (every rank trains the same run directory)."""
+    from contextlib import nullcontext
+
+    from ropebench.run import distributed
+
+    return run.claim() if distributed.from_env().is_rank0 else nullcontext()
 
 
 def resume(run_dir: Path, overrides: list[tuple[str, object]], log=None, after_training=None) -> dict:
@@ -81,17 +98,33 @@ def resume(run_dir: Path, overrides: list[tuple[str, object]], log=None, after_t
     from ropebench.run.trainer import train
 
     run = RunDir(run_dir)
-    saved = run.read_config()
-    if not run.is_finished() and not (run / CHECKPOINT).is_file():  # the trainer loads it; only its presence here
-        raise UserError(f"'{run}' has no checkpoint to continue from; start it again with `ropebench train`")
-    cfg = checkpoint.continued_config(saved, overrides)
-    validate_config(cfg)
-    changes = checkpoint.config_changes(saved, cfg, ignore_resumable=False)
-    return train(cfg, run.path, continued=changes, after_training=after_training, **({"log": log} if log else {}))
+    saved = run.read_config()  # a missing or damaged run is said before anything is created in it
+    with claimed(run):
+        if not run.is_finished() and not (run / CHECKPOINT).is_file():  # the trainer loads it; only its presence
+            raise UserError(f"'{run}' has no checkpoint to continue from; start it again with `ropebench train`")
+        cfg = checkpoint.continued_config(saved, overrides)
+        validate_config(cfg)
+        if run.is_finished():
+            return finished(run, cfg, log or console.print, after_training)
+        changes = checkpoint.config_changes(saved, cfg, ignore_resumable=False)
+        return train(cfg, run.path, continued=changes, after_training=after_training,
+                     **({"log": log} if log else {}))
 
 
-def resume_command(run_dir: Path) -> str:
-    """The command that continues this run, quoted so that pasting it works (sweep job names hold '=' and ',')."""
-    import shlex
+def finished(run: RunDir, cfg, log, after_training) -> dict:
+    """A finished run: its record as it is -- with its after-training evaluation completed if that was cut short.
+    Asking it for other steps is refused: a finished run is not trained further (its weights and results would
+    stop matching its record), nor shortened."""
+    final = run.read_final()  # a damaged final.json is one error line, not "finished" and then an error
+    steps = final.get("steps")
+    if isinstance(steps, int) and steps != int(cfg.train.steps):
+        raise UserError(f"'{run}' has finished its {steps} steps, and a finished run is not trained further or "
+                        f"shortened (train.steps={cfg.train.steps} asked); to train on from its weights, start a new "
+                        f"run: ropebench train init_from={run} train.steps=N hydra.run.dir=NEW_DIR, with the run's "
+                        "own model, pe and data settings")
+    log(f"[green]already finished[/]: {run}")
+    if cfg.eval.after_train and after_training is not None:
+        from ropebench.run.trainer import evaluate_after
 
-    return f"ropebench resume {shlex.quote(str(run_dir))}"
+        final = evaluate_after(final, lambda: after_training(run.path, None, None, log), log)
+    return {**final, "status": "interrupted" if final.get("status") == "interrupted" else "already_finished"}

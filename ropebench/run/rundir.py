@@ -13,6 +13,8 @@ Layout (every name lives here and nowhere else)::
     RUN/probe.csv            retrieval-probe accuracy by task, length and depth
     RUN/eval_task.csv        task accuracy (exact match, per token) by bucket of instance lengths
     RUN/error.txt            why the last attempt failed (sweeps), removed when a later attempt starts
+    RUN/wandb_run.json       the run's Weights & Biases run (id, project, mode): later evaluations log into it
+    RUN/.claim.lock          held by the command writing the run (ropebench.run.locks); .lock: row merges
 
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``) and readable by
 others; result CSVs are merged under a file lock so concurrent commands never lose a row. Torch-free: the
@@ -24,12 +26,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ropebench.errors import UserError
+from ropebench.run.atomic import (  # noqa: F401  (rundir is where commands find them)
+    atomic_write,
+    atomic_write_file,
+    atomic_write_text,
+    make_readable,
+    space_problem,
+)
 
 CONFIG = "config.yaml"
 LEGACY_CONFIG = ".hydra/config.yaml"  # runs made before ropebench kept its own copy
@@ -43,74 +50,52 @@ PASSKEY_CSV = "passkey.csv"
 PROBE_CSV = "probe.csv"
 TASK_CSV = "eval_task.csv"
 ERROR = "error.txt"
-_LOCK = ".lock"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def make_readable(path: Path) -> None:
-    """Mode 0666 less the umask, as for any file the user creates (mkstemp and safetensors leave 0600)."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def atomic_write(path: Path, write: Callable) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then move it into place (mode 0644 less
-    the umask, like any file the user creates -- mkstemp alone would leave 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+WANDB_RUN = "wandb_run.json"
+_LOCK = ".lock"  # held while result rows are merged
+CLAIM = ".claim.lock"  # held by the command writing the run (ropebench.run.locks)
+# Keys every command reads from a run config: one without them is damaged, and is said to be before anything
+# else (any other key missing is one line too, where it is looked up: ropebench.errors.describe).
+REQUIRED_KEYS = ("pe.name", "train.seq_len")
 
 
 def read_csv_rows(path: Path, required: Sequence[str] = (), parse: Callable[[dict], dict | None] | None = None,
                   warn: Callable[[str], None] | None = None) -> list[dict]:
     """Rows of a result CSV. A damaged file never stops a command: a row with more cells than the header or too
-    few to reach a required column, one the CSV reader cannot split, or one that ``parse`` (row -> row, or None
-    when damaged) rejects is skipped, with one warning naming the file and the lines; a file without a
-    ``required`` column, or not text, is skipped whole with one warning. ``warn`` receives each message
-    (default: a "warning:" line on stderr)."""
+    few to reach a required column, one the CSV reader cannot split, a last line cut short (ropebench ends every
+    row with a line break, so a last row without one was torn by a crash or a full disk: ``54.0`` of ``54.06`` is a
+    wrong number, not a short one), or one that ``parse`` (row -> row, or None when damaged) rejects is skipped,
+    with one warning naming the file and the lines; a file without a ``required`` column, or not text, is skipped
+    whole with one warning. ``warn`` receives each message (default: a "warning:" line on stderr)."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows, bad = [], []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                _warn(warn, f"skipping '{path}': it has no column {', '.join(missing)}")
-                return []
-            while True:
-                try:
-                    raw = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error:
-                    bad.append(reader.line_num)
-                    continue
-                short = any(raw.get(c) is None for c in required)  # fewer cells than a required column needs
-                row = None if None in raw or short else parse(raw) if parse else raw
-                (bad.append(reader.line_num) if row is None else rows.append(row))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:  # not readable, or not text: nothing in it can be trusted
         _warn(warn, f"skipping '{path}': unreadable ({type(exc).__name__})")
         return []
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+    except csv.Error:
+        missing = list(required) or ["(no header)"]
+    if missing:
+        _warn(warn, f"skipping '{path}': it has no column {', '.join(missing)}")
+        return []
+    torn = None if text.endswith(("\n", "\r")) else text.count("\n") + 1  # the line of an unfinished last row
+    rows, bad = [], []
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            bad.append(reader.line_num)
+            continue
+        short = any(raw.get(c) is None for c in required)  # fewer cells than a required column needs
+        damaged = None in raw or short or reader.line_num == torn  # or more cells than the header
+        row = None if damaged else parse(raw) if parse else raw
+        (bad.append(reader.line_num) if row is None else rows.append(row))
     if bad:
         lines = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
         many = "s" * (len(bad) > 1)
@@ -137,6 +122,23 @@ def runs_below(path: Path, is_run: Callable[[Path], bool]) -> list[Path]:
     below = [c for c in children if is_run(c)]
     below += [g for c in children if not is_run(c) for g in subdirs(c) if is_run(g)]
     return sorted(below)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The run directories of a sweep: one level down, each holding a run's config -- or only the error of a job
+    whose settings were refused before it started (a launcher running jobs elsewhere reports nothing else)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return []
+    marks = (CONFIG, LEGACY_CONFIG, ERROR)
+    return sorted(p for p in sweep_dir.iterdir() if any((p / name).is_file() for name in marks))
+
+
+def resume_command(run_dir) -> str:
+    """The command that continues a run, quoted so that pasting it works (sweep job names hold '=' and ',')."""
+    import shlex
+
+    return f"ropebench resume {shlex.quote(str(run_dir))}"
 
 
 def _has_values(required: Sequence[str]) -> Callable[[dict], dict | None]:
@@ -180,6 +182,7 @@ class RunDir:
         if not OmegaConf.is_dict(cfg):  # a list or a scalar: nothing to look keys up in
             raise UserError(f"'{path}' is incomplete (no mapping); the run's config is damaged")
         missing = [k for k in ("model", "pe", "data", "train", "eval") if not OmegaConf.is_dict(cfg.get(k))]
+        missing = missing or [k for k in REQUIRED_KEYS if OmegaConf.select(cfg, k, default=None) is None]
         if missing:
             raise UserError(f"'{path}' is incomplete (no {', '.join(missing)}); "
                             "the run's config is damaged")
@@ -200,12 +203,20 @@ class RunDir:
         leaves nothing behind. Files that are not a run's are never touched."""
         if (self.path / CHECKPOINT).exists() or self.read_metrics():
             return
-        for name in (CONFIG, METRICS, ERROR, _LOCK):
+        for name in (CONFIG, METRICS, ERROR, _LOCK, CLAIM):
             (self.path / name).unlink(missing_ok=True)
         try:
             self.path.rmdir()
         except OSError:  # something else lives there: keep it
             pass
+
+    def claim(self, shared: bool = False):
+        """Hold the directory for this command (a context manager, ``ropebench.run.locks``): exclusive to train or
+        continue the run, shared to add results to it or read it whole; refused in one line while another command
+        holds it in a way that excludes this one."""
+        from ropebench.run.locks import directory_lock
+
+        return directory_lock(self.path / CLAIM, self.path, shared)
 
     # -- completion ---------------------------------------------------------------------------------------
     def is_finished(self) -> bool:
@@ -222,10 +233,25 @@ class RunDir:
 
     # -- metrics ------------------------------------------------------------------------------------------
     def read_metrics(self) -> list[dict]:
+        """The logged records; a damaged line (a crash or a full disk cut the last one short) is skipped with one
+        warning -- the checkpoint, not this log, is what a continued run starts from."""
         path = self.path / METRICS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records, bad = [], []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except ValueError:
+                record = "damaged"
+            if isinstance(record, dict):
+                records.append(record)
+            elif record is not None:
+                bad.append(number)
+        if bad:
+            _warn(None, f"'{path}': skipped {len(bad)} damaged line{'s' * (len(bad) > 1)} "
+                        f"({', '.join(map(str, bad[:10]))})")
+        return records
 
     def keep_metrics_through(self, step: int) -> None:
         """On resume, drop lines logged after the checkpoint's step: they will be logged again."""
@@ -247,6 +273,16 @@ class RunDir:
     def read_error(self) -> str | None:
         path = self.path / ERROR
         return path.read_text() if path.is_file() else None
+
+    # -- the wandb run (written when training opens it) ------------------------------------------------------
+    def read_wandb(self) -> dict | None:
+        try:
+            return json.loads((self.path / WANDB_RUN).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_wandb(self, record: dict) -> None:
+        atomic_write_text(self.path / WANDB_RUN, json.dumps(record, indent=2) + "\n")
 
     # -- result tables ------------------------------------------------------------------------------------
     def read_rows(self, name: str, required: Sequence[str] = (), warn=None) -> list[dict]:

@@ -18,14 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from ropebench.core.model import GPT
 from ropebench.data import Corpus, TokenSplit, load_corpus, vocab_size_for
+from ropebench.data.fingerprint import corpus_fingerprint
 from ropebench.data.pose import pose_batch
 from ropebench.data.positions import random_position_ids
 from ropebench.errors import UserError
-from ropebench.progress import console, progress_bar
+from ropebench.progress import console, per_second, progress_bar
 from ropebench.run import checkpoint, distributed
 from ropebench.run.artifacts import resolve_device
 from ropebench.run.config import encoding_length, validate_config
-from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, make_readable
+from ropebench.run.optim import lr_at, make_optimizer, warmup_warning
+from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write_file
 from ropebench.run.stop import StopFlag
 from ropebench.run.tracking import RunLogger
 
@@ -52,66 +54,12 @@ def software_versions() -> dict:
     return {"ropebench": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def lr_at(step: int, t) -> float:
-    """Linear warmup, then cosine decay to min_lr at the last step."""
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def warmup_warning(t) -> str | None:
-    """One line when the warmup is not shorter than the run: the schedule then never decays and (warmup longer
-    than the run) never reaches train.lr -- legal, but rarely what a short test run meant."""
-    if t.steps <= 0 or t.warmup_steps < t.steps:
-        return None
-    peak = (f"never reaches train.lr={t.lr}" if t.warmup_steps > t.steps
-            else f"reaches train.lr={t.lr} only at the last step and never decays")
-    return (f"warning: train.warmup_steps={t.warmup_steps} is not below train.steps={t.steps}: the learning rate "
-            f"{peak}; set train.warmup_steps lower")
-
-
 def finite_or_none(value) -> float | None:
     """A loss as JSON can hold it: NaN and infinities are not JSON, so a non-finite (or absent) loss is null."""
     if value is None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-FUSED_ADAMW_DEVICES = ("cuda", "cpu")
-
-
-def _encoding_groups(model: torch.nn.Module, t) -> tuple[list[dict], set[int]]:
-    """One or two parameter groups per position-encoding module (every ``PositionEncoding`` in the model, so a
-    per-layer pattern is covered): its learning rate is train.lr x ``pe.lr_mult``; its weight decay
-    ``pe.weight_decay``, or, when that is null, the model's rule (matrices decayed, vectors not)."""
-    from ropebench.core.pe.base import PositionEncoding
-
-    groups, taken = [], set()
-    for module in (m for m in model.modules() if isinstance(m, PositionEncoding)):
-        params = [p for p in module.parameters() if p.requires_grad and id(p) not in taken]
-        taken.update(id(p) for p in params)
-        mult, decay = float(module.cfg.get("lr_mult", 1.0)), module.cfg.get("weight_decay")
-        for is_matrix in (True, False):
-            part = [p for p in params if (p.dim() >= 2) == is_matrix]
-            wd = float(decay) if decay is not None else (t.weight_decay if is_matrix else 0.0)
-            if part:
-                groups.append({"params": part, "weight_decay": wd, "lr_mult": mult})
-    return groups, taken
-
-
-def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.optim.Optimizer:
-    pe_groups, taken = _encoding_groups(model, t)
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    decay = [p for p in rest if p.dim() >= 2]
-    no_decay = [p for p in rest if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay, "lr_mult": 1.0},
-              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}, *pe_groups]
-    # The fused kernel (CUDA, and the CPU since PyTorch 2.4) does the whole update in one pass per tensor: on the
-    # CPU it is about 3x faster than the per-tensor loop, a few percent of a small model's training step.
-    # It rounds differently from the loop only in the last bit (a resumed run is still bitwise the same).
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=device.type in FUSED_ADAMW_DEVICES)
 
 
 def autocast_for(device: torch.device, dtype_name: str):
@@ -197,6 +145,7 @@ class Trainer:
         self.model = GPT(cfg.model, cfg.pe, vocab_size=vocab, train_seq_len=encoding_length(t)).to(self.device)
         with distributed.rank0_first(self.dist):  # rank 0 builds the token cache, the others then read it
             self.corpus = load_corpus(cfg.data, log=self.log)
+        self.corpus_fingerprint = corpus_fingerprint(self.corpus)  # recorded in each checkpoint, checked on resume
         check_splits(self.corpus, t.seq_len)
         for key in ("pose_target_len", "random_positions"):
             check_position_ids(self.model.pe, cfg, key)
@@ -218,6 +167,10 @@ class Trainer:
         if changes:
             raise UserError(f"cannot resume {self.run}: its checkpoint was trained with other settings "
                             f"({'; '.join(changes)}); start a new run directory instead")
+        if state.get("corpus", self.corpus_fingerprint) != self.corpus_fingerprint:  # checkpoints before: unchecked
+            raise UserError(f"cannot resume {self.run}: its text changed since it started (data={self.cfg.data.name}"
+                            f" tokenizes to other tokens now); continuing would train on other text than the run "
+                            "records -- restore the text, or start a new run directory")
         self._check_steps_reach(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -314,7 +267,7 @@ class Trainer:
         if self.dist.is_rank0:
             state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                      "data_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                     "config": OmegaConf.to_container(self.cfg, resolve=True),
+                     "config": OmegaConf.to_container(self.cfg, resolve=True), "corpus": self.corpus_fingerprint,
                      **({"source": self.source} if self.source else {})}
             checkpoint.save(self.run.path, state)
 
@@ -334,7 +287,7 @@ class Trainer:
             self.log(warning)
         window_start, window_tokens = time.perf_counter(), 0
         bar_cm = progress_bar()
-        bar_cm.disable = not self.dist.is_rank0  # one bar, not one per rank
+        bar_cm.disable = bar_cm.disable or not self.dist.is_rank0  # one bar, not one per rank; none if asked
         with bar_cm as bar:
             task = bar.add_task(f"train {self.cfg.pe.name}", total=t.steps, completed=self.step, rate="", info="")
             while self.step < t.steps and not flag.stop:
@@ -342,7 +295,7 @@ class Trainer:
                 window_tokens += tokens_per_step
                 if self.step % t.log_interval == 0 or self.step == t.steps:
                     info = self._log_step(loss, window_tokens, time.perf_counter() - window_start)
-                    bar.update(task, rate=f"{self.record['tokens_per_s'] / 1e3:.1f}k tok/s", info=info)
+                    bar.update(task, rate=per_second(self.record["tokens_per_s"], "tok"), info=info)
                     window_start, window_tokens = time.perf_counter(), 0
                 bar.update(task, completed=self.step)
                 if self.dist.enabled:
@@ -352,15 +305,11 @@ class Trainer:
 
     # -- finalize -------------------------------------------------------------------------------------------
     def finalize(self, wall_s: float, continued: list[str] | None = None) -> dict:
-        import os
-
         from safetensors.torch import save_model
 
         # safetensors writes to a path (and drops the tied head's duplicate): write beside, then move into place.
-        tmp = self.run / f".{WEIGHTS}.tmp"
-        save_model(self.model, str(tmp))
-        make_readable(tmp)
-        os.replace(tmp, self.run / WEIGHTS)
+        size = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        atomic_write_file(self.run / WEIGHTS, lambda tmp: save_model(self.model, tmp), size)
         final = {"status": "finished", "steps": self.step, "train_loss": finite_or_none(self.train_loss),
                  "val_loss": finite_or_none(self.record.get("val_loss")), "wall_s": wall_s,
                  "params": self.model.num_params(), "device": str(self.device), "world_size": self.dist.world_size,
@@ -384,13 +333,13 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str
 
     ``continued`` lists the resumable keys a continuation changed (``key: old → new``): final.json records them,
     since the run's config.yaml is never rewritten. ``after_training(run_dir, model, logger, log)`` runs once the
-    weights are saved when ``eval.after_train`` is set (the evaluation layer above supplies it)."""
+    weights are saved when ``eval.after_train`` is set (the evaluation layer above supplies it); for a finished run
+    a finished run is its callers' (``lifecycle.finished``)."""
     validate_config(cfg)
     run = RunDir(run_dir)
     if run.is_finished():
-        final = run.read_final()  # a damaged final.json is one error line, not "finished" and then an error
         log(f"[green]already finished[/]: {run}")
-        return {**final, "status": "already_finished"}
+        return {**run.read_final(), "status": "already_finished"}
     trainer = Trainer(cfg, run.path, log)
     try:
         trainer.build()
@@ -402,17 +351,25 @@ def train(cfg: DictConfig, run_dir: Path, log=console.print, continued: list[str
         if not trainer.dist.is_rank0:
             return {"status": "interrupted" if flag.stop else "finished", "step": trainer.step}
         if flag.stop and trainer.step < cfg.train.steps:
-            from rich.markup import escape
-
-            from ropebench.run.lifecycle import resume_command
-
-            # escape: a '[' in a directory name is text, not markup, so the printed command pastes as shown.
-            log(f"[yellow]interrupted[/] at step {trainer.step}; checkpoint saved. Continue with: "
-                f"{escape(resume_command(run.path))}")
+            # How to continue is the command's to say (a sweep continues with its own command, not this run's).
+            log(f"[yellow]interrupted[/] at step {trainer.step}; checkpoint saved")
             return {"status": "interrupted", "step": trainer.step}
         final = trainer.finalize(time.perf_counter() - started, continued)
         if cfg.eval.after_train and after_training is not None:
-            after_training(run.path, trainer.model, trainer.logger, trainer.log)
+            return evaluate_after(final, lambda: after_training(run.path, trainer.model, trainer.logger, trainer.log),
+                                  log)
         return final
     finally:
         trainer.close()
+
+
+def evaluate_after(final: dict, evaluate, log) -> dict:
+    """The after-training evaluation: the first Ctrl-C or SIGTERM stops it at once (each length is written as soon
+    as it is measured), and the run is reported interrupted -- `ropebench resume` completes it."""
+    try:
+        with StopFlag(at_once=True):
+            evaluate()
+    except KeyboardInterrupt:
+        log("[yellow]interrupted[/] during the evaluation after training; the lengths measured are kept")
+        return {**final, "status": "interrupted"}
+    return final

@@ -307,7 +307,8 @@ def scaling_label(rope_scaling: dict | None) -> str:
     spec = normalize_scaling(rope_scaling)
     if spec is None:
         return "none"
-    given = [key for key, value in rope_scaling.items() if value is not None and key not in ("rope_type", "type")]
+    given = [key for key, value in rope_scaling.items() if value is not None and key not in ("rope_type", "type")
+             and not _at_default(rope_scaling, key)]
 
     def show(value):
         if isinstance(value, list):
@@ -315,6 +316,19 @@ def scaling_label(rope_scaling: dict | None) -> str:
         return str(value) if isinstance(value, bool) else f"{value:g}"
 
     return spec["rope_type"] + (f"({','.join(f'{key}={show(spec[key])}' for key in given)})" if given else "")
+
+
+def _at_default(rope_scaling: dict, key: str) -> bool:
+    """Whether ``key`` holds the value its type fills in without it (yarn's beta_fast=32, say): such a key changes
+    nothing and is not named, so one scaling has one label however it was written down (a run's ``pe.scaling``,
+    or the complete ``rope_parameters`` of its export). A factor and an original length are always named: without
+    them they follow the evaluated length."""
+    if key in ("factor", "original_max_position_embeddings"):
+        return False
+    try:
+        return normalize_scaling({k: v for k, v in rope_scaling.items() if k != key}) == normalize_scaling(rope_scaling)
+    except UserError:  # needed by another key (yarn's mscale pair): it says something
+        return False
 
 
 def scaling_for_length(rope_scaling: dict | None, eval_len: int, train_len: int):
