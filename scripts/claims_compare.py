@@ -257,3 +257,33 @@ def _scaling_gain_claim(scaling: str, length: int):
 for _scaling in ("yarn", "ntk"):
     for _length in (2 * L, 4 * L):
         claim("context")(_scaling_gain_claim(_scaling, _length))
+
+
+def _probe_rows() -> list[dict]:
+    import csv
+
+    out = []
+    for run in runs("compare"):
+        with open(run / "probe.csv", newline="") as f:
+            out += [dict(r, seed=run.name.rsplit("seed=", 1)[1]) for r in csv.DictReader(f) if r["status"] == "ok"]
+    return out
+
+
+@claim("context")
+def context_probes():
+    probe = _probe_rows()
+    lengths = sorted({int(r["eval_len"]) for r in probe})
+    chance = {float(r["chance"]) for r in probe}
+
+    def acc(pe: str, n: int) -> str:
+        values = [float(r["accuracy"]) for r in probe if r["pe"] == pe and int(r["eval_len"]) == n]
+        return f"{statistics.fmean(values):.2f}" if values else "n/a"
+
+    no_exact = [s for s in SEEDS if all(float(r["exact_accuracy"]) == 0 for r in probe if r["seed"] == str(s))]
+    text = (f"Retrieval probes (`probe.csv`: niah_single and vt, K = 6 candidates, chance {min(chance):.2f}, "
+            f"3 depths × 6 trials per task, length and seed), mean likelihood accuracy at "
+            f"{' / '.join(map(str, lengths))} tokens: "
+            + "; ".join(f"{pe} {' / '.join(acc(pe, n) for n in lengths)}" for pe in CORE)
+            + f". Greedy exact accuracy is 0 at every length, task and depth, for every encoding, in {len(no_exact)} "
+            "of 3 seeds.")
+    return text, len(chance) == 1 and {r["task"] for r in probe} == {"niah_single", "vt"}, (len(no_exact), 3)
