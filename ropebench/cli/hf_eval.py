@@ -89,9 +89,15 @@ def hf_source(path: str) -> str | None:
 
 def _not_hf_results(path: Path) -> None:
     """Refuse the results directory of a Hugging Face model's evaluation (--out), which reads as a run directory."""
+    from omegaconf import OmegaConf
+
     from ropebench.run.rundir import RunDir
 
-    model = RunDir(path).read_config().get("hf")
+    try:  # only the hf key is looked at here: a damaged config is said by the command that reads the run
+        cfg = OmegaConf.load(RunDir(path).config_path())
+    except Exception:
+        return
+    model = cfg.get("hf") if OmegaConf.is_dict(cfg) else None
     if model is not None:
         raise UserError(f"'{path}' holds the results of evaluating the Hugging Face model "
                         f"'{model.get('model')}', not a run; evaluate the model itself, with --out {path}")
