@@ -283,10 +283,10 @@ def test_version_is_the_package_version():
     assert ok(invoke("--version")).stdout == f"ropebench {version}\n"
 
 
-@pytest.mark.parametrize("typed,expected", [("tr", "train"), ("eval", "eval-length"), ("pass", "passkey")])
+@pytest.mark.parametrize("typed,expected", [("tr", "train"), ("eval", "eval-length eval-task"), ("pass", "passkey")])
 def test_shell_completion_completes_commands(typed, expected):
     env = {"_ROPEBENCH_COMPLETE": "complete_bash", "COMP_WORDS": f"ropebench {typed}", "COMP_CWORD": "1"}
-    assert ok(runner.invoke(app, [], prog_name="ropebench", env=env)).stdout.split() == [expected]
+    assert ok(runner.invoke(app, [], prog_name="ropebench", env=env)).stdout.split() == expected.split()
 
 
 def test_show_completion_prints_a_script():

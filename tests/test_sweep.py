@@ -13,17 +13,17 @@ runner = CliRunner()
 def test_sweep_with_a_failing_job_keeps_the_others(tiny_overrides, tmp_path):
     sweep_dir = tmp_path / "sweep"
     # A training length past the (tiny) training data passes every config check and fails only inside the job.
-    args = ["sweep", "compare", *tiny_overrides, "train.steps=2", "pe=rope,alibi", "train.seq_len=16,100000000",
+    args = ["sweep", "compare", *tiny_overrides, "train.steps=2", "pe=rope,alibi", "train.seq_len=16,1000000",
             f"hydra.sweep.dir={sweep_dir}"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert runs == sorted(["pe=alibi,train.seq_len=16", "pe=alibi,train.seq_len=100000000", "pe=rope,train.seq_len=16",
-                    "pe=rope,train.seq_len=100000000"])
+    assert runs == sorted(["pe=alibi,train.seq_len=16", "pe=alibi,train.seq_len=1000000", "pe=rope,train.seq_len=16",
+                    "pe=rope,train.seq_len=1000000"])
     for name in ("pe=alibi,train.seq_len=16", "pe=rope,train.seq_len=16"):
         assert (sweep_dir / name / "final.json").is_file()
         assert (sweep_dir / name / "eval_length.csv").is_file()  # evaluated after training
-    assert "longer than the training data" in (sweep_dir / "pe=rope,train.seq_len=100000000" / "error.txt").read_text()
+    assert "longer than the training data" in (sweep_dir / "pe=rope,train.seq_len=1000000" / "error.txt").read_text()
     assert "2 finished, 2 failed" in result.output
     assert (sweep_dir / "compare.png").is_file() and (sweep_dir / "table.md").is_file()
 

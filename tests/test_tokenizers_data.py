@@ -119,7 +119,7 @@ def test_bytes_corpus_is_each_documents_utf8_bytes_under_a_key_of_its_content(co
 
 def test_committed_runs_still_read_as_bytes():
     """Run configs recorded before data=hf (no tokenizer, hub_* keys) validate and build a 257-row model."""
-    cfg = RunDir(ROOT / "results" / "compare" / "runs" / "pe=alibi,seed=0").read_config()
+    cfg = RunDir(ROOT / "results" / "rotate_values" / "runs" / "pe=rope,seed=0").read_config()
     assert "hub_path" in cfg.data and "tokenizer" not in cfg.data
     validate_config(cfg)
     assert vocab_size_for(cfg.data) == 257
