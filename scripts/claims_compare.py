@@ -17,10 +17,11 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
-def _seeds(folder: str, value: str = "ppl", split: str | None = None, scaling: str = "none") -> dict:
-    """(encoding, seed) -> eval_len -> value, one protocol (nonoverlapping), one split, one scaling."""
+def _seeds(folder: str, value: str = "ppl", split: str | None = None, scaling: str = "none",
+           protocol: str = "nonoverlapping") -> dict:
+    """(encoding, seed) -> eval_len -> value, one protocol, one split, one scaling."""
     out: dict[tuple[str, int], dict[int, float]] = {}
-    for r in rows(folder, split=split):
+    for r in rows(folder, protocol=protocol, split=split):
         if r["rope_scaling"] == scaling and r["status"] == "ok" and r.get(value) is not None:
             out.setdefault((r["pe"], r["seed"]), {})[r["eval_len"]] = r[value]
     return out
@@ -159,6 +160,16 @@ def compare_ends_16x():
     order = _order(t, 16 * L)
     held = [s for s in SEEDS if _order(t, 16 * L, s)[0] == order[0] and _order(t, 16 * L, s)[-1] == order[-1]]
     return f"At 16× {order[0]} is best and {order[-1]} worst in {len(held)} of 3 seeds.", True, (len(held), 3)
+
+
+@claim("compare")
+def compare_sliding_order():
+    t, plain = _seeds("compare", protocol="sliding"), _seeds("compare")
+    order = _order(t, 16 * L)
+    held = [s for s in SEEDS if _order(t, 16 * L, s) == order]
+    text = ("With the sliding protocol (16 documents) the order at 16×, best first, is " + ", ".join(order)
+            + f" — the same as nonoverlapping's — in {len(held)} of 3 seeds.")
+    return text, order == _order(plain, 16 * L), (len(held), 3)
 
 
 @claim("compare")

@@ -112,7 +112,8 @@ def _seed0_ppl(folder: str, pattern: str) -> dict[str, dict[int, tuple[float, in
     for run in sorted((RESULTS / folder / "runs").glob(pattern)):
         with open(run / "eval_length.csv", newline="") as f:
             for r in csv.DictReader(f):
-                if r["status"] == "ok" and r["rope_scaling"] == "none" and r.get("split", "val") == "test":
+                if (r["status"] == "ok" and r["rope_scaling"] == "none" and r.get("split", "val") == "test"
+                        and r["protocol"] == "nonoverlapping"):
                     out.setdefault(r["pe"], {})[int(r["eval_len"])] = (float(r["ppl"]), int(r["n_tokens"]))
     return out
 
