@@ -291,8 +291,8 @@ def context_probes():
         return f"{statistics.fmean(values):.2f}" if values else "n/a"
 
     no_exact = [s for s in SEEDS if all(float(r["exact_accuracy"]) == 0 for r in probe if r["seed"] == str(s))]
-    text = (f"Retrieval probes (`results/compare/runs/*/probe.csv`: niah_single and vt, K = 6 candidates, chance {min(chance):.2f}, "
-            f"3 depths × 6 trials per task, length and seed), mean likelihood accuracy at "
+    text = ("Retrieval probes (`results/compare/runs/*/probe.csv`: niah_single and vt, K = 6 candidates, "
+            f"chance {min(chance):.2f}, 3 depths × 6 trials per task, length and seed), mean likelihood accuracy at "
             f"{' / '.join(map(str, lengths))} tokens: "
             + "; ".join(f"{pe} {' / '.join(acc(pe, n) for n in lengths)}" for pe in CORE)
             + f". Greedy exact accuracy is 0 at every length, task and depth, for every encoding, in {len(no_exact)} "
