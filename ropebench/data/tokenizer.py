@@ -165,7 +165,10 @@ def _load_hf(spec: str, state: tuple, trust_remote_code: bool = False) -> HFToke
     except Exception as exc:  # a broken directory, an unknown name, no network: one line naming the spec
         where = "from its directory" if local else "(not a directory here; a Hub name needs network)"
         message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        if "custom code" in message and not trust_remote_code:  # transformers' words for a tokenizer with its own code
+        # transformers' words for a tokenizer with its own code ("custom code"; before 4.48: "execute the
+        # configuration file", with trust_remote_code on a later line)
+        own_code = "custom code" in message or "trust_remote_code" in str(exc) or "execute the configuration" in message
+        if own_code and not trust_remote_code:
             message = "it ships its own code, which runs only with --trust-remote-code (if you trust its source)"
         raise UserError(f"could not load tokenizer '{spec}' {where}: {type(exc).__name__}: {message}") from None
     return HFTokenizer(spec, hf)
