@@ -20,14 +20,24 @@ from pathlib import Path
 import torch
 
 from ropebench.bench.rope_bench import device_name
-from ropebench.run.rundir import CONFIG, RunDir
+from ropebench.run.rundir import (
+    CONFIG,
+    EVAL_CSV,
+    FINAL,
+    METRICS,
+    PASSKEY_CSV,
+    POSITIONS_CSV,
+    PROBE_CSV,
+    TASK_CSV,
+    RunDir,
+)
 
 SMALL = ("*.png", "*.pdf", "*.md", "*.csv", "*.tex")
 TEXT = ("*.yaml", "*.json", "*.jsonl", "*.csv", "*.md", "*.tex")
 # Absolute paths of the machine that made a result: under these roots, or the given sources.
 _ABSOLUTE = re.compile(r"(?<![\w.~$])/(?:tmp|home|root|work|Users|mnt|scratch|data|var)(?:/[^\s\"',|)\]]*)?")
-PER_RUN = ("eval_length.csv", "eval_positions.csv", "passkey.csv", "probe.csv", "eval_task.csv", "metrics.jsonl",
-           "final.json")
+# A run's result files, named where the run directory's layout is (run/rundir.py).
+PER_RUN = (EVAL_CSV, POSITIONS_CSV, PASSKEY_CSV, PROBE_CSV, TASK_CSV, METRICS, FINAL)
 
 
 def hardware() -> str:
