@@ -56,11 +56,6 @@ def _continue_lines(out: str) -> list[str]:
 # Known race, left open: when one worker's job returns "interrupted" first, joblib may end the pool before the
 # other worker has written its checkpoint or the sweep its continue line; under load these two tests failed in 1
 # of 3 full-suite runs each (never when run alone). Non-strict: a pass is reported as XPASS, a failure as XFAIL.
-RACE = pytest.mark.xfail(strict=False, reason="parallel sweep interruption race (a worker's checkpoint or the "
-                         "continue line can be lost when another job ends first)")
-
-
-@RACE
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_a_parallel_sweeps_own_process_stops_its_jobs(sig, warm_corpus, tmp_path):
     """Not the process group: the jobs in joblib's workers never receive this signal themselves."""
@@ -81,7 +76,6 @@ def test_a_signal_to_a_parallel_sweeps_own_process_stops_its_jobs(sig, warm_corp
     assert [line.split()[:3] for line in _continue_lines(out)] == [["ropebench", "sweep", "compare"]]
 
 
-@RACE
 def test_a_parallel_sweep_stopped_during_an_evaluation_ends_with_its_continue_line(warm_corpus, tmp_path):
     """Ctrl-C (the whole process group) while a job evaluates after training: the sweep still prints how to
     continue, and that command completes the evaluation."""

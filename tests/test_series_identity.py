@@ -115,3 +115,16 @@ def test_label_options_on_the_command_line(tmp_path: Path):
     assert not out.parent.exists()  # nothing written, not even the directory
     bad = cli.invoke(app, ["table", str(runs), "--labels", str(tmp_path / "none.yaml")])
     refused(bad, "none.yaml': cannot read it")
+
+
+def test_a_copied_run_is_refused_not_counted_as_a_second_seed(tmp_path: Path):
+    """The bug: `cp -r run copy` (or one model evaluated into two places) made `table` report n=2 with a spread
+    of zero. Same experiment, same seed, two directories: refused, naming both."""
+    make_run(tmp_path / "run", 10.0, seed=0)
+    make_run(tmp_path / "copy", 10.0, seed=0)
+    make_run(tmp_path / "s1", 12.0, seed=1)
+    with pytest.raises(UserError, match=r"'.*(run|copy)' and '.*(run|copy)' are the same experiment with seed 0"):
+        series_of([tmp_path])
+    refused(CliRunner().invoke(app, ["table", str(tmp_path)]), "pass only one of them")
+    (pair,) = series_of([tmp_path / "run", tmp_path / "s1"]).values()
+    assert pair.points[64].n == 2 and pair.seeds == [0, 1]  # distinct seeds: averaged

@@ -290,8 +290,14 @@ def _run_sweep(name: str, overrides: list[str]):
     runner.outcomes.clear()
     # One Ctrl-C asks every job to stop at its next step (jobs in worker processes get it too) and lets the
     # launcher wait for their checkpoints; jobs not yet started are skipped. A second press gives up at once.
-    with StopFlag(forward=True):  # jobs in worker processes are asked too, however the signal came
-        composed = run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
+    try:
+        with StopFlag(forward=True):  # jobs in worker processes are asked too, however the signal came
+            composed = run_hydra(runner.train_job, [f"sweep={name}", *overrides], multirun=True)
+    except BaseException:
+        # Stopped while a worker was booting, or a second press: joblib raises what the worker saw. What the
+        # jobs finished is on disk, and the continue line (the caller's, on None) resumes the rest.
+        if not stop_requested():
+            raise
     if stop_requested():
         return None
     sweep_dir = next(value_of(o) for o in parse(overrides) if key_of(o) == "hydra.sweep.dir")

@@ -14,7 +14,7 @@ from ropebench.cli.hydra_app import output_dir
 from ropebench.errors import describe
 from ropebench.progress import job
 from ropebench.run.rundir import CHECKPOINT, ERROR, RunDir, resume_command
-from ropebench.run.stop import stop_requested
+from ropebench.run.stop import quiet_worker, stop_requested
 
 #: (run_dir, status, message) of every job this process ran; status "refused" is a user error (bad input, a
 #: directory holding another experiment), "failed" a crash
@@ -91,6 +91,7 @@ def train_job(cfg: DictConfig) -> None:
     from ropebench.run.lifecycle import OtherExperiment, start
 
     run = RunDir(output_dir())
+    quiet_worker()  # in a sweep's worker process: a terminal's Ctrl-C reaches this job through the stop file
     if stop_requested():  # one Ctrl-C stops the whole sweep, not just the job that was running
         outcomes.append((run.path, "skipped", "not started: the sweep was stopped"))
         return

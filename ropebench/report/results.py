@@ -276,6 +276,19 @@ def _one_seed_se(rows: list[dict], value: str) -> float:
     return convert(rows[0][value], rows[0][column])
 
 
+def _refuse_copies(rows: Iterable[dict]) -> None:
+    """Two run directories of one series with one seed are one run twice (a copy, or one model evaluated into two
+    places): averaged, they would pass for two seeds with a spread that is not there."""
+    seen: dict[tuple, str] = {}
+    for r in rows:
+        key = (r["series"], r["seed"], r["eval_len"])
+        other = seen.setdefault(key, str(r["run_dir"]))
+        if other != str(r["run_dir"]):
+            seed = "no seed" if r["seed"] is None else f"seed {r['seed']}"
+            raise UserError(f"'{other}' and '{r['run_dir']}' are the same experiment with {seed}: a copy would count "
+                            f"as a second seed; pass only one of them")
+
+
 def aggregate(rows: list[dict], value: str = "ppl") -> list[Series]:
     """Group rows by series (one experiment: runs that differ in nothing but the seed) and aggregate the seeds
     into mean, sample std, min and max per evaluation length.
@@ -286,6 +299,7 @@ def aggregate(rows: list[dict], value: str = "ppl") -> list[Series]:
     latest: dict[tuple, dict] = {}
     for r in rows:
         latest[(r["series"], r["run_dir"], r["eval_len"])] = r
+    _refuse_copies(latest.values())
     by_series: dict[tuple, list[dict]] = {}
     for r in latest.values():
         by_series.setdefault(r["series"], []).append(r)

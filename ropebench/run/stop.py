@@ -9,6 +9,12 @@ Jobs running side by side in worker processes (``launcher=auto``) hear a Ctrl-C 
 ``timeout`` or a scheduler (SLURM sends SIGTERM before a time limit). So the sweep's process, whose ``StopFlag``
 is made with ``forward=True``, also leaves a stop file named by its process id, and every process checks the
 file of its parent: a worker stops at its next step boundary, and a job not yet started is skipped.
+
+A Ctrl-C typed in a terminal would also raise KeyboardInterrupt in a worker wherever it happens to be -- booting,
+importing, between two jobs -- and joblib answers a job's exception by killing every other worker, losing
+their checkpoints. So a worker ignores SIGINT outside the scopes that handle it (``quiet_worker``): the sweep's
+own process hears the same Ctrl-C and asks through the stop file, and the scopes that stop at once (an
+evaluation) still see it directly.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import tempfile
 from pathlib import Path
 
 _requested = False
+#: set by a forwarding StopFlag: the process id of the sweep whose workers read its stop file
+_SWEEP_PID = "ROPEBENCH_SWEEP_PID"
 
 
 def _stop_file(pid: int) -> Path:
@@ -33,6 +41,16 @@ def parent_asked() -> bool:
 
 def stop_requested() -> bool:
     return _requested or parent_asked()
+
+
+def quiet_worker() -> None:
+    """In a worker process of a sweep (its parent made a forwarding StopFlag), ignore SIGINT from now on outside
+    StopFlag scopes: the sweep's process forwards the same Ctrl-C through the stop file (module docstring)."""
+    if os.environ.get(_SWEEP_PID) == str(os.getppid()):
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
 
 
 def clear_stop_request() -> None:
@@ -63,6 +81,8 @@ class StopFlag:
             self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         except ValueError:  # not the main thread: leave signals alone
             self._previous = None
+        if self.forward:
+            os.environ[_SWEEP_PID] = str(os.getpid())  # read by the workers this process starts
         return self
 
     def _handle(self, signum, frame):
@@ -79,3 +99,4 @@ class StopFlag:
             signal.signal(sig, handler)
         if self.forward:
             _stop_file(os.getpid()).unlink(missing_ok=True)
+            os.environ.pop(_SWEEP_PID, None)

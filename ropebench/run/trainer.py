@@ -290,7 +290,8 @@ class Trainer:
         bar_cm.disable = bar_cm.disable or not self.dist.is_rank0  # one bar, not one per rank; none if asked
         with bar_cm as bar:
             task = bar.add_task(f"train {self.cfg.pe.name}", total=t.steps, completed=self.step, rate="", info="")
-            while self.step < t.steps and not flag.stop:
+            stop = flag.stop
+            while self.step < t.steps and not stop:
                 loss = self.train_step(step_fn)
                 window_tokens += tokens_per_step
                 if self.step % t.log_interval == 0 or self.step == t.steps:
@@ -298,9 +299,11 @@ class Trainer:
                     bar.update(task, rate=per_second(self.record["tokens_per_s"], "tok"), info=info)
                     window_start, window_tokens = time.perf_counter(), 0
                 bar.update(task, completed=self.step)
+                # Read once: a sweep's stop file can appear between two reads, and the step that sees it saves.
+                stop = flag.stop
                 if self.dist.enabled:
-                    flag.stop = distributed.any_rank(flag.stop)  # all ranks stop at the same step
-                if self.step % t.ckpt_interval == 0 or flag.stop or self.step == t.steps:
+                    stop = flag.stop = distributed.any_rank(stop)  # all ranks stop at the same step
+                if self.step % t.ckpt_interval == 0 or stop or self.step == t.steps:
                     self._save_checkpoint(loss)
 
     # -- finalize -------------------------------------------------------------------------------------------
