@@ -21,6 +21,10 @@ mkdir -p "$OUT/rope_scaling"
 for seed in 0 1 2; do cp -r "$OUT/compare/pe=rope,seed=$seed" "$OUT/rope_scaling/"; done
 for scaling in yarn ntk; do ropebench eval-length "$OUT/rope_scaling" --rope-scaling $scaling; done
 for scaling in dynamic linear; do ropebench eval-length "$OUT/rope_scaling" --rope-scaling $scaling --no-crop; done
+# results/extend_context: compare's RoPE runs fine-tuned to 256 tokens, cropped to 256 and to 64, probed.
+ropebench extend "$OUT"/compare/pe=rope,seed=[012] --to 256 --methods direct,pi,yarn,pose --steps 200 \
+  --lengths 64,128,256,512,1024 --out "$OUT/extend_context" eval.split=test eval.crop=true $J
+ropebench probe "$OUT/extend_context" --task niah_single,vt --depths 0,0.5,1 --lengths 64,128,256,1024
 # results/rotate_values, passkey, extend, extend_passkey and hf predate the test split and the tuned rates (their
 # runs trained at 2e-3 on 90% of the files and report validation): the commands below rerun them with today's
 # defaults, which differ in exactly those two settings.
