@@ -32,6 +32,8 @@ def load_model(run: RunDir, cfg, device: torch.device | str = "cpu"):
         raise UserError(f"run '{run}' is unfinished (no {FINAL} / {WEIGHTS}); finish it with "
                         f"`{resume_command(run.path)}`")
     model = GPT(cfg.model, cfg.pe, vocab_size=vocab_size_for(cfg.data), train_seq_len=int(cfg.train.seq_len))
+    if cfg.train.get("drop_rope_at") is not None:  # DroPE: the finished model attends without RoPE
+        model.drop_rope()
     try:
         load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
     except Exception as exc:

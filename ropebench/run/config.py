@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
+from ropebench.core.layers import TRAINED_LOGIT_SCALES
 from ropebench.errors import UserError, choose
 
 
@@ -29,6 +30,7 @@ Dtype = Choice("Dtype", {n: n for n in ("auto", "float32", "bfloat16", "float16"
 DataSource = Choice("DataSource", {n: n for n in ("stdlib", "text_files", "hf", "hub", "passkey")})
 Documents = Choice("Documents", {n: n for n in ("rows", "wikitext_articles")})
 WandbMode = Choice("WandbMode", {n: n for n in ("disabled", "offline", "online")})
+LogitScale = Choice("LogitScale", {n: n for n in TRAINED_LOGIT_SCALES})
 
 
 @dataclass
@@ -41,6 +43,12 @@ class ModelConfig:
     bias: bool = False
     # Attention kernel: sdpa (everywhere), flex (FlexAttention score_mod for bias encodings, CUDA), or auto.
     attention: Attention = Attention.auto
+    # Encoding per layer, a pattern repeated over the depth (e.g. [rope,rope,rope,nope]); empty: pe everywhere.
+    layers: list[str] = field(default_factory=list)
+    # Sliding-window width per entry of the pattern (null: full causal attention); empty: none windowed.
+    windows: list[int | None] = field(default_factory=list)
+    # Attention temperature trained with the model: none, ssmax (Scalable-Softmax), llama4 (on NoPE layers).
+    logit_scale: LogitScale = LogitScale.none
 
 
 @dataclass
@@ -98,6 +106,9 @@ class TrainConfig:
     # distances cover this target length (0: off); the window is cut into pose_chunks contiguous chunks.
     pose_target_len: int = 0
     pose_chunks: int = 2
+    # DroPE (Gelberg et al. 2025): train with RoPE, then without it in every layer from this fraction of the
+    # steps on (e.g. 0.88); null: off. Evaluation then scales the logits by 1 + c ln(s), c fitted after training.
+    drop_rope_at: float | None = None
 
 
 @dataclass
@@ -152,6 +163,8 @@ class Config:
     init_from_seq_len: int = 0
     # Set by sweep configs; names the sweep in the run's metadata.
     sweep_name: str = ""
+    # The run's name in tables and figures instead of its encoding's (conf/method/ sets it); empty: pe.name.
+    label: str = ""
 
 
 def flatten_config(node, prefix: str = "") -> dict[str, object]:
@@ -264,6 +277,24 @@ def _check_pose(t) -> None:
     _check(1 <= chunks <= t.seq_len, f"train.pose_chunks must be in [1, train.seq_len={t.seq_len}], got {chunks}")
 
 
+def _check_methods(cfg) -> None:
+    """The layer pattern, the trained logit scale and DroPE's drop point, before anything is built."""
+    from ropebench.core.layers import check_logit_scale, layer_pattern
+
+    names, _ = layer_pattern(cfg.model, str(cfg.pe.name))
+    check_logit_scale(cfg.model, str(cfg.pe.name))
+    drop_at = cfg.train.get("drop_rope_at")
+    if drop_at is None:
+        return
+    _check(0 < drop_at < 1, f"train.drop_rope_at must be in (0, 1) (the fraction of the steps trained with RoPE), "
+                            f"got {drop_at}")
+    from ropebench.core.pe import registry
+
+    _check(any(registry()[name].cls.kind == "qk" for name in names),
+           f"train.drop_rope_at drops the rotary encoding of every layer; pe={cfg.pe.name} with model.layers="
+           f"[{','.join(dict.fromkeys(names))}] has none (use pe=rope)")
+
+
 def _check_data(d) -> None:
     """The data node's checks. A run config saved before data=hf lacks its keys: they read as their defaults."""
     own_split = d.source == "hub" or (d.source == "hf" and d.get("val_split", ""))
@@ -296,6 +327,7 @@ def validate_config(cfg) -> None:
            f"train.steps must be a positive integer (0 only with init_from=RUN), got {t.steps}")
     _check_pose(t)
     _check_scaling(cfg)
+    _check_methods(cfg)
     _check(t.lr > 0, f"train.lr must be positive, got {t.lr}")
     _check(0 <= t.min_lr <= t.lr, f"train.min_lr must be in [0, train.lr={t.lr}], got {t.min_lr}")
     _check(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
@@ -313,7 +345,7 @@ def validate_config(cfg) -> None:
     _check_data(d)
     # Hydra checks these at composition; a continued run's saved config (plain YAML) is checked here.
     for key, kind in (("model.attention", Attention), ("train.dtype", Dtype), ("data.source", DataSource),
-                      ("logger.wandb.mode", WandbMode)):
+                      ("logger.wandb.mode", WandbMode), ("model.logit_scale", LogitScale)):
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
             choose(key, str(value), [c.value for c in kind])

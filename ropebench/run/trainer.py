@@ -21,7 +21,7 @@ from ropebench.data import Corpus, TokenSplit, load_corpus, vocab_size_for
 from ropebench.data.pose import pose_batch
 from ropebench.errors import UserError
 from ropebench.progress import console, progress_bar
-from ropebench.run import checkpoint, distributed
+from ropebench.run import checkpoint, distributed, drope
 from ropebench.run.artifacts import resolve_device
 from ropebench.run.config import validate_config
 from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, make_readable
@@ -217,6 +217,7 @@ class Trainer:
     # -- step -----------------------------------------------------------------------------------------------
     def train_step(self, step_fn) -> torch.Tensor:
         t = self.cfg.train
+        self._drop_rope_when_due()
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, t)
         # Every rank draws the global batch from the same generator and keeps its rows of it.
@@ -232,6 +233,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return loss
+
+    def _drop_rope_when_due(self) -> None:
+        """DroPE: from step round(train.drop_rope_at x steps) on, no layer rotates (a resumed run included)."""
+        at = drope.drop_step(self.cfg.train)
+        if at is not None and self.step >= at and not self.model.rope_dropped:
+            self.model.drop_rope()
+            self.log(f"DroPE: RoPE dropped from every layer at step {self.step}")
 
     def _batch(self) -> tuple[torch.Tensor, ...]:
         """The global batch: (inputs, targets), plus position ids under PoSE."""
@@ -327,6 +335,10 @@ class Trainer:
             final["continued"] = continued
         if self.source:
             final["init_from"] = self.source
+        self._drop_rope_when_due()
+        if self.model.rope_dropped:  # DroPE's evaluation-time logit scale, fitted on held-out text
+            final["logit_scale"] = drope.fit_logit_scale(self.model, self.corpus.val, self.cfg.train.seq_len,
+                                                         self.device, self.amp, self.log)
         self.run.write_final(final)
         return final
 
