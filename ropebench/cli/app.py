@@ -92,7 +92,7 @@ def _config_groups(*groups: str) -> str:
     return ", ".join(f"{g} ({'|'.join(sorted(p.stem for p in (conf_dir() / g).glob('*.yaml')))})" for g in groups)
 
 
-train.__doc__ = train.__doc__.replace("{groups}", _config_groups("model", "pe", "data"))
+train.__doc__ = train.__doc__.replace("{groups}", _config_groups("model", "pe", "data", "method"))
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -161,6 +161,7 @@ def eval_length(
                                    "eval.max_tokens)."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
     rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
+    logit_scale: str | None = None,  # --logit-scale (scaling_options): a name, or the run's own
 ):
     """Perplexity at each evaluation length, merged into RUN_DIR/eval_length.csv of each finished run given or
     found in a sweep directory (one after another; one that fails does not stop the others); or of a Hugging
@@ -175,7 +176,7 @@ def eval_length(
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
-                        max_tokens=max_tokens, device=device)
+                        max_tokens=max_tokens, device=device, logit_scale=logit_scale)
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows
 

@@ -14,6 +14,7 @@ import typer
 
 from ropebench.cli.hf_eval import PATHS_HELP, each_run, echo_effective_context, hf_options
 from ropebench.core.rope.freqs import SCALING_NAMES, scaling_from_options
+from ropebench.core.temperature import AT_EVALUATION, evaluation_scale
 from ropebench.errors import UserError
 from ropebench.eval.runner import AS_TRAINED
 
@@ -45,18 +46,27 @@ _SCALING_OPTIONS = {
 }
 
 
+_LOGIT_SCALE = typer.Option(None, "--logit-scale", help=f"Attention temperature at evaluation, any run: "
+                            f"{', '.join(AT_EVALUATION)} (logn: Qwen's queries x max(1, log_L i)). Default: as the "
+                            "run was trained (DroPE runs: their fitted 1 + c ln(s); none for the others).")
+
+
 def scaling_options(command):
-    """Give a Typer command the RoPE-scaling options. The command takes one ``rope_scaling`` parameter and
-    receives the validated spec (None: `--rope-scaling none`) that ``freqs.scaling_from_options`` builds from
-    them, or ``AS_TRAINED`` when no scaling option was given (the run's own trained scaling)."""
+    """Give a Typer command the RoPE-scaling options and ``--logit-scale``. The command takes a ``rope_scaling``
+    parameter and receives the validated spec (None: `--rope-scaling none`) that ``freqs.scaling_from_options``
+    builds from them, or ``AS_TRAINED`` when no scaling option was given (the run's own trained scaling); and a
+    ``logit_scale`` parameter: the --logit-scale name, or ``AS_TRAINED``."""
     signature = inspect.signature(command)
-    kept = [p for name, p in signature.parameters.items() if name != "rope_scaling"]
+    kept = [p for name, p in signature.parameters.items() if name not in ("rope_scaling", "logit_scale")]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-             for name, (kind, option) in _SCALING_OPTIONS.items()]
+             for name, (kind, option) in {**_SCALING_OPTIONS, "logit_scale": (str, _LOGIT_SCALE)}.items()]
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         options = {name: kwargs.pop(name) for name in _SCALING_OPTIONS}
+        logit_scale = kwargs.pop("logit_scale")
+        evaluation_scale(logit_scale, None)  # a typo is refused before any run is read
+        kwargs["logit_scale"] = AS_TRAINED if logit_scale is None else logit_scale
         rope_type = options.pop("rope_scaling")
         if rope_type is None and all(value is None for value in options.values()):
             kwargs["rope_scaling"] = AS_TRAINED
@@ -65,8 +75,9 @@ def scaling_options(command):
         return command(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
-    wrapper.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "rope_scaling"},
-                               **{name: kind for name, (kind, _) in _SCALING_OPTIONS.items()}}
+    wrapper.__annotations__ = {**{k: v for k, v in command.__annotations__.items()
+                                  if k not in ("rope_scaling", "logit_scale")},
+                               **{name: kind for name, (kind, _) in _SCALING_OPTIONS.items()}, "logit_scale": str}
     return wrapper
 
 
@@ -79,6 +90,7 @@ def passkey(
     trials: int = typer.Option(32, help="Sequences (random keys) per length and depth."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
     rope_scaling: dict | None = None,
+    logit_scale: str = AS_TRAINED,  # --logit-scale (scaling_options)
 ):
     """Passkey retrieval accuracy by length and key depth, merged into RUN_DIR/passkey.csv of each finished run
     given or found in a sweep directory (OUT/passkey.csv for a Hugging Face model), and the effective context.
@@ -98,7 +110,8 @@ def passkey(
         raise UserError(f"--trials must be a positive integer, got {trials}")
 
     def evaluate(run_dir: Path) -> list[dict]:
-        rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device)
+        rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device,
+                                   logit_scale=logit_scale)
         echo_effective_context(rows)
         typer.echo(str(Path(run_dir) / pk.CSV_NAME))
         return rows

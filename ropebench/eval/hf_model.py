@@ -139,6 +139,11 @@ def _learned_limit(hf_model) -> int | None:
 class HFCausalLM(torch.nn.Module):
     """ropebench's calling convention over an HF causal LM; ``batch_size`` windows per decoder pass."""
 
+    rope_dropped = False  # as ropebench's GPT declares it: no HF model has had RoPE taken out (DroPE)
+
+    def max_len(self) -> int | None:
+        return self.pe.max_len()
+
     def __init__(self, hf_model, batch_size: int = 1):
         super().__init__()
         self.hf = hf_model

@@ -39,11 +39,11 @@ from ropebench.run.rundir import EVAL_CSV, POSITIONS_CSV, RunDir
 
 PROTOCOLS = ("nonoverlapping", "sliding")
 COLUMNS = ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling", "rope_factor", "rope_scale",
-           "ppl", "nll", "n_tokens", "n_windows", "n_documents", "status", "tokenizer", "model")
-POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling", "position_start",
-                    "position_end", "mean_nll", "n_tokens")
-KEY = ("eval_len", "protocol", "stride", "rope_scaling")
-_ORDER = ("rope_scaling", "protocol", "eval_len", "stride")
+           "logit_scale", "ppl", "nll", "n_tokens", "n_windows", "n_documents", "status", "tokenizer", "model")
+POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling", "logit_scale",
+                    "position_start", "position_end", "mean_nll", "n_tokens")
+KEY = ("eval_len", "protocol", "stride", "rope_scaling", "logit_scale")
+_ORDER = ("rope_scaling", "logit_scale", "protocol", "eval_len", "stride")
 EVAL_TABLE = Table(EVAL_CSV, COLUMNS, KEY, _ORDER)
 POSITIONS_TABLE = Table(POSITIONS_CSV, POSITION_COLUMNS, (*KEY, "position_start"), (*_ORDER, "position_start"))
 
@@ -153,7 +153,8 @@ class PerplexityProbe(Probe):
         nll = total / count
         row.update(nll=nll, ppl=math.exp(nll), n_tokens=count, n_windows=len(windows),
                    n_documents=len({w.doc for w in windows}), status="ok")
-        shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling")}
+        shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "protocol", "stride", "rope_scaling",
+                                      "logit_scale")}
         positions = [{**shared, "position_start": edges[i], "position_end": edges[i + 1],
                       "mean_nll": bucket_nll[i] / bucket_n[i], "n_tokens": int(bucket_n[i])}
                      for i in range(len(bucket_n)) if bucket_n[i]]
@@ -188,15 +189,16 @@ def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, ma
 def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                 stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED, max_tokens: int | None = None,
                 batch_tokens: int = 8192, device: str | None = None, model=None, buckets: int = 32,
-                log=console.print, only_missing: bool = False) -> list[dict]:
+                log=console.print, only_missing: bool = False, logit_scale: str = AS_TRAINED) -> list[dict]:
     """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length); merge the
     rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them. ``only_missing``: only the lengths
-    that have no result yet for this protocol and scaling (a relaunch completes an interrupted evaluation)."""
+    that have no result yet for this protocol and scaling (a relaunch completes an interrupted evaluation);
+    ``logit_scale``: none or logn at evaluation (default: the run's own, see ropebench.core.temperature)."""
     session = Session(run_dir, log)
     lengths = lengths or run_lengths(session.cfg)
     probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets)
     probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
-    return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
+    return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model, logit_scale)
 
 
 def missing_lengths(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",

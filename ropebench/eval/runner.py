@@ -6,7 +6,9 @@ A *probe* (perplexity, passkey retrieval) measures one evaluation length. The ru
 * refuses ``--rope-scaling`` unless the encoding declares it (``supports_rope_scaling``); with no scaling asked
   for (``AS_TRAINED``) a run is evaluated as it was trained -- with the RoPE scaling it was fine-tuned with, if
   any -- and an explicit ``None`` shows the raw model;
-* per length, resolves the RoPE scaling (``freqs.scaling_for_length``) and records it in every row;
+* per length, resolves the RoPE scaling (``freqs.scaling_for_length``) and records it in every row; likewise the
+  attention temperature (``--logit-scale``, ``ropebench.core.temperature``): by default the run's own (DroPE's
+  fitted beta, recorded in final.json), else none; recorded in the ``logit_scale`` column;
 * records a length it cannot measure instead of failing: ``not_applicable`` (past the encoding's ``max_len``),
   the probe's own reason (e.g. ``no_document``), or ``error: Type: message`` for a ``RuntimeError`` or
   ``MemoryError`` (an out-of-memory at one length; an empty message gives ``error: Type``) -- the other
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 
+from ropebench.core import temperature
 from ropebench.core.rope.freqs import scaling_for_length
 from ropebench.errors import UserError
 from ropebench.eval.cells import finite_float
@@ -53,6 +56,14 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     order: tuple[str, ...]
+    # Key columns a file written before they existed lacks, and the value its rows meant.
+    defaults: tuple[tuple[str, str], ...] = (("logit_scale", "none"),)
+
+    def read(self, run: RunDir) -> list[dict]:
+        """The table's rows in ``run``, with the defaults filled in where an older file lacks a column."""
+        defaults = dict(self.defaults)
+        rows = run.read_rows(self.name, required=[k for k in self.key if k not in defaults])
+        return [{**defaults, **row} for row in rows]
 
     def sort_key(self, row: dict) -> tuple:
         return tuple(_sortable(row.get(column, "")) for column in self.order)
@@ -87,6 +98,14 @@ class Session:
     @property
     def pe_name(self) -> str:
         return str(self.cfg.pe.name)
+
+    def trained_logit_scale(self) -> dict | None:
+        """The logit scale the run's training fitted (DroPE's beta, in final.json), or None."""
+        from omegaconf import OmegaConf
+
+        if OmegaConf.select(self.cfg, "train.drop_rope_at", default=None) is None:
+            return None
+        return self.run.read_final().get("logit_scale")
 
     def load_model(self, device: str | None = None, model=None) -> None:
         """The run's trained weights on ``device`` (default: the run's train.device); or a model already in
@@ -152,30 +171,38 @@ def scaling_label(rope_scaling: dict | None, train_len: int) -> str:
     return scaling_for_length(rope_scaling, train_len, train_len)[1]["rope_scaling"]
 
 
-def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str | None = None) -> dict[int, list[dict]]:
-    """For each length, the cells that have no result yet under the scaling ``label`` (default: the run's own,
-    as trained). A row that records an error counts as missing, so that a relaunch retries it; not_applicable
-    and no_document rows are results."""
-    if label is None:
-        cfg = run.read_config()
-        label = scaling_label(resolve_scaling(cfg, AS_TRAINED), int(cfg.train.seq_len))
+def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str | None = None,
+                  logit_label: str | None = None) -> dict[int, list[dict]]:
+    """For each length, the cells that have no result yet under the scaling ``label`` and the logit scale
+    ``logit_label`` (default: the run's own, as trained). A row that records an error counts as missing, so that
+    a relaunch retries it; not_applicable and no_document rows are results."""
+    if label is None or logit_label is None:
+        session = Session(run)
+        label = label or scaling_label(resolve_scaling(session.cfg, AS_TRAINED), session.train_len)
+        logit_label = logit_label or temperature.label(session.trained_logit_scale())
     key = probe.table.key
-    done = {_identity(row, key) for row in run.read_rows(probe.table.name, required=key)
+    done = {_identity(row, key) for row in probe.table.read(run)
             if not str(row.get("status", "")).startswith("error")}
     return {length: [cell for cell in probe.cells(length)
-                     if _identity({**cell, "eval_len": length, "rope_scaling": label}, key) not in done]
+                     if _identity({**cell, "eval_len": length, "rope_scaling": label, "logit_scale": logit_label},
+                                  key) not in done]
             for length in lengths}
 
 
 def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scaling: dict | str | None = AS_TRAINED,
-              only_missing: bool = False, device: str | None = None, model=None) -> list[dict]:
+              only_missing: bool = False, device: str | None = None, model=None,
+              logit_scale: str = AS_TRAINED) -> list[dict]:
     """Measure ``probe`` at each length (only the cells the run lacks, with ``only_missing``); every length's
     rows are merged into the run directory as soon as they exist. Returns the rows written. The model is
-    loaded here (``Session.load_model``) unless the session holds one -- and not at all when nothing is missing."""
+    loaded here (``Session.load_model``) unless the session holds one -- and not at all when nothing is missing.
+    ``logit_scale``: a ``--logit-scale`` name (none, logn) or AS_TRAINED (the run's own)."""
     lengths = list(lengths)
     rope_scaling = resolve_scaling(session.cfg, rope_scaling)
+    logit_spec = temperature.evaluation_scale(None if logit_scale == AS_TRAINED else logit_scale,
+                                              session.trained_logit_scale())
+    logit_label = temperature.label(logit_spec)
     if only_missing:
-        todo = missing_cells(session.run, probe, lengths, scaling_label(rope_scaling, session.train_len))
+        todo = missing_cells(session.run, probe, lengths, scaling_label(rope_scaling, session.train_len), logit_label)
     else:
         todo = {length: probe.cells(length) for length in lengths}
     todo = {length: cells for length, cells in todo.items() if cells}
@@ -184,9 +211,12 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
     if session.model is None or model is not None:
         session.load_model(device, model)
     pe = session.model.pe
-    if rope_scaling and not pe.supports_rope_scaling:
+    if rope_scaling and (not pe.supports_rope_scaling or session.model.rope_dropped):
         raise UserError(f"--rope-scaling needs a RoPE-family run (an encoding that supports RoPE scaling); "
-                        f"{session.run} uses pe={session.pe_name}")
+                        f"{session.run} uses pe={session.pe_name}"
+                        + (" with RoPE dropped (DroPE)" if pe.supports_rope_scaling else ""))
+    if logit_spec:
+        session.model.set_logit_scale(logit_spec)
     probe.prepare(session)
     rows: list[dict] = []
     trained = pe.trained_scaling  # the scaling the model computes as loaded (declared by every encoding)
@@ -195,18 +225,22 @@ def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scali
     try:
         with progress_bar() as bar:
             for length, cells in todo.items():
-                rows += _one_length(probe, session, length, cells, rope_scaling, bar)
+                rows += _one_length(probe, session, length, cells, rope_scaling, bar, logit_label)
     finally:
         if rope_scaling or trained:
             pe.set_scaling(trained)
+        if logit_spec:
+            session.model.set_logit_scale(None)
     return rows
 
 
-def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], rope_scaling, bar) -> list[dict]:
+def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], rope_scaling, bar,
+                logit_label: str = "none") -> list[dict]:
     spec, scaling = scaling_for_length(rope_scaling, length, session.train_len)
-    base = {"pe": session.pe_name, "train_seq_len": session.train_len, "eval_len": length, **scaling}
+    base = {"pe": session.pe_name, "train_seq_len": session.train_len, "eval_len": length, **scaling,
+            "logit_scale": logit_label}
     rows = [{**base, **cell} for cell in cells]
-    limit = session.model.pe.max_len()
+    limit = session.model.max_len()
     if limit is not None and length > limit:
         status = f"not_applicable: {session.pe_name} positions stop at max_len={limit}"
     else:
@@ -227,11 +261,13 @@ def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], 
         for row in rows:
             row["status"] = status
     text = probe.summary(rows) if status is None else status
-    session.log(escape(f"  L={length:>6} {scaling['rope_scaling']:>8}: {text}"))
+    scale = "" if logit_label == "none" else f" {logit_label}"
+    session.log(escape(f"  L={length:>6} {scaling['rope_scaling']:>8}{scale}: {text}"))
     # Written after every length: a later failure never loses what was computed.
     for table, table_rows in [(probe.table, rows), *extra]:
         if table_rows:
-            session.run.merge_rows(table.name, table_rows, table.columns, table.key, sort_key=table.sort_key)
+            session.run.merge_rows(table.name, table_rows, table.columns, table.key, sort_key=table.sort_key,
+                                   defaults=dict(table.defaults))
     return rows
 
 

@@ -43,7 +43,7 @@ def load_passkey(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
         for row in tables[run.run_dir]:
             if row["status"] != "ok":
                 row["accuracy"] = None
-            label = make_label(run.pe, row["rope_scaling"], swept.get(run.run_dir, []))
+            label = make_label(run.pe, row["rope_scaling"], swept.get(run.run_dir, []), row["logit_scale"])
             panels.setdefault(label, []).append(row)
     if not any(r["accuracy"] is not None for rows in panels.values() for r in rows):
         raise UserError("no successful passkey evaluations to plot; every row has a non-ok status")

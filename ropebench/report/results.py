@@ -33,6 +33,7 @@ _IGNORED = (
     "resume",
     "init_from",  # where the weights came from: a path per seed; the method is in the other keys
     "sweep_name",
+    "label",  # the run's name: it replaces the encoding's in the label
     "logger",
     "eval",
     "data.cache_dir",
@@ -140,7 +141,7 @@ def read_run(run_dir: Path, first_row: dict[str, str] | None = None) -> Run:
         except Exception as exc:  # a corrupt YAML is the user's file to fix
             raise UserError(f"cannot read '{cfg_path}': {exc}".splitlines()[0]) from exc
     row = first_row or {}
-    pe = str(config.get("pe.name") or row.get("pe") or "unknown")
+    pe = str(config.get("label") or config.get("pe.name") or row.get("pe") or "unknown")
     seq_len = int_or_none(config.get("train.seq_len", row.get("train_seq_len")))
     return Run(run_dir, pe, int_or_none(config.get("seed")), seq_len, config)
 
@@ -178,9 +179,12 @@ def _short(key: str) -> str:
     return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
-def make_label(pe: str, rope_scaling: str = "none", swept: list[tuple[str, object]] = ()) -> str:
-    """``rope``, ``rope+yarn``, ``rope (L=128, base=500000)``: encoding, scaling, distinguishing keys."""
+def make_label(pe: str, rope_scaling: str = "none", swept: list[tuple[str, object]] = (),
+               logit_scale: str = "none") -> str:
+    """``rope``, ``rope+yarn``, ``rope+yarn+logn``, ``rope (L=128, base=500000)``: encoding, scaling, logit scale,
+    distinguishing keys."""
     label = pe if rope_scaling in ("", "none") else f"{pe}+{rope_scaling}"
+    label += "" if logit_scale in ("", "none") else f"+{logit_scale}"
     parts = [f"{_short(k)}={v:g}" if isinstance(v, float) else f"{_short(k)}={v}" for k, v in swept]
     if len(parts) > 3:  # runs from unrelated setups: keep the legend readable (the tables keep every key)
         parts = [*parts[:3], "…"]
@@ -220,7 +224,7 @@ def load_results(paths: Iterable[str | Path], filename: str = LENGTH_CSV) -> lis
                 pe=run.pe,
                 seed=run.seed,
                 train_seq_len=run.train_seq_len or row.get("train_seq_len"),
-                label=make_label(run.pe, row["rope_scaling"], swept[run.run_dir]),
+                label=make_label(run.pe, row["rope_scaling"], swept[run.run_dir], row["logit_scale"]),
             )
             rows.append(row)
     return rows
@@ -234,7 +238,7 @@ def _stride_rules(rows: list[dict]) -> list[dict]:
     has one, so neither curve has a hole and a lone ``--stride 32`` run does not sprout a one-point L/2 curve.
     """
     def run(r):
-        return r["run_dir"], r["rope_scaling"]
+        return r["run_dir"], r["rope_scaling"], r.get("logit_scale", "none")
 
     lengths: dict[tuple, set] = {}
     for r in rows:

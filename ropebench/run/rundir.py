@@ -250,17 +250,19 @@ class RunDir:
         return read_csv_rows(self.path / name, required, _has_values(required), warn)
 
     def merge_rows(self, name: str, new_rows: list[dict], columns: Sequence[str], key: Sequence[str],
-                   sort_key: Callable[[dict], tuple] | None = None, warn=None) -> None:
+                   sort_key: Callable[[dict], tuple] | None = None, warn=None, defaults: dict | None = None) -> None:
         """Replace rows with the same key, keep every other row, write atomically -- under a lock, so two
         commands merging into one file at once both keep their rows. Malformed old rows are dropped with one
-        warning; the new rows are always written."""
+        warning; the new rows are always written. ``defaults``: values of key columns an older file lacks."""
         from filelock import FileLock
 
         path = self.path / name
         self.path.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path / _LOCK)):
             new_keys = {tuple(str(r[k]) for k in key) for r in new_rows}
-            old = self.read_rows(name, required=key, warn=warn)
+            defaults = defaults or {}
+            old = [{**defaults, **r} for r in self.read_rows(name, required=[k for k in key if k not in defaults],
+                                                             warn=warn)]
             rows = [r for r in old if tuple(r.get(k, "") for k in key) not in new_keys] + list(new_rows)
             if sort_key is not None:
                 rows.sort(key=sort_key)
