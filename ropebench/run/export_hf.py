@@ -12,6 +12,10 @@ ropebench import, and its logits equal ropebench's (fp32). The architectures, an
   head (even channels first, then odd) -- q.k is unchanged by a permutation applied to both. NoPE is
   ``partial_rotary_factor=0``: no channel is rotated. Missing biases (``model.bias=false``) are zeros, and
   ``attention_bias`` drops them from the attention projections.
+* p-RoPE -> GPT-NeoX with ``rope_type="proportional"`` (transformers 5): frequencies over the whole head, the
+  first ``int(partial_rotary_factor * head_dim // 2)`` pairs turning and the rest at frequency 0 -- p-RoPE's
+  layout, not the contiguous block that ``partial_rotary_factor`` means for the default type. No legacy
+  ``rotary_pct`` is written for it: a transformers without ``proportional`` would read it as that block.
 * learned -> GPT-2 (Radford et al. 2019, ``GPT2LMHeadModel``): the same block with a learned position table
   (``wpe``); its linear layers are ``Conv1D`` (weights transposed), ``c_attn`` is [all q | all k | all v] like
   ropebench's, and ``activation_function="gelu"`` (GPT-2's default is the tanh approximation).
@@ -37,7 +41,8 @@ from ropebench.errors import UserError
 from ropebench.run.artifacts import load_model
 from ropebench.run.rundir import CHECKPOINT, RunDir
 
-SUPPORTED = ("rope", "nope", "learned")
+SUPPORTED = ("rope", "p_rope", "nope", "learned")
+ROTARY = ("rope", "p_rope")
 MANIFEST = "ropebench_export.json"
 HF_SCALING = ("linear", "dynamic", "yarn")
 _YARN_KEYS = ("original_max_position_embeddings", "beta_fast", "beta_slow", "truncate", "attention_factor",
@@ -98,9 +103,30 @@ def check_exportable(cfg) -> None:
     if name not in SUPPORTED:
         raise UserError(f"pe={name} has no transformers architecture to export to; "
                         f"export-hf supports pe={', '.join(SUPPORTED)}")
-    if name == "rope" and cfg.pe.get("rotate_values", False):
-        raise UserError("pe=rope with rotate_values=true (an ablation that rotates values) has no transformers "
+    if name in ROTARY and cfg.pe.get("rotate_values", False):
+        raise UserError(f"pe={name} with rotate_values=true (an ablation that rotates values) has no transformers "
                         "architecture; export-hf supports pe=rope (rotate_values=false), nope, learned")
+    if name in ROTARY and cfg.pe.get("resonance", False):
+        raise UserError(f"pe={name} with resonance=true (integer wavelengths) has no transformers rope type; "
+                        "export-hf supports plain RoPE frequencies")
+    extra = _unexportable_setting(cfg)
+    if extra:
+        raise UserError(f"{extra} has no GPT-NeoX / GPT-2 equivalent; export-hf supports one encoding in every "
+                        "layer, full causal attention and no logit scale")
+
+
+def _unexportable_setting(cfg) -> str | None:
+    """The first model or training setting the exported architectures cannot express, or None."""
+    layers = [str(n) for n in (cfg.model.get("layers") or [])]
+    if any(n != str(cfg.pe.name) for n in layers):
+        return f"model.layers=[{','.join(layers)}] (a layer pattern)"
+    if any(w is not None for w in (cfg.model.get("windows") or [])):
+        return "model.windows (sliding-window attention)"
+    if str(cfg.model.get("logit_scale", "none")) != "none":
+        return f"model.logit_scale={cfg.model.logit_scale}"
+    if cfg.train.get("drop_rope_at") is not None:
+        return "train.drop_rope_at (DroPE: RoPE dropped, then a fitted logit scale)"
+    return None
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -152,10 +178,10 @@ def to_hf(model, cfg, eos_id: int):
     else:
         from transformers import GPTNeoXForCausalLM
 
-        rotary_dim = model.pe.rotary_dim if cfg.pe.name == "rope" else 0
+        rotary_dim = model.pe.rotary_dim if cfg.pe.name in ROTARY else 0
         params = rope_parameters(cfg, model, rotary_dim)
         hf_model = GPTNeoXForCausalLM(_neox_config(model, cfg, eos_id, params))
-        interleaved = cfg.pe.name == "rope" and model.pe.pairing == "interleaved"
+        interleaved = cfg.pe.name in ROTARY and model.pe.pairing == "interleaved"
         state = _neox_state(model, rotary_dim if interleaved else 0)
     with torch.no_grad():
         hf_model.load_state_dict(state, strict=True)
@@ -174,11 +200,16 @@ def _rotary_fraction(rotary_dim: int, head_dim: int) -> float:
 def rope_parameters(cfg, model, rotary_dim: int) -> dict:
     """transformers' ``rope_parameters`` for the run: theta, the rotary fraction, and training-time scaling."""
     head_dim = model.cfg.n_embd // model.cfg.n_head
-    base = float(cfg.pe.base) if cfg.pe.name == "rope" else 10000.0  # NoPE: rotates nothing, theta unused
+    base = float(cfg.pe.base) if cfg.pe.name in ROTARY else 10000.0  # NoPE: rotates nothing, theta unused
     params = {"rope_type": "default", "rope_theta": base,
               "partial_rotary_factor": _rotary_fraction(rotary_dim, head_dim)}
     spec = training_scaling(cfg, model)
-    if spec is not None:
+    if cfg.pe.name == "p_rope":  # proportional: int(f * head_dim // 2) pairs turn, f found as for rotary_dim
+        params.update(rope_type="proportional", partial_rotary_factor=_rotary_fraction(2 * model.pe.kept_pairs,
+                                                                                        head_dim))
+        if spec is not None:
+            params["factor"] = spec["factor"]  # linear, the only scaling proportional computes
+    elif spec is not None:
         params.update(rope_type=spec["rope_type"], factor=spec["factor"])
         if spec["rope_type"] == "yarn":
             params.update({key: spec[key] for key in _YARN_KEYS if key in spec})
@@ -192,6 +223,9 @@ def training_scaling(cfg, model) -> dict | None:
     if spec is None:
         return None
     kind, train_len = spec["rope_type"], int(cfg.train.seq_len)
+    if cfg.pe.name == "p_rope" and kind != "linear":
+        raise UserError(f"pe=p_rope trained with rope scaling '{kind}' cannot be exported exactly; transformers' "
+                        "proportional type takes linear scaling only")
     if kind not in HF_SCALING:
         raise UserError(f"pe=rope trained with rope scaling '{kind}' cannot be exported exactly; export-hf "
                         f"supports training-time scaling none, {', '.join(HF_SCALING)}")
@@ -296,7 +330,7 @@ def _add_legacy_keys(config_path: Path, config) -> None:
     """GPT-NeoX before transformers 5 reads rotary_pct / rotary_emb_base / rope_scaling, not rope_parameters
     (and defaults rotary_pct to 0.25): record them too, so an older transformers loads the same model."""
     params = getattr(config, "rope_parameters", None)
-    if config.model_type != "gpt_neox" or not params:
+    if config.model_type != "gpt_neox" or not params or params["rope_type"] == "proportional":
         return
     data = json.loads(config_path.read_text())
     data["rotary_pct"] = params["partial_rotary_factor"]
