@@ -131,10 +131,10 @@ def test_bench_train_times_methods_against_rope():
     from ropebench.bench.train_bench import bench_train
 
     result = bench_train(encodings=["rope", "irope"], model="tiny", batch_size=1, seq_len=4, steps=1,
-                         warmup=0, device="cpu", echo=lambda *a: None, rounds=2)
+                         warmup=0, device="cpu", echo=lambda *a: None, rounds=2, cpu_time=True)
     rows = {r["encoding"]: r for r in result["rows"]}
     assert rows["rope"]["ratio_to_rope"] == 1.0 and rows["irope"]["ratio_to_rope"] > 0
-    assert rows["irope"]["ratio_to_nope"] is None and result["rounds"] == 2
+    assert rows["irope"]["ratio_to_nope"] is None and result["rounds"] == 2 and result["cpu_time"]
     refused(invoke("bench", "train", "--device", "cpu", "--encodings", "rope,irope2"), "irope2", "rnope_swa")
 
 

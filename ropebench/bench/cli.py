@@ -75,6 +75,9 @@ def train(
     steps: int = typer.Option(0, help="Timed steps (0: 20 on CUDA, 5 on CPU)."),
     warmup: int = typer.Option(-1, help="Untimed warm-up steps (-1: 10 on CUDA, 2 on CPU)."),
     rounds: int = typer.Option(1, help="Time every encoding this many times in turn (medians; for a shared CPU)."),
+    cpu_time: bool = typer.Option(False, "--cpu-time", help="CPU only: time by the process's CPU time, not the "
+                                  "wall clock, so other processes on a shared machine do not count (use one "
+                                  "thread, OMP_NUM_THREADS=1)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also time the whole model compiled."),
     peak_tflops: float = typer.Option(
         0.0, help="Peak FLOP/s for MFU, in TFLOP/s (0: the GPU's dense bf16 peak when known, e.g. H100 989)."
@@ -87,7 +90,7 @@ def train(
 
     _run(bench_train, json_path, encodings=_split(encodings), model=model, batch_size=batch_size, seq_len=seq_len,
          steps=steps, warmup=warmup, compile_model=compile, peak_flops=peak_tflops * 1e12, device=device,
-         rounds=rounds)
+         rounds=rounds, cpu_time=cpu_time)
 
 
 @bench_app.command("eval")

@@ -129,8 +129,9 @@ def time_steps(
     compile_model: bool,
     device: torch.device,
     compile_backend: str = "inductor",
+    clock=time.perf_counter,
 ) -> tuple[float, float]:
-    """Median ms per training step and FLOPs per token for one encoding."""
+    """Median ms per training step (by ``clock``) and FLOPs per token for one encoding."""
     from ropebench.core.model import GPT
 
     torch.manual_seed(0)
@@ -155,12 +156,12 @@ def time_steps(
     for i in range(warmup + steps):
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = clock()
         step()
         if cuda:
             torch.cuda.synchronize()
         if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((clock() - t0) * 1e3)
     return statistics.median(times), fpt
 
 
@@ -230,6 +231,7 @@ def bench_train(
     echo: Callable[[str], object] = print,
     compile_backend: str = "inductor",
     rounds: int = 1,
+    cpu_time: bool = False,
 ) -> dict:
     """Time training steps per encoding, eager (and compiled with ``compile_model``); returns the rows.
 
@@ -241,6 +243,8 @@ def bench_train(
     batch_size, seq_len, steps, warmup = _sizes(dev, preset, batch_size, seq_len, steps, warmup)
     if rounds <= 0:
         raise UserError(f"--rounds must be a positive integer, got {rounds}")
+    if cpu_time and dev.type != "cpu":
+        raise UserError("--cpu-time times CPU runs (the process's CPU time); this run is on " + dev.type)
     if peak_flops < 0:
         raise UserError(f"--peak-tflops must be positive (or 0: the GPU's known peak), got {peak_flops / 1e12}")
     peak = known_peak_flops(dev, peak_flops / 1e12)
@@ -254,9 +258,11 @@ def bench_train(
         f"model {preset}: {model_cfg.n_layer} layers, {model_cfg.n_embd} wide, {model_cfg.n_head} heads; "
         f"batch {batch_size} x {seq_len} tokens; {precision}; "
         f"median of {steps} steps after {warmup} warm-up" + (f", {rounds} rounds in turn" if rounds > 1 else "")
+        + (f", process CPU time on {torch.get_num_threads()} threads" if cpu_time else "")
     )
     time_one = functools.partial(time_steps, model_cfg=model_cfg, batch_size=batch_size, seq_len=seq_len,
-                                 vocab=vocab, steps=steps, warmup=warmup, device=dev, compile_backend=compile_backend)
+                                 vocab=vocab, steps=steps, warmup=warmup, device=dev, compile_backend=compile_backend,
+                                 clock=time.process_time if cpu_time else time.perf_counter)
     rows = []
     for mode in ["eager", "compiled"] if compile_model else ["eager"]:
         echo(f"\n{mode}:\n  {'encoding':<16}{'ms/step':>9}{'tokens/s':>12}{'x NoPE':>8}{'x RoPE':>8}{'MFU':>7}")
@@ -266,6 +272,7 @@ def bench_train(
         rows += mode_rows
     return {"bench": "train", "device": str(dev), "device_name": device_name(dev),
             "compile_backend": compile_backend if compile_model else None, "model": preset, "batch_size": batch_size,
-            "seq_len": seq_len, "steps": steps, "warmup": warmup, "rounds": rounds, "peak_flops": peak,
+            "seq_len": seq_len, "steps": steps, "warmup": warmup, "rounds": rounds, "cpu_time": cpu_time,
+            "threads": torch.get_num_threads(), "peak_flops": peak,
             "torch": torch.__version__,
             "rows": rows}
