@@ -148,3 +148,6 @@ def test_the_methods_sweep_trains_and_evaluates_by_name(tiny_overrides, tmp_path
     assert sorted(finals) == ["method=drope", "method=irope"]
     assert "logit_scale" in finals["method=drope"]
     assert all((sweep_dir / name / "eval_length.csv").is_file() for name in finals)
+    rows = [line.split("|")[1].strip() for line in (sweep_dir / "table.md").read_text().splitlines()[2:]]
+    c = finals["method=drope"]["logit_scale"]["c"]
+    assert sorted(rows) == sorted(["irope", f"drope+beta(c={c:g})"])  # named by their labels, nothing more

@@ -58,10 +58,15 @@ class _StubPE:
 
 
 class _StubModel(torch.nn.Module):
+    rope_dropped = False  # what a model declares (GPT, HFCausalLM): the runner reads it
+
     def __init__(self):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.pe = _StubPE()
+
+    def max_len(self):
+        return self.pe.max_len()
 
 
 class _CountingProbe(ppl.PerplexityProbe):
@@ -112,7 +117,7 @@ def _warnings(text: str) -> list[str]:
 def test_damaged_eval_csv_keeps_the_new_rows_and_warns_once(run):
     path = run / "eval_length.csv"
     header = ",".join(ppl.COLUMNS)
-    old = "rope,16,40,nonoverlapping,40,none,,,9.5,2.25,512,13,2,ok"
+    old = "rope,16,40,nonoverlapping,40,none,,,none,9.5,2.25,512,13,2,ok"
     path.write_text(f"{header}\n{old}\nthis row is garbage\n")  # line 3: the wrong number of fields
     result = runner.invoke(app, ["eval-length", str(run), "--lengths", "16,32"])
     assert result.exit_code == 0, result.output
@@ -137,7 +142,7 @@ def test_eval_csv_without_a_key_column_is_replaced_by_the_new_rows(run):
 
 def test_a_text_cell_in_a_key_column_sorts_last_instead_of_crashing(run):
     path = run / "eval_length.csv"
-    path.write_text(",".join(ppl.COLUMNS) + "\nrope,16,abc,nonoverlapping,8,none,,,1,0,1,1,1,ok\n")
+    path.write_text(",".join(ppl.COLUMNS) + "\nrope,16,abc,nonoverlapping,8,none,,,none,1,0,1,1,1,ok\n")
     result = runner.invoke(app, ["eval-length", str(run), "--lengths", "16"])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert [r["eval_len"] for r in read_csv(path)] == ["16", "abc"]
@@ -145,7 +150,7 @@ def test_a_text_cell_in_a_key_column_sorts_last_instead_of_crashing(run):
 
 def test_damaged_passkey_csv_keeps_the_new_rows_and_warns_once(run):
     path = run / "passkey.csv"
-    path.write_text(",".join(pk.COLUMNS) + "\nrope,16,96,0.5,none,,,2,1,0.5,ok\nrope,16,garbage\n")
+    path.write_text(",".join(pk.COLUMNS) + "\nrope,16,96,0.5,none,,,none,2,1,0.5,ok\nrope,16,garbage\n")
     result = runner.invoke(app, ["passkey", str(run), "--lengths", "48", "--depths", "0,1", "--trials", "2"])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output

@@ -166,8 +166,10 @@ def swept_keys(runs: list[Run]) -> dict[Path, list[tuple[str, object]]]:
     for pe in {r.pe for r in runs}:
         group = [r for r in runs if r.pe == pe]
         pe_keys = differing(group, lambda k: k.startswith("pe.") and k != "pe.name")
+        # A run named by its `label` (conf/method/) is told apart by the keys that differ among its namesakes.
+        own = differing(group, lambda k: not k.startswith("pe.")) if group[0].config.get("label") else global_keys
         for run in group:
-            result[run.run_dir] = [(k, run.config[k]) for k in global_keys + pe_keys]
+            result[run.run_dir] = [(k, run.config[k]) for k in own + pe_keys]
     return result
 
 
