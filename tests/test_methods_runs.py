@@ -96,10 +96,16 @@ def test_a_results_file_from_before_the_column_keeps_its_rows(runs, tmp_path):
     path.write_text(header + "rope,16,16,nonoverlapping,16,none,,,9.5,2.25,512,32,2,ok,bytes,\n")
     assert invoke("eval-length", run, "--lengths", "32").exit_code == 0
     rows = RunDir(run).read_rows("eval_length.csv")
-    assert [(r["eval_len"], r["logit_scale"], r["ppl"]) for r in rows][0] == ("16", "none", "9.5")
+    # The old row is rewritten with what it meant: no logit scale, and validation documents (from before the
+    # test split too).
+    assert [(r["eval_len"], r["split"], r["logit_scale"], r["ppl"]) for r in rows if r["eval_len"] == "16"] == [
+        ("16", "val", "none", "9.5")]
     assert len(rows) == 2
-    assert invoke("eval-length", run, "--lengths", "16").exit_code == 0  # replaces the old row, no duplicate
-    assert sorted(r["eval_len"] for r in RunDir(run).read_rows("eval_length.csv")) == ["16", "32"]
+    # The same cell evaluated again replaces the old row, no duplicate.
+    assert invoke("eval-length", run, "--lengths", "16", "--split", "val").exit_code == 0
+    rows = RunDir(run).read_rows("eval_length.csv")
+    assert sorted(r["eval_len"] for r in rows) == ["16", "32"]
+    assert [r["ppl"] for r in rows if r["eval_len"] == "16"] != ["9.5"]
 
 
 @pytest.mark.parametrize("override,expected", [
