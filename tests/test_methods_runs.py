@@ -46,6 +46,31 @@ def test_drope_is_rope_until_its_drop_step_then_not(runs):
     assert drope[4] != rope[4] and drope[6] != rope[6]
 
 
+def test_a_resumed_drope_run_drops_rope_again(runs, tiny_overrides, tmp_path):
+    """Interrupted after its drop step (a real SIGINT after step 4 of 6), a DroPE run resumes without RoPE: its
+    losses and fitted scale are the uninterrupted run's (resuming is bitwise on the CPU)."""
+    import os
+    import signal
+
+    from ropebench.run.trainer import Trainer
+
+    run, original = tmp_path / "drope", Trainer.train_step
+
+    def train_step(self, step_fn):
+        loss = original(self, step_fn)
+        if self.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "train_step", train_step)
+        result = invoke("train", *tiny_overrides, "pe=rope", "train.drop_rope_at=0.5", f"hydra.run.dir={run}")
+    assert result.exit_code == 130, result.output
+    assert invoke("resume", run).exit_code == 0
+    assert losses(run) == losses(runs["drope"])
+    assert RunDir(run).read_final()["logit_scale"] == RunDir(runs["drope"]).read_final()["logit_scale"]
+
+
 def test_drope_fits_c_on_validation_text_and_records_it(runs):
     run = RunDir(runs["drope"])
     fitted = run.read_final()["logit_scale"]
