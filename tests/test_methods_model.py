@@ -59,6 +59,19 @@ def test_layer_pattern_and_windows_equal_hand_written_attention(layers, windows,
         assert (manual_logits(model, ids, rotate=rotate) - expected).abs().max() > 1e-3
 
 
+def test_per_example_position_ids_reach_every_layer_of_a_pattern():
+    """Position ids (B, T) (PoSE, randomized positions) in a pattern of relative encodings with a window: each row
+    shifted by its own offset gives the logits of positions 0 .. T-1 (RoPE and ALiBi see only distances), through
+    the per-example dense bias and the window mask together."""
+    model = gpt(layers=["rope", "alibi"], windows=[5, None])
+    ids = tokens(16)
+    pos = torch.arange(16)[None, :] + torch.tensor([[0], [7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, pos=pos)[0], model(ids)[0], **TOL)
+        moved = model(ids, pos=torch.stack([pos[0], pos[0] * 2]))[0]  # a row with gaps is another input
+    assert (moved[1] - model(ids)[0][1]).abs().max() > 1e-3
+
+
 def test_each_layers_encoding_is_a_position_encoding_of_the_model():
     model = gpt("rope", layers=["rope", "t5", "fox", "nope"])
     encodings = {m for m in model.modules() if isinstance(m, PositionEncoding)}
