@@ -343,6 +343,16 @@ def test_p_rope_exports_as_the_proportional_layout_not_a_partial_block(trained_r
     assert max_logit_diff(run, out, (2 * TRAIN_LEN,)) > 1e-2
 
 
+def test_p_rope_is_refused_by_a_transformers_without_the_proportional_type(trained_run, tmp_path, monkeypatch):
+    """transformers 4 has no 'proportional' rope type, and its rotary_pct is the contiguous block: refused."""
+    from ropebench.run import hf_compat
+
+    monkeypatch.setattr(hf_compat, "stores_rope_parameters", lambda: False)  # as transformers 4 answers
+    run = make_run(RunDir(trained_run), tmp_path / "run", "p_rope", weights=False, p=0.5)
+    fails_cleanly(["export-hf", run, tmp_path / "hf"], "pe=p_rope", "'proportional'", "transformers 5")
+    assert not (tmp_path / "hf").exists()
+
+
 @pytest.mark.parametrize("model,train,expected", [
     ({"layers": ["rope", "nope"]}, {}, "model.layers=[rope,nope] (a layer pattern)"),
     ({"windows": [8]}, {}, "model.windows (sliding-window attention)"),

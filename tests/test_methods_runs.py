@@ -182,3 +182,11 @@ def test_the_methods_sweep_trains_and_evaluates_by_name(tiny_overrides, tmp_path
     rows = [line.split("|")[1].strip() for line in (sweep_dir / "table.md").read_text().splitlines()[2:]]
     c = finals["method=drope"]["logit_scale"]["c"]
     assert sorted(rows) == sorted(["irope", f"drope+beta(c={c:g})"])  # named by their labels, nothing more
+
+
+def test_logit_scale_is_an_option_of_the_evaluations_that_apply_it():
+    """eval-length and passkey record it in a column; the retrieval probes' table has none, so `probe` does not
+    take it (it evaluates a run as trained: a DroPE run with its fitted scale)."""
+    for command, takes_it in (("eval-length", True), ("passkey", True), ("probe", False)):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and ("--logit-scale" in result.output) == takes_it, command
