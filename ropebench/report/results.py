@@ -30,7 +30,8 @@ SE_COLUMNS = {"ppl": ("nll_se", lambda value, se: value * se), "nll": ("nll_se",
               "nll_gain_source": ("gain_se_source", lambda value, se: se)}
 
 # Encodings in the order the paper's figures list them; unknown names sort after these, alphabetically.
-ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerple", "fire", "nope")
+ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerple", "fire", "nope", "p_rope", "fox",
+                  "cope")
 
 @dataclass
 class Run:
