@@ -108,7 +108,7 @@ def test_bench_train_cli(tmp_path):
 
 def test_bench_train_rejects_unknown_encoding():
     result = runner.invoke(bench_app, ["train", "--device", "cpu", "--encodings", "nope,xpos2"])
-    assert result.exit_code == 2 and "unknown encoding 'xpos2'" in result.output
+    assert result.exit_code == 2 and "unknown encoding or method 'xpos2'" in result.output
 
 
 def test_bench_train_without_known_peak_has_no_mfu():

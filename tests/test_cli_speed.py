@@ -79,6 +79,13 @@ def test_the_scaling_help_lists_the_registry_s_types():
     assert SCALING_TYPES == SCALING_NAMES
 
 
+def test_the_logit_scale_help_lists_the_evaluation_scales():
+    from ropebench.cli.passkey import LOGIT_SCALES
+    from ropebench.core.temperature import AT_EVALUATION
+
+    assert LOGIT_SCALES == AT_EVALUATION
+
+
 def test_the_probe_options_list_the_registry_s_tasks_and_defaults():
     from ropebench.cli import probe as cli_probe
     from ropebench.data.probes import TASKS

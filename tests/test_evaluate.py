@@ -122,8 +122,9 @@ def test_bad_lengths_are_user_errors(text):
 
 def test_merge_replaces_same_key_and_keeps_others(tmp_path):
     run, t = RunDir(tmp_path), EVAL_TABLE
-    cols = ["pe", "eval_len", "split", "protocol", "stride", "rope_scaling", "ppl", "status"]
-    row = {"pe": "rope", "split": "test", "protocol": "nonoverlapping", "rope_scaling": "none", "status": "ok"}
+    cols = ["pe", "eval_len", "split", "protocol", "stride", "rope_scaling", "logit_scale", "ppl", "status"]
+    row = {"pe": "rope", "split": "test", "protocol": "nonoverlapping", "rope_scaling": "none", "logit_scale": "none",
+           "status": "ok"}
     # Out of order on purpose: rows are sorted by length as numbers (128 after 64, not before it as text).
     run.merge_rows(t.name, [{**row, "eval_len": 128, "stride": 128, "ppl": 2.0},
                             {**row, "eval_len": 64, "stride": 64, "ppl": 1.0}], cols, t.key, t.sort_key)
@@ -132,7 +133,7 @@ def test_merge_replaces_same_key_and_keeps_others(tmp_path):
     assert len(lines) == 3
     assert lines[1].startswith("rope,64,") and lines[2].endswith(",3.0,ok")
     assert not list(tmp_path.glob(".*tmp"))
-    assert math.isclose(float(lines[2].split(",")[6]), 3.0)
+    assert math.isclose(float(lines[2].split(",")[cols.index("ppl")]), 3.0)
 
 
 def test_sort_key_puts_a_damaged_cell_last_instead_of_raising():

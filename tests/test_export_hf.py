@@ -101,6 +101,9 @@ CASES = {  # name: (pe, overrides, lengths): RoPE and NoPE also at 2x the traini
     "rope-half-partial": ("rope", {"rotary_dim": 4}, (TRAIN_LEN, 2 * TRAIN_LEN)),
     "rope-interleaved-partial": ("rope", {"pairing": "interleaved", "rotary_dim": 4}, (TRAIN_LEN, 2 * TRAIN_LEN)),
     "rope-base500": ("rope", {"base": 500.0, "rotary_dim": 6}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "p_rope-half": ("p_rope", {"p": 0.5}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "p_rope-interleaved": ("p_rope", {"p": 0.75, "pairing": "interleaved", "base": 500.0}, (TRAIN_LEN, 2 * TRAIN_LEN)),
+    "p_rope-zero": ("p_rope", {"p": 0.0}, (TRAIN_LEN,)),
     "nope": ("nope", {}, (TRAIN_LEN, 2 * TRAIN_LEN)),
     "learned": ("learned", {}, (TRAIN_LEN,)),
 }
@@ -324,6 +327,48 @@ def test_other_encodings_are_refused(trained_run, tmp_path, pe, overrides):
     run = make_run(RunDir(trained_run), tmp_path / "run", pe, weights=False, **overrides)
     line = fails_cleanly(["export-hf", run, tmp_path / "hf"], "export-hf supports pe=rope", "nope", "learned")
     assert f"pe={pe}" in line
+    assert not (tmp_path / "hf").exists()
+
+
+def test_p_rope_exports_as_the_proportional_layout_not_a_partial_block(trained_run, tmp_path):
+    """The export names transformers' proportional type; read as GPT-NeoX partial rotary (the same fraction as
+    a contiguous block, what a legacy rotary_pct would give) it computes other logits."""
+    run = make_run(RunDir(trained_run), tmp_path / "run", "p_rope", p=0.5)
+    out = export(run, tmp_path / "hf")
+    config = json.loads((out / "config.json").read_text())
+    assert config["rope_parameters"]["rope_type"] == "proportional" and "rotary_pct" not in config
+    assert max_logit_diff(run, out, (2 * TRAIN_LEN,)) < TOL
+    config["rope_parameters"]["rope_type"] = "default"
+    (out / "config.json").write_text(json.dumps(config))
+    assert max_logit_diff(run, out, (2 * TRAIN_LEN,)) > 1e-2
+
+
+def test_p_rope_is_refused_by_a_transformers_without_the_proportional_type(trained_run, tmp_path, monkeypatch):
+    """transformers 4 has no 'proportional' rope type, and its rotary_pct is the contiguous block: refused."""
+    from ropebench.run import hf_compat
+
+    monkeypatch.setattr(hf_compat, "stores_rope_parameters", lambda: False)  # as transformers 4 answers
+    run = make_run(RunDir(trained_run), tmp_path / "run", "p_rope", weights=False, p=0.5)
+    fails_cleanly(["export-hf", run, tmp_path / "hf"], "pe=p_rope", "'proportional'", "transformers 5")
+    assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("model,train,expected", [
+    ({"layers": ["rope", "nope"]}, {}, "model.layers=[rope,nope] (a layer pattern)"),
+    ({"windows": [8]}, {}, "model.windows (sliding-window attention)"),
+    ({"logit_scale": "ssmax"}, {}, "model.logit_scale=ssmax"),
+    ({}, {"drop_rope_at": 0.5}, "train.drop_rope_at"),
+    ({}, {}, "resonance=true"),
+])
+def test_methods_without_an_hf_architecture_are_refused(trained_run, tmp_path, model, train, expected):
+    run = make_run(RunDir(trained_run), tmp_path / "run", "rope", weights=False, resonance=not (model or train))
+    cfg = OmegaConf.load(run / "config.yaml")
+    for key, value in model.items():
+        cfg.model[key] = value
+    for key, value in train.items():
+        cfg.train[key] = value
+    OmegaConf.save(cfg, run / "config.yaml")
+    fails_cleanly(["export-hf", run, tmp_path / "hf"], expected)
     assert not (tmp_path / "hf").exists()
 
 

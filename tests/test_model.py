@@ -18,6 +18,8 @@ from ropebench.run.config import ModelConfig
 
 ALL = sorted(registry())
 BIAS = ("alibi", "fire", "kerple", "t5")
+ROTARY = ("rope", "p_rope")  # the encodings that take evaluation-time RoPE scaling
+LOGIT_TERM = ("cope", "fox")
 
 
 def perturbed(model):
@@ -81,7 +83,8 @@ def test_capabilities_are_declared():
     for name in ALL:
         pe = tiny_model(name).pe
         assert pe.has_bias() == (name in BIAS), name
-        assert pe.supports_rope_scaling == (name == "rope") == hasattr(pe, "set_scaling"), name
+        assert pe.has_logit_term() == (name in LOGIT_TERM), name
+        assert pe.supports_rope_scaling == (name in ROTARY) == hasattr(pe, "set_scaling"), name
         assert pe.uses_value_hooks() is False, name
         expected = {"rope": (8, 10000.0), "xpos": (8, 10000.0)}.get(name)
         assert pe.decay_params() == expected, name

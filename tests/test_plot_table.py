@@ -301,15 +301,15 @@ def test_unknown_encodings_get_colours_and_order_comes_from_one_place(tmp_path: 
     from ropebench.report.results import ENCODING_ORDER
 
     assert list(PALETTE) == list(ENCODING_ORDER)  # the palette is keyed by the one ordering
-    for pe in ("myenc", "cope"):
+    for pe in ("myenc", "anyenc"):
         make_run(tmp_path / pe, pe, 0, PPL[("alibi", 0)])
     make_run(tmp_path / "rope", "rope", 0, PPL[("rope", 0)])
     fig = length_figure([tmp_path])
     lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith(("_", "train"))}
-    assert list(lines) == ["rope", "cope", "myenc"]  # known first, then unknown by name
+    assert list(lines) == ["rope", "anyenc", "myenc"]  # known first, then unknown by name
     assert len({ln.get_color() for ln in lines.values()}) == 3
     assert colour("myenc") == colour("myenc") and re.fullmatch(r"#[0-9a-f]{6}", colour("myenc"))
-    assert {colour(pe) for pe in ("myenc", "cope", "x", "y")}.isdisjoint(PALETTE.values())  # never a known one
+    assert {colour(pe) for pe in ("myenc", "anyenc", "x", "y")}.isdisjoint(PALETTE.values())  # never a known one
 
 
 def _sliding(run: Path, fixed: tuple[int, ...]) -> None:

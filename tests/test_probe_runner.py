@@ -58,10 +58,15 @@ class _StubPE:
 
 
 class _StubModel(torch.nn.Module):
+    rope_dropped = False  # what a model declares (GPT, HFCausalLM): the runner reads it
+
     def __init__(self):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.pe = _StubPE()
+
+    def max_len(self):
+        return self.pe.max_len()
 
 
 class _CountingProbe(ppl.PerplexityProbe):
@@ -113,8 +118,8 @@ def test_damaged_eval_csv_keeps_the_new_rows_and_warns_once(run):
     path = run / "eval_length.csv"
     header = ",".join(ppl.COLUMNS)
     cells = {"pe": "rope", "train_seq_len": 16, "eval_len": 40, "split": "test", "protocol": "nonoverlapping",
-             "stride": 40, "rope_scaling": "none", "ppl": 9.5, "nll": 2.25, "n_tokens": 512, "n_windows": 13,
-             "n_documents": 2, "status": "ok"}
+             "stride": 40, "rope_scaling": "none", "logit_scale": "none", "ppl": 9.5, "nll": 2.25, "n_tokens": 512,
+             "n_windows": 13, "n_documents": 2, "status": "ok"}
     old = ",".join(str(cells.get(c, "")) for c in ppl.COLUMNS)
     path.write_text(f"{header}\n{old}\nthis row is garbage\n")  # line 3: the wrong number of fields
     result = runner.invoke(app, ["eval-length", str(run), "--lengths", "16,32"])
@@ -141,8 +146,8 @@ def test_eval_csv_without_a_key_column_is_replaced_by_the_new_rows(run):
 def test_a_text_cell_in_a_key_column_sorts_last_instead_of_crashing(run):
     path = run / "eval_length.csv"
     cells = {"pe": "rope", "train_seq_len": 16, "eval_len": "abc", "split": "test", "protocol": "nonoverlapping",
-             "stride": 8, "rope_scaling": "none", "ppl": 1, "nll": 0, "n_tokens": 1, "n_windows": 1,
-             "n_documents": 1, "status": "ok"}
+             "stride": 8, "rope_scaling": "none", "logit_scale": "none", "ppl": 1, "nll": 0, "n_tokens": 1,
+             "n_windows": 1, "n_documents": 1, "status": "ok"}
     path.write_text(",".join(ppl.COLUMNS) + "\n" + ",".join(str(cells.get(c, "")) for c in ppl.COLUMNS) + "\n")
     result = runner.invoke(app, ["eval-length", str(run), "--lengths", "16"])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
@@ -151,7 +156,7 @@ def test_a_text_cell_in_a_key_column_sorts_last_instead_of_crashing(run):
 
 def test_damaged_passkey_csv_keeps_the_new_rows_and_warns_once(run):
     path = run / "passkey.csv"
-    path.write_text(",".join(pk.COLUMNS) + "\nrope,16,96,0.5,none,,,2,1,0.5,ok\nrope,16,garbage\n")
+    path.write_text(",".join(pk.COLUMNS) + "\nrope,16,96,0.5,none,,,none,2,1,0.5,ok\nrope,16,garbage\n")
     result = runner.invoke(app, ["passkey", str(run), "--lengths", "48", "--depths", "0,1", "--trials", "2"])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output

@@ -128,3 +128,18 @@ def test_a_copied_run_is_refused_not_counted_as_a_second_seed(tmp_path: Path):
     refused(CliRunner().invoke(app, ["table", str(tmp_path)]), "pass only one of them")
     (pair,) = series_of([tmp_path / "run", tmp_path / "s1"]).values()
     assert pair.points[64].n == 2 and pair.seeds == [0, 1]  # distinct seeds: averaged
+
+
+def test_runs_named_by_a_label_are_told_apart_only_among_their_namesakes(tmp_path: Path):
+    """conf/method/ runs: a method's label says what sets it apart (model.layers here), so its label holds only the
+    keys that differ between runs of that label (the training length), not the setup keys that differ between
+    the methods."""
+    for L in (64, 128):
+        make_run(tmp_path / f"irope{L}", 10.0 + L, label="irope", model__layers=["rope", "nope"], train__seq_len=L)
+        make_run(tmp_path / f"rope{L}", 20.0 + L, train__seq_len=L)
+    make_run(tmp_path / "ssmax", 30.0, label="ssmax", model__logit_scale="ssmax")
+    labels = set(series_of([tmp_path]))
+    assert {"irope (L=64)", "irope (L=128)", "ssmax"} <= labels
+    # An unlabelled run is named by every setup key that differs between the series shown, as always.
+    assert {label for label in labels if label.startswith("rope")} == {"rope (L=64, layers=[], logit_scale=none)",
+                                                                     "rope (L=128, layers=[], logit_scale=none)"}

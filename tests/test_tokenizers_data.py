@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from ropebench.cli.app import app
 from ropebench.data import corpus as corpus_module
 from ropebench.data import hf_source, load_corpus, load_tokenizer, tokenizer, vocab_size_for
-from ropebench.run.config import DataConfig, validate_config
+from ropebench.run.config import DataConfig
 from ropebench.run.rundir import RunDir
+from ropebench.run.validate import validate_config
 from tests.helpers import refused as refused_with_logs
 
 datasets = pytest.importorskip("datasets")

@@ -66,14 +66,18 @@ def rope(
 def train(
     encodings: str = typer.Option(
         "",
-        help="Comma-separated, e.g. nope,learned,rope:triton,alibi,t5 "
-        "(default: those plus rope on every usable backend).",
+        help="Comma-separated encodings, e.g. nope,learned,rope:triton,alibi,t5 (default: those plus rope on every "
+        "usable backend), and methods of conf/method/, e.g. irope,rnope_swa,ssmax,fox,cope.",
     ),
     model: str = _MODEL,
     batch_size: int = typer.Option(0, help="Sequences per step (0: the preset's)."),
     seq_len: int = typer.Option(0, help="Tokens per sequence (0: the preset's)."),
     steps: int = typer.Option(0, help="Timed steps (0: 20 on CUDA, 5 on CPU)."),
     warmup: int = typer.Option(-1, help="Untimed warm-up steps (-1: 10 on CUDA, 2 on CPU)."),
+    rounds: int = typer.Option(1, help="Time every encoding this many times in turn (medians; for a shared CPU)."),
+    cpu_time: bool = typer.Option(False, "--cpu-time", help="CPU only: time by the process's CPU time, not the "
+                                  "wall clock, so other processes on a shared machine do not count (use one "
+                                  "thread, OMP_NUM_THREADS=1)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also time the whole model compiled."),
     peak_tflops: float = typer.Option(
         0.0, help="Peak FLOP/s for MFU, in TFLOP/s (0: the GPU's dense bf16 peak when known, e.g. H100 989)."
@@ -81,11 +85,12 @@ def train(
     device: str = _DEVICE,
     json_path: Path = _JSON,
 ) -> None:
-    """Time training steps per position encoding: ms/step, tokens/s, ratio to NoPE, MFU."""
+    """Time training steps per position encoding or method: ms/step, tokens/s, ratios to NoPE and RoPE, MFU."""
     from ropebench.bench.train_bench import bench_train
 
     _run(bench_train, json_path, encodings=_split(encodings), model=model, batch_size=batch_size, seq_len=seq_len,
-         steps=steps, warmup=warmup, compile_model=compile, peak_flops=peak_tflops * 1e12, device=device)
+         steps=steps, warmup=warmup, compile_model=compile, peak_flops=peak_tflops * 1e12, device=device,
+         rounds=rounds, cpu_time=cpu_time)
 
 
 @bench_app.command("eval")

@@ -123,7 +123,7 @@ def _config_groups(*groups: str) -> str:
     return ", ".join(f"{g} ({'|'.join(sorted(p.stem for p in (conf_dir() / g).glob('*.yaml')))})" for g in groups)
 
 
-train.__doc__ = train.__doc__.replace("{groups}", _config_groups("model", "pe", "data"))
+train.__doc__ = train.__doc__.replace("{groups}", _config_groups("model", "pe", "data", "method"))
 
 
 @app.command(context_settings=HYDRA_ARGS)
@@ -196,6 +196,7 @@ def eval_length(
     crop_stride: int = typer.Option(None, help="Stride of the cropped windows: cropped contexts hold L - stride + 1 "
                                     "to L tokens (default: L / 8)."),
     rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
+    logit_scale: str | None = None,  # --logit-scale (scaling_options): a name, or the run's own
 ):
     """Perplexity at each evaluation length, merged into RUN_DIR/eval_length.csv of each finished run given or
     found in a sweep directory (one after another; one that fails does not stop the others); or of a Hugging
@@ -213,7 +214,7 @@ def eval_length(
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
                         max_tokens=max_tokens, device=device, split=split, crop=crop, crop_every=crop_stride,
-                        region_len=region_len)
+                        region_len=region_len, logit_scale=logit_scale)
         log_results(run_dir, rows, "eval_length", warn=lambda line: typer.echo(line, err=True))  # the run's wandb
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows

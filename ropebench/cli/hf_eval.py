@@ -219,6 +219,10 @@ def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
     if given["out"] is None and not Path(os.path.expanduser(source)).exists():  # a Hub id, or a typo
         raise UserError(f"'{source}' is not a run directory, a sweep directory or a local model here (a Hugging "
                         "Face Hub id needs --out DIR and the network)")
+    from ropebench.eval.runner import AS_TRAINED
+
+    if args.get("logit_scale") not in (None, AS_TRAINED):
+        raise UserError(f"--logit-scale applies to ropebench runs; '{source}' is a Hugging Face model")
     request = _request(source, given, args.get("device"))
     wanted = parse_lengths(args.get("lengths"), 1) if args.get("lengths") else None
     if kind == "eval":

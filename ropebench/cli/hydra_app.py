@@ -159,7 +159,7 @@ def quote_paths(overrides: list[str]) -> list[str]:
 def check_overrides(overrides: list[str], allow_sweeps: bool = True) -> list:
     """Compose every value once and validate it, so a bad key, value or range fails before anything is created;
     returns the composed configs."""
-    from ropebench.run.config import validate_config
+    from ropebench.run.validate import validate_config
 
     register_schemas()
     if not allow_sweeps:

@@ -19,6 +19,8 @@ from ropebench.errors import UserError
 # and every command's --help must start in well under a second. tests/test_cli_speed.py keeps the two equal.
 SCALING_TYPES = ("none", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope")
 _TYPES = ", ".join(SCALING_TYPES)
+# ropebench.core.temperature.AT_EVALUATION (the --logit-scale values), written out for the same reason.
+LOGIT_SCALES = ("none", "logn")
 # name: (type, option). Every default is None ("not given"): the defaults named in the help are applied by
 # ropebench.core.rope.freqs, the one place that knows them.
 _SCALING_OPTIONS = {
@@ -49,35 +51,55 @@ _SCALING_OPTIONS = {
 }
 
 
+_LOGIT_SCALE = typer.Option(None, "--logit-scale", help=f"Attention temperature at evaluation, any run: "
+                            f"{', '.join(LOGIT_SCALES)} (logn: Qwen's queries x max(1, log_L i)). Default: as the "
+                            "run was trained (DroPE runs: their fitted 1 + c ln(s); none for the others).")
+
+
 def scaling_options(command):
-    """Give a Typer command the RoPE-scaling options. The command takes one ``rope_scaling`` parameter and
-    receives the validated spec (None: `--rope-scaling none`) that ``freqs.scaling_from_options`` builds from
-    them, or ``AS_TRAINED`` when no scaling option was given (the run's own trained scaling)."""
+    """Give a Typer command the RoPE-scaling options, and ``--logit-scale`` when it takes a ``logit_scale``
+    parameter. The command takes a ``rope_scaling`` parameter and receives the validated spec (None:
+    `--rope-scaling none`) that ``freqs.scaling_from_options`` builds from them, or ``AS_TRAINED`` when no scaling
+    option was given (the run's own trained scaling); ``logit_scale`` receives the --logit-scale name, or
+    ``AS_TRAINED``."""
     signature = inspect.signature(command)
-    kept = [p for name, p in signature.parameters.items() if name != "rope_scaling"]
+    options = {**_SCALING_OPTIONS, **({"logit_scale": (str, _LOGIT_SCALE)} if "logit_scale" in signature.parameters
+                                      else {})}
+    kept = [p for name, p in signature.parameters.items() if name not in ("rope_scaling", "logit_scale")]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-             for name, (kind, option) in _SCALING_OPTIONS.items()]
+             for name, (kind, option) in options.items()]
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from ropebench.core.rope.freqs import scaling_from_options
         from ropebench.eval.runner import AS_TRAINED
 
-        options = {name: kwargs.pop(name) for name in _SCALING_OPTIONS}
-        rope_type = options.pop("rope_scaling")
-        options["original_max_position_embeddings"] = options.pop("original_len")
-        if rope_type is None and options["original_max_position_embeddings"] is not None:
+        if "logit_scale" in options:
+            kwargs["logit_scale"] = _logit_scale(kwargs.pop("logit_scale"), AS_TRAINED)
+        scaling = {name: kwargs.pop(name) for name in _SCALING_OPTIONS}
+        rope_type = scaling.pop("rope_scaling")
+        scaling["original_max_position_embeddings"] = scaling.pop("original_len")
+        if rope_type is None and scaling["original_max_position_embeddings"] is not None:
             raise UserError("--original-len needs --rope-scaling (one of: " + ", ".join(SCALING_TYPES[1:]) + ")")
-        if rope_type is None and all(value is None for value in options.values()):
+        if rope_type is None and all(value is None for value in scaling.values()):
             kwargs["rope_scaling"] = AS_TRAINED
         else:
-            kwargs["rope_scaling"] = scaling_from_options(rope_type or "none", **options)
+            kwargs["rope_scaling"] = scaling_from_options(rope_type or "none", **scaling)
         return command(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
-    wrapper.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "rope_scaling"},
-                               **{name: kind for name, (kind, _) in _SCALING_OPTIONS.items()}}
+    wrapper.__annotations__ = {**{k: v for k, v in command.__annotations__.items()
+                                  if k not in ("rope_scaling", "logit_scale")},
+                               **{name: kind for name, (kind, _) in options.items()}}
     return wrapper
+
+
+def _logit_scale(name: str | None, as_trained: str) -> str:
+    """The --logit-scale name checked (a typo is refused before any run is read), or ``as_trained`` when not given."""
+    from ropebench.core.temperature import evaluation_scale
+
+    evaluation_scale(name, None)
+    return as_trained if name is None else name
 
 
 @scaling_options
@@ -89,6 +111,7 @@ def passkey(
     trials: int = typer.Option(32, help="Sequences (random keys) per length and depth."),
     device: str = typer.Option(None, help="auto, cpu, cuda (default: the run's train.device)."),
     rope_scaling: dict | None = None,
+    logit_scale: str | None = None,  # --logit-scale (scaling_options): a name, or the run's own
 ):
     """Passkey retrieval accuracy by length and key depth, merged into RUN_DIR/passkey.csv of each finished run
     given or found in a sweep directory (OUT/passkey.csv for a Hugging Face model), and the effective context.
@@ -109,7 +132,8 @@ def passkey(
         raise UserError(f"--trials must be a positive integer, got {trials}")
 
     def evaluate(run_dir: Path) -> list[dict]:
-        rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device)
+        rows = pk.passkey_accuracy(run_dir, wanted, wanted_depths, trials, rope_scaling=rope_scaling, device=device,
+                                   logit_scale=logit_scale)
         log_results(run_dir, rows, "passkey", warn=lambda line: typer.echo(line, err=True))  # the run's wandb
         echo_effective_context(rows)
         typer.echo(str(Path(run_dir) / pk.CSV_NAME))

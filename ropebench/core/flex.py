@@ -17,18 +17,23 @@ def _compiled_flex():
 
 
 @functools.lru_cache(maxsize=8)
-def causal_block_mask(T: int, device_type: str, device_index: int | None):
+def causal_block_mask(T: int, device_type: str, device_index: int | None, window: int | None = None):
+    """Causal; with ``window``, a query also sees only its last ``window`` keys (itself included)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     def causal(b, h, q_idx, kv_idx):
         return q_idx >= kv_idx
 
+    def windowed(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
+
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
-    return create_block_mask(causal, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+    return create_block_mask(causal if window is None else windowed, B=None, H=None, Q_LEN=T, KV_LEN=T,
+                             device=device)
 
 
-def flex_attention_with(score_mod, T: int, device: torch.device):
-    block_mask = causal_block_mask(T, device.type, device.index)
+def flex_attention_with(score_mod, T: int, device: torch.device, window: int | None = None):
+    block_mask = causal_block_mask(T, device.type, device.index, window)
     flex = _compiled_flex() if device.type == "cuda" else None
 
     def attend(q, k, v, dropout_p):

@@ -186,6 +186,11 @@ class HFCausalLM(torch.nn.Module):
     """ropebench's calling convention over an HF causal LM; ``batch_size`` windows per decoder pass (None: every
     window the caller passes at once)."""
 
+    rope_dropped = False  # as ropebench's GPT declares it: no HF model has had RoPE taken out (DroPE)
+
+    def max_len(self) -> int | None:
+        return self.pe.max_len()
+
     def __init__(self, hf_model, batch_size: int | None = 1):
         super().__init__()
         self.hf = hf_model

@@ -26,10 +26,10 @@ from ropebench.run.rundir import PASSKEY_CSV, RunDir
 CSV_NAME = PASSKEY_CSV
 THRESHOLDS = {"pi": 0.2, "yarn": 0.8}  # effective context as PI (>= 20%) and YaRN (>= 80%) define it
 DEFINED_BY = {"pi": "PI", "yarn": "YaRN"}  # how the papers write their names
-COLUMNS = ("pe", "train_seq_len", "eval_len", "depth", "rope_scaling", "rope_factor", "rope_scale", "trials",
-           "correct", "accuracy", "status")
-KEY = ("eval_len", "depth", "rope_scaling")
-PASSKEY_TABLE = Table(PASSKEY_CSV, COLUMNS, KEY, ("rope_scaling", "eval_len", "depth"))
+COLUMNS = ("pe", "train_seq_len", "eval_len", "depth", "rope_scaling", "rope_factor", "rope_scale", "logit_scale",
+           "trials", "correct", "accuracy", "status")
+KEY = ("eval_len", "depth", "rope_scaling", "logit_scale")
+PASSKEY_TABLE = Table(PASSKEY_CSV, COLUMNS, KEY, ("rope_scaling", "logit_scale", "eval_len", "depth"))
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_MULTIPLES = (1, 2, 4, 8)
 
@@ -99,16 +99,17 @@ def passkey_cells(cfg) -> dict:
 
 def passkey_accuracy(run_dir, lengths: list[int] | None = None, depths: list[float] | None = None,
                      trials: int = 32, rope_scaling: dict | str | None = AS_TRAINED, device: str | None = None,
-                     batch_tokens: int = 16384, log=None, model=None, only_missing: bool = False) -> list[dict]:
+                     batch_tokens: int = 16384, log=None, model=None, only_missing: bool = False,
+                     logit_scale: str = AS_TRAINED) -> list[dict]:
     """Exact-match passkey accuracy of a finished run at each (length, depth), default 1x, 2x, 4x, 8x the
-    training length (or ``eval.lengths``) at 5 depths; merged into RUN/passkey.csv. RoPE scaling is resolved per
-    length as in eval-length (default: as the run was trained). ``only_missing``: only the cells that have no
-    result yet for this scaling."""
+    training length (or ``eval.lengths``) at 5 depths; merged into RUN/passkey.csv. RoPE scaling and the logit
+    scale are resolved per length as in eval-length (default: as the run was trained). ``only_missing``: only the
+    cells that have no result yet for this scaling."""
     session = Session(run_dir, log or console.print)
     lengths, depths = _checked(session.cfg, lengths, depths, trials)
     check_lengths(session.encoder(), ["passkey"], lengths, depths, trials, 1)  # a run with a tokenizer's tokens
     probe = PasskeyProbe(depths, trials, batch_tokens)
-    return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
+    return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model, logit_scale)
 
 
 def missing_passkey_cells(run_dir, lengths: list[int] | None = None,
@@ -142,7 +143,11 @@ def effective_context(rows: list[dict], threshold: float) -> int | None:
 
 
 def effective_contexts(rows: list[dict]) -> dict[str, dict[str, int | None]]:
-    """Per rope_scaling label: {"pi": L, "yarn": L}."""
-    labels = sorted({str(r["rope_scaling"]) for r in rows})
-    return {label: {name: effective_context([r for r in rows if str(r["rope_scaling"]) == label], t)
-                    for name, t in THRESHOLDS.items()} for label in labels}
+    """Per rope_scaling label (with "+scale" when a logit scale was applied): {"pi": L, "yarn": L}."""
+    def label(row):
+        scale = str(row.get("logit_scale") or "none")
+        return str(row["rope_scaling"]) + ("" if scale == "none" else f"+{scale}")
+
+    labels = sorted({label(r) for r in rows})
+    return {name: {kind: effective_context([r for r in rows if label(r) == name], t)
+                   for kind, t in THRESHOLDS.items()} for name in labels}

@@ -47,14 +47,15 @@ from ropebench.run.rundir import EVAL_CSV, POSITIONS_CSV, RunDir
 
 PROTOCOLS = ("nonoverlapping", "sliding")
 COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling", "rope_factor",
-           "rope_scale", "ppl", "nll", "nll_se", "ppl_crop", "nll_crop", "nll_gain", "gain_se", "crop_stride",
-           "ppl_crop_source", "nll_gain_source", "gain_se_source", "n_tokens", "n_windows", "n_documents", "status",
-           "tokenizer", "model")
+           "rope_scale", "logit_scale", "ppl", "nll", "nll_se", "ppl_crop", "nll_crop", "nll_gain", "gain_se",
+           "crop_stride", "ppl_crop_source", "nll_gain_source", "gain_se_source", "n_tokens", "n_windows",
+           "n_documents", "status", "tokenizer", "model")
 POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling",
-                    "position_start", "position_end", "mean_nll", "n_tokens")
-KEY = ("eval_len", "split", "protocol", "stride", "rope_scaling")
-_ORDER = ("split", "rope_scaling", "protocol", "eval_len", "stride")
-# Rows written before the test split existed scored validation documents.
+                    "logit_scale", "position_start", "position_end", "mean_nll", "n_tokens")
+KEY = ("eval_len", "split", "protocol", "stride", "rope_scaling", "logit_scale")
+_ORDER = ("split", "rope_scaling", "logit_scale", "protocol", "eval_len", "stride")
+# Rows written before the test split existed scored validation documents (and before the logit_scale column, none:
+# every Table's defaults).
 _BEFORE_SPLITS = {"split": "val"}
 EVAL_TABLE = Table(EVAL_CSV, COLUMNS, KEY, _ORDER, _BEFORE_SPLITS)
 POSITIONS_TABLE = Table(POSITIONS_CSV, POSITION_COLUMNS, (*KEY, "position_start"), (*_ORDER, "position_start"),
@@ -227,7 +228,7 @@ class PerplexityProbe(Probe):
                 cropped = full
             row.update(self._crop_columns(full, cropped, suffix), crop_stride=self._crop_stride(session.train_len))
         shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride",
-                                      "rope_scaling")}
+                                      "rope_scaling", "logit_scale")}
         positions = [{**shared, "position_start": full.edges[i], "position_end": full.edges[i + 1],
                       "mean_nll": full.bucket_nll[i] / full.bucket_n[i], "n_tokens": int(full.bucket_n[i])}
                      for i in range(len(full.bucket_n)) if full.bucket_n[i]]
@@ -308,18 +309,20 @@ def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nono
                 stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED, max_tokens: int | None = None,
                 batch_tokens: int = 8192, device: str | None = None, model=None, buckets: int = 32,
                 log=console.print, only_missing: bool = False, split: str | None = None, crop: bool | None = None,
-                crop_every: int | None = None, region_len: int | None = None) -> list[dict]:
+                crop_every: int | None = None, region_len: int | None = None,
+                logit_scale: str = AS_TRAINED) -> list[dict]:
     """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length) on its test
     (or ``split``) documents, with the cropped baseline beside every length past the training length unless
     ``crop`` is False; merge the rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them.
     ``only_missing``: only the lengths that have no result yet for this protocol, split and scaling (a relaunch
-    completes an interrupted evaluation)."""
+    completes an interrupted evaluation); ``logit_scale``: none or logn at evaluation (default: the run's own, see
+    ropebench.core.temperature)."""
     session = Session(run_dir, log)
     lengths = lengths or run_lengths(session.cfg)
     probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets, split, crop,
                           crop_every, region_len)
     probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
-    return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model)
+    return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model, logit_scale)
 
 
 def missing_lengths(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",

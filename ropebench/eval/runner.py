@@ -7,7 +7,9 @@ rest, once:
 * refuses ``--rope-scaling`` unless the encoding declares it (``supports_rope_scaling``); with no scaling asked
   for (``AS_TRAINED``) a run is evaluated as it was trained -- with the RoPE scaling it was fine-tuned with, if
   any -- and an explicit ``None`` shows the raw model;
-* per length, resolves the RoPE scaling (``freqs.scaling_for_length``) and records it in every row;
+* per length, resolves the RoPE scaling (``freqs.scaling_for_length``) and records it in every row; likewise the
+  attention temperature (``--logit-scale``, ``ropebench.core.temperature``): by default the run's own (DroPE's
+  fitted beta, recorded in final.json), else none; recorded in the ``logit_scale`` column;
 * records a length it cannot measure instead of failing: ``not_applicable`` (past the encoding's ``max_len``),
   the probe's own reason (e.g. ``no_document``), or ``error: Type: message`` for a ``RuntimeError`` or
   ``MemoryError`` (an out-of-memory at one length; an empty message gives ``error: Type``) -- the other
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 from rich.markup import escape
 
+from ropebench.core import temperature
 from ropebench.core.rope.freqs import scaling_for_length
 from ropebench.errors import UserError
 from ropebench.eval.cells import finite_float
@@ -37,6 +40,8 @@ from ropebench.run.stop import parent_asked
 
 #: rope_scaling not given: the scaling the run was trained with (``pe.scaling``; none for most runs)
 AS_TRAINED = "as_trained"
+#: what a row written before the logit_scale column meant (no logit scale: the column came with the methods)
+BEFORE_LOGIT_SCALE = {"logit_scale": "none"}
 LOGITS_BUDGET = 2**25  # logits alive at once in Session.logits_at (128 MiB of float32)
 
 
@@ -57,8 +62,12 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     order: tuple[str, ...]
-    # Values of columns added later, as rows written before them meant (e.g. split: val before the test split).
+    # Values of columns added later, as rows written before them meant (split: val before the test split; every
+    # table: logit_scale none before the column, whether or not the table has it).
     defaults: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "defaults", {**BEFORE_LOGIT_SCALE, **self.defaults})
 
     def sort_key(self, row: dict) -> tuple:
         return tuple(_sortable(row.get(column, "")) for column in self.order)
@@ -106,6 +115,14 @@ class Session:
         """The run held while it is evaluated: shared, so evaluations run side by side (their rows merge under a
         lock of their own), never under a command that trains it (``RunDir.claim``)."""
         return self.run.claim(shared=True)
+
+    def trained_logit_scale(self) -> dict | None:
+        """The logit scale the run's training fitted (DroPE's beta, in final.json), or None."""
+        from omegaconf import OmegaConf
+
+        if OmegaConf.select(self.cfg, "train.drop_rope_at", default=None) is None:
+            return None
+        return self.run.read_final().get("logit_scale")
 
     def load_model(self, device: str | None = None, model=None) -> None:
         """The run's trained weights on ``device`` (default: the run's train.device); or a model already in
@@ -215,36 +232,46 @@ def scaling_label(rope_scaling: dict | None, train_len: int) -> str:
     return scaling_for_length(rope_scaling, train_len, train_len)[1]["rope_scaling"]
 
 
-def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str | None = None) -> dict[int, list[dict]]:
-    """For each length, the cells that have no result yet under the scaling ``label`` (default: the run's own,
-    as trained). A row that records an error counts as missing, so that a relaunch retries it; not_applicable
-    and no_document rows are results."""
+def missing_cells(run: RunDir, probe: Probe, lengths: Iterable[int], label: str | None = None,
+                  logit_label: str | None = None) -> dict[int, list[dict]]:
+    """For each length, the cells that have no result yet under the scaling ``label`` and the logit scale
+    ``logit_label`` (default: the run's own, as trained). A row that records an error counts as missing, so that
+    a relaunch retries it; not_applicable and no_document rows are results."""
+    session = Session(run)
     if label is None:
-        cfg = run.read_config()
-        label = scaling_label(resolve_scaling(cfg, AS_TRAINED), int(cfg.train.seq_len))
-    key, train_len = probe.table.key, int(run.read_config().train.seq_len)
-    rows = run.read_rows(probe.table.name, required=tuple(k for k in key if k not in probe.table.defaults))
-    done = {_identity({**probe.table.defaults, **{k: v for k, v in row.items() if v not in ("", None)}}, key)
-            for row in rows if not str(row.get("status", "")).startswith("error") and probe.complete(row, train_len)}
+        label = scaling_label(resolve_scaling(session.cfg, AS_TRAINED), session.train_len)
+    if logit_label is None:
+        logit_label = temperature.label(session.trained_logit_scale())
+    key, defaults = probe.table.key, probe.table.defaults
+    rows = run.read_rows(probe.table.name, required=tuple(k for k in key if k not in defaults))
+    done = {_identity({**defaults, **{k: v for k, v in row.items() if v not in ("", None)}}, key)
+            for row in rows
+            if not str(row.get("status", "")).startswith("error") and probe.complete(row, session.train_len)}
     return {length: [cell for cell in probe.cells(length)
-                     if _identity({**cell, "eval_len": length, "rope_scaling": label}, key) not in done]
+                     if _identity({**cell, "eval_len": length, "rope_scaling": label, "logit_scale": logit_label},
+                                  key) not in done]
             for length in lengths}
 
 
 def run_probe(probe: Probe, session: Session, lengths: Iterable[int], rope_scaling: dict | str | None = AS_TRAINED,
-              only_missing: bool = False, device: str | None = None, model=None) -> list[dict]:
+              only_missing: bool = False, device: str | None = None, model=None,
+              logit_scale: str = AS_TRAINED) -> list[dict]:
     """Measure ``probe`` at each length (only the cells the run lacks, with ``only_missing``); every length's
     rows are merged into the run directory as soon as they exist. Returns the rows written. The model is
-    loaded here (``Session.load_model``) unless the session holds one -- and not at all when nothing is missing."""
+    loaded here (``Session.load_model``) unless the session holds one -- and not at all when nothing is missing.
+    ``logit_scale``: a ``--logit-scale`` name (none, logn) or AS_TRAINED (the run's own)."""
     with session.claim():
-        return _run_probe(probe, session, list(lengths), rope_scaling, only_missing, device, model)
+        return _run_probe(probe, session, list(lengths), rope_scaling, only_missing, device, model, logit_scale)
 
 
 def _run_probe(probe: Probe, session: Session, lengths: list[int], rope_scaling, only_missing: bool, device,
-               model) -> list[dict]:
+               model, logit_scale) -> list[dict]:
     rope_scaling = resolve_scaling(session.cfg, rope_scaling)
+    logit_spec = temperature.evaluation_scale(None if logit_scale == AS_TRAINED else logit_scale,
+                                              session.trained_logit_scale())
+    logit_label = temperature.label(logit_spec)
     if only_missing:
-        todo = missing_cells(session.run, probe, lengths, scaling_label(rope_scaling, session.train_len))
+        todo = missing_cells(session.run, probe, lengths, scaling_label(rope_scaling, session.train_len), logit_label)
     else:
         todo = {length: probe.cells(length) for length in lengths}
     todo = {length: cells for length, cells in todo.items() if cells}
@@ -254,9 +281,12 @@ def _run_probe(probe: Probe, session: Session, lengths: list[int], rope_scaling,
         session.load_model(device, model)
     pe = session.model.pe
     session.rope_scaling = rope_scaling
-    if rope_scaling and not pe.supports_rope_scaling:
+    if rope_scaling and (not pe.supports_rope_scaling or session.model.rope_dropped):
         raise UserError(f"--rope-scaling needs a RoPE-family run (an encoding that supports RoPE scaling); "
-                        f"{session.run} uses pe={session.pe_name}")
+                        f"{session.run} uses pe={session.pe_name}"
+                        + (" with RoPE dropped (DroPE)" if pe.supports_rope_scaling else ""))
+    if logit_spec:
+        session.model.set_logit_scale(logit_spec)
     probe.prepare(session)
     rows: list[dict] = []
     trained = pe.trained_scaling  # the scaling the model computes as loaded (declared by every encoding)
@@ -267,18 +297,22 @@ def _run_probe(probe: Probe, session: Session, lengths: list[int], rope_scaling,
             for length, cells in todo.items():
                 if parent_asked():  # a sweep running this job in a worker was stopped: so is its evaluation
                     raise KeyboardInterrupt
-                rows += _one_length(probe, session, length, cells, rope_scaling, bar)
+                rows += _one_length(probe, session, length, cells, rope_scaling, bar, logit_label)
     finally:
         if rope_scaling or trained:
             pe.set_scaling(trained)
+        if logit_spec:
+            session.model.set_logit_scale(None)
     return rows
 
 
-def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], rope_scaling, bar) -> list[dict]:
+def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], rope_scaling, bar,
+                logit_label: str = "none") -> list[dict]:
     spec, scaling = scaling_for_length(rope_scaling, length, session.original_len)
-    base = {"pe": session.pe_name, "train_seq_len": session.train_len, "eval_len": length, **scaling}
+    base = {"pe": session.pe_name, "train_seq_len": session.train_len, "eval_len": length, **scaling,
+            "logit_scale": logit_label}
     rows = [{**base, **cell} for cell in cells]
-    limit = session.model.pe.max_len()
+    limit = session.model.max_len()
     if limit is not None and length > limit:
         status = f"not_applicable: {session.pe_name} positions stop at max_len={limit}"
     else:
@@ -299,7 +333,8 @@ def _one_length(probe: Probe, session: Session, length: int, cells: list[dict], 
         for row in rows:
             row["status"] = status
     text = probe.summary(rows) if status is None else status
-    session.log(escape(f"  L={length:>6} {scaling['rope_scaling']:>8}: {text}"))
+    scale = "" if logit_label == "none" else f" {logit_label}"
+    session.log(escape(f"  L={length:>6} {scaling['rope_scaling']:>8}{scale}: {text}"))
     # Written after every length: a later failure never loses what was computed.
     for table, table_rows in [(probe.table, rows), *extra]:
         if table_rows:

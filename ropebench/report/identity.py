@@ -26,6 +26,7 @@ IGNORED = (
     "resume",
     "init_from",  # where the weights came from: a path per seed; what was done to them is in the other keys
     "sweep_name",
+    "label",  # the run's name (conf/method/): it replaces the encoding's in the label, and tells runs apart there
     "lr_by_encoding",  # a sweep's table of rates: what a run trained with is train.lr
     "logger",
     "eval",
@@ -144,11 +145,12 @@ def _shown(key: str, value) -> str:
     return show(value)
 
 
-def base_label(pe: str, rope_scaling: str = "none") -> str:
-    """``rope``, ``rope+yarn(factor=4)``: the encoding and the RoPE scaling it was evaluated with."""
-    if rope_scaling in ("", "none"):
-        return pe
-    return f"{pe}+{rope_scaling.replace('original_max_position_embeddings', 'orig_len')}"
+def base_label(pe: str, rope_scaling: str = "none", logit_scale: str = "none") -> str:
+    """``rope``, ``rope+yarn(factor=4)``, ``rope+yarn(factor=4)+logn``: the encoding (or the run's ``label``) and
+    the RoPE scaling and logit scale it was evaluated with."""
+    scaling = rope_scaling.replace("original_max_position_embeddings", "orig_len")
+    label = pe if rope_scaling in ("", "none") else f"{pe}+{scaling}"
+    return label if logit_scale in ("", "none") else f"{label}+{logit_scale}"
 
 
 def labels(series: Mapping[Hashable, tuple[str, str, dict]], context: bool = True) -> dict[Hashable, str]:
@@ -170,11 +172,16 @@ def labels(series: Mapping[Hashable, tuple[str, str, dict]], context: bool = Tru
     telling = {k for k in encoding_keys if not k.startswith(CONTEXT_FREE)} if context else set()
     by_pe = {pe: among(0, pe, telling, True) for pe, _, _ in series.values()}
     by_base = {b: among(1, b, everything - {"pe.name"}, False) for _, b, _ in series.values()}
+    # A series named by its run's `label` (conf/method/: what sets the method apart is in its name) is told apart
+    # by the keys that differ among its namesakes only, not by the setup keys that differ between the methods.
+    context_keys = {key: (among(0, pe, everything - {"pe.name"} - (encoding_keys - telling), True)
+                          if cfg.get("label") else shared | by_pe[pe]) if context else set()
+                    for key, (pe, _, cfg) in series.items()}
 
     def ordered(keys: set[str]) -> list[str]:  # FIRST, the setup's other keys, then the encoding's
         return sorted(keys, key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0, k.startswith("pe."), k))
 
-    return _unique({key: _label(base, ordered(shared | by_pe[pe] | by_base[base]), configs[key])
+    return _unique({key: _label(base, ordered(context_keys[key] | by_base[base]), configs[key])
                     for key, (pe, base, _) in series.items()})
 
 

@@ -28,10 +28,11 @@ from ropebench.run.rundir import atomic_write
 
 DPI = 200  # every raster figure ropebench writes
 FORMATS = ("png", "pdf", "svg")
-# matplotlib's tab10, in ENCODING_ORDER's order (RoPE keeps tab10's first colour, blue); an encoding added
-# to ENCODING_ORDER takes the next one, and a name not there at all gets a colour derived from the name.
+# matplotlib's tab10, in ENCODING_ORDER's order (RoPE keeps tab10's first colour, blue), then tab20b/c tones for
+# the encodings of 2024-2025 (tab10's cyan is linear scaling's); an encoding added to ENCODING_ORDER takes the next
+# one, and a name not there at all gets a colour derived from the name.
 _COLOURS = ("#ff7f0e", "#2ca02c", "#1f77b4", "#e377c2", "#d62728", "#9467bd", "#7f7f7f", "#bcbd22", "#8c564b",
-            "#17becf")
+            "#e7ba52", "#6b6ecf", "#ad494a", "#17becf")
 PALETTE = dict(zip(ENCODING_ORDER, _COLOURS, strict=False))
 # rope_scaling methods (ropebench.core.rope.freqs.ROPE_TYPES), dark tones of hues the encodings do not use.
 SCALING_COLOURS = {"linear": "#17becf", "ntk": "#637939", "dynamic": "#8c6d31", "yarn": "#7b4173"}

@@ -30,7 +30,8 @@ SE_COLUMNS = {"ppl": ("nll_se", lambda value, se: value * se), "nll": ("nll_se",
               "nll_gain_source": ("gain_se_source", lambda value, se: se)}
 
 # Encodings in the order the paper's figures list them; unknown names sort after these, alphabetically.
-ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerple", "fire", "nope")
+ENCODING_ORDER = ("sinusoidal", "learned", "rope", "xpos", "t5", "alibi", "kerple", "fire", "nope", "p_rope", "fox",
+                  "cope")
 
 @dataclass
 class Run:
@@ -127,22 +128,24 @@ def read_run(run_dir: Path, first_row: dict[str, str] | None = None) -> Run:
         except Exception as exc:  # a corrupt YAML is the user's file to fix
             raise UserError(f"cannot read '{cfg_path}': {exc}".splitlines()[0]) from exc
     row = first_row or {}
-    pe = str(config.get("pe.name") or row.get("pe") or "unknown")
+    pe = str(config.get("label") or config.get("pe.name") or row.get("pe") or "unknown")
     seq_len = int_or_none(config.get("train.seq_len", row.get("train_seq_len")))
     return Run(run_dir, pe, int_or_none(config.get("seed")), seq_len, config)
 
 
 def label_rows(runs: list[Run], tables: dict[Path, list[dict]], renames: Renames | None = None) -> None:
     """Give every row its ``series`` -- the experiment (``identity.identity``: the config minus seed and what cannot
-    change a result) and the RoPE scaling it was evaluated with -- and that series' ``label``. Rows of one series
-    are seeds of one experiment; ``aggregate`` averages only them."""
+    change a result) and the RoPE scaling and logit scale it was evaluated with -- and that series' ``label``. Rows
+    of one series are seeds of one experiment; ``aggregate`` averages only them."""
     names: dict[tuple, tuple[str, str, dict]] = {}
     members: dict[tuple, list[Path]] = {}
     for run in runs:
         experiment = (run.pe, run.train_seq_len, identity(run.config))
         for row in tables[run.run_dir]:
-            row["series"] = (*experiment, row["rope_scaling"])
-            names.setdefault(row["series"], (run.pe, base_label(run.pe, row["rope_scaling"]), run.config))
+            logit_scale = row.get("logit_scale") or "none"  # tables without the column: none
+            row["series"] = (*experiment, row["rope_scaling"], logit_scale)
+            base = base_label(run.pe, row["rope_scaling"], logit_scale)
+            names.setdefault(row["series"], (run.pe, base, run.config))
             members.setdefault(row["series"], []).append(run.run_dir)
     label_of = labels(names)
     if renames:
@@ -192,7 +195,7 @@ def _stride_rules(rows: list[dict]) -> list[dict]:
     has one, so neither curve has a hole and a lone ``--stride 32`` run does not sprout a one-point L/2 curve.
     """
     def run(r):
-        return r["run_dir"], r["rope_scaling"]
+        return r["run_dir"], r["rope_scaling"], r.get("logit_scale", "none")
 
     lengths: dict[tuple, set] = {}
     for r in rows:

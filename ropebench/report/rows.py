@@ -39,6 +39,7 @@ def _parse_row(raw: dict, value: str | None) -> dict | None:
     row["status"] = (row.get("status") or "ok").strip()
     row["rope_scaling"] = (row.get("rope_scaling") or "none").strip()
     row["split"] = (row.get("split") or "val").strip()  # rows written before the test split scored validation
+    row["logit_scale"] = (row.get("logit_scale") or "none").strip()  # files from before the column: none
     if row.get("eval_len") is None or row["eval_len"] <= 0:
         return None
     if value and row["status"] == "ok" and not (raw.get(value) or "").strip():

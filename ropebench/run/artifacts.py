@@ -33,6 +33,8 @@ def load_model(run: RunDir, cfg, device: torch.device | str = "cpu"):
     from ropebench.run.config import encoding_length
 
     model = GPT(cfg.model, cfg.pe, vocab_size=vocab_size_for(cfg.data), train_seq_len=encoding_length(cfg.train))
+    if cfg.train.get("drop_rope_at") is not None:  # DroPE: the finished model attends without RoPE
+        model.drop_rope()
     try:
         load_weights(model, str(run / WEIGHTS), strict=True, device=str(device))
     except Exception as exc:

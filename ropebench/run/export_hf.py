@@ -12,6 +12,10 @@ ropebench import, and its logits equal ropebench's (fp32). The architectures, an
   head (even channels first, then odd) -- q.k is unchanged by a permutation applied to both. NoPE is
   ``partial_rotary_factor=0``: no channel is rotated. Missing biases (``model.bias=false``) are zeros, and
   ``attention_bias`` drops them from the attention projections.
+* p-RoPE -> GPT-NeoX with ``rope_type="proportional"`` (transformers 5): frequencies over the whole head, the
+  first ``int(partial_rotary_factor * head_dim // 2)`` pairs turning and the rest at frequency 0 -- p-RoPE's
+  layout, not the contiguous block that ``partial_rotary_factor`` means for the default type. No legacy
+  ``rotary_pct`` is written for it: a transformers without ``proportional`` would read it as that block.
 * learned -> GPT-2 (Radford et al. 2019, ``GPT2LMHeadModel``): the same block with a learned position table
   (``wpe``); its linear layers are ``Conv1D`` (weights transposed), ``c_attn`` is [all q | all k | all v] like
   ropebench's, and ``activation_function="gelu"`` (GPT-2's default is the tanh approximation).
@@ -38,9 +42,11 @@ from ropebench.errors import UserError
 from ropebench.run import hf_card, hf_compat
 from ropebench.run.artifacts import load_model
 from ropebench.run.hf_card import MANIFEST
+from ropebench.run.hf_weights import gpt2_state, neox_state
 from ropebench.run.rundir import CHECKPOINT, RunDir, space_problem
 
-SUPPORTED = ("rope", "nope", "learned")
+SUPPORTED = ("rope", "p_rope", "nope", "learned")
+ROTARY = ("rope", "p_rope")
 HF_SCALING = ("linear", "dynamic", "yarn")
 _YARN_KEYS = ("original_max_position_embeddings", "beta_fast", "beta_slow", "truncate", "attention_factor",
               "mscale", "mscale_all_dim")
@@ -116,9 +122,33 @@ def check_exportable(cfg) -> None:
     if name not in SUPPORTED:
         raise UserError(f"pe={name} has no transformers architecture to export to; "
                         f"export-hf supports pe={', '.join(SUPPORTED)}")
-    if name == "rope" and cfg.pe.get("rotate_values", False):
-        raise UserError("pe=rope with rotate_values=true (an ablation that rotates values) has no transformers "
+    if name in ROTARY and cfg.pe.get("rotate_values", False):
+        raise UserError(f"pe={name} with rotate_values=true (an ablation that rotates values) has no transformers "
                         "architecture; export-hf supports pe=rope (rotate_values=false), nope, learned")
+    if name == "p_rope" and not hf_compat.stores_rope_parameters():
+        raise UserError(f"pe=p_rope exports as transformers' rope type 'proportional', which needs transformers 5 "
+                        f"or later; this is {hf_compat.version()}")
+    if name in ROTARY and cfg.pe.get("resonance", False):
+        raise UserError(f"pe={name} with resonance=true (integer wavelengths) has no transformers rope type; "
+                        "export-hf supports plain RoPE frequencies")
+    extra = _unexportable_setting(cfg)
+    if extra:
+        raise UserError(f"{extra} has no GPT-NeoX / GPT-2 equivalent; export-hf supports one encoding in every "
+                        "layer, full causal attention and no logit scale")
+
+
+def _unexportable_setting(cfg) -> str | None:
+    """The first model or training setting the exported architectures cannot express, or None."""
+    layers = [str(n) for n in (cfg.model.get("layers") or [])]
+    if any(n != str(cfg.pe.name) for n in layers):
+        return f"model.layers=[{','.join(layers)}] (a layer pattern)"
+    if any(w is not None for w in (cfg.model.get("windows") or [])):
+        return "model.windows (sliding-window attention)"
+    if str(cfg.model.get("logit_scale", "none")) != "none":
+        return f"model.logit_scale={cfg.model.logit_scale}"
+    if cfg.train.get("drop_rope_at") is not None:
+        return "train.drop_rope_at (DroPE: RoPE dropped, then a fitted logit scale)"
+    return None
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -170,17 +200,17 @@ def to_hf(model, cfg, eos_id: int):
     if cfg.pe.name == "learned":
         from transformers import GPT2LMHeadModel
 
-        hf_model, state = GPT2LMHeadModel(_gpt2_config(model, eos_id)), _gpt2_state(model)
+        hf_model, state = GPT2LMHeadModel(_gpt2_config(model, eos_id)), gpt2_state(model)
         # generate() stops at the end of the position table by default (past it GPT-2 has no position to embed).
         hf_model.generation_config.max_length = model.pe.max_len()
     else:
         from transformers import GPTNeoXForCausalLM
 
-        rotary_dim = model.pe.rotary_dim if cfg.pe.name == "rope" else 0
+        rotary_dim = model.pe.rotary_dim if cfg.pe.name in ROTARY else 0
         params = rope_parameters(cfg, model, rotary_dim)
         hf_model = GPTNeoXForCausalLM(_neox_config(model, cfg, eos_id, params))
-        interleaved = cfg.pe.name == "rope" and model.pe.pairing == "interleaved"
-        state = _neox_state(model, rotary_dim if interleaved else 0)
+        interleaved = cfg.pe.name in ROTARY and model.pe.pairing == "interleaved"
+        state = neox_state(model, rotary_dim if interleaved else 0)
     # The output layer's name differs between versions (GPT-NeoX: embed_out in transformers 4, lm_head in 5).
     head = next(name for name, module in hf_model.named_modules() if module is hf_model.get_output_embeddings())
     state[f"{head}.weight"] = state.pop("lm_head.weight")
@@ -226,11 +256,16 @@ def _rotary_fraction(rotary_dim: int, head_dim: int) -> float:
 def rope_parameters(cfg, model, rotary_dim: int) -> dict:
     """transformers' ``rope_parameters`` for the run: theta, the rotary fraction, and training-time scaling."""
     head_dim = model.cfg.n_embd // model.cfg.n_head
-    base = float(cfg.pe.base) if cfg.pe.name == "rope" else 10000.0  # NoPE: rotates nothing, theta unused
+    base = float(cfg.pe.base) if cfg.pe.name in ROTARY else 10000.0  # NoPE: rotates nothing, theta unused
     params = {"rope_type": "default", "rope_theta": base,
               "partial_rotary_factor": _rotary_fraction(rotary_dim, head_dim)}
     spec = training_scaling(cfg, model)
-    if spec is not None:
+    if cfg.pe.name == "p_rope":  # proportional: int(f * head_dim // 2) pairs turn, f found as for rotary_dim
+        params.update(rope_type="proportional", partial_rotary_factor=_rotary_fraction(2 * model.pe.kept_pairs,
+                                                                                        head_dim))
+        if spec is not None:
+            params["factor"] = spec["factor"]  # linear, the only scaling proportional computes
+    elif spec is not None:
         params.update(rope_type=spec["rope_type"], factor=spec["factor"])
         if spec["rope_type"] == "yarn":
             params.update({key: spec[key] for key in _YARN_KEYS if key in spec})
@@ -244,6 +279,9 @@ def training_scaling(cfg, model) -> dict | None:
     if spec is None:
         return None
     kind, train_len = spec["rope_type"], int(cfg.train.seq_len)
+    if cfg.pe.name == "p_rope" and kind != "linear":
+        raise UserError(f"pe=p_rope trained with rope scaling '{kind}' cannot be exported exactly; transformers' "
+                        "proportional type takes linear scaling only")
     if kind not in HF_SCALING:
         raise UserError(f"pe=rope trained with rope scaling '{kind}' cannot be exported exactly; export-hf "
                         f"supports training-time scaling none, {', '.join(HF_SCALING)}")
@@ -281,75 +319,12 @@ def _gpt2_config(model, eos_id: int):
         pad_token_id=eos_id, tie_word_embeddings=True)
 
 
-def _bias(linear_or_norm) -> torch.Tensor:
-    """The module's bias, or zeros where ropebench's has none (model.bias=false)."""
-    weight, bias = linear_or_norm.weight, linear_or_norm.bias
-    return bias.detach() if bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
-
-
-def _norm(prefix: str, norm) -> dict:
-    return {prefix + "weight": norm.weight.detach(), prefix + "bias": _bias(norm)}
-
-
-def _half_split_order(head_dim: int, rotary_dim: int) -> torch.Tensor:
-    """Channel order that turns interleaved pairs (2i, 2i+1) into half-split pairs (i, i + rotary_dim/2):
-    even rotary channels, then odd ones, then the channels past rotary_dim unchanged."""
-    return torch.cat([torch.arange(0, rotary_dim, 2), torch.arange(1, rotary_dim, 2),
-                      torch.arange(rotary_dim, head_dim)])
-
-
-def _neox_qkv(tensor: torch.Tensor, n_head: int, interleaved_dim: int) -> torch.Tensor:
-    """ropebench's c_attn rows [all q | all k | all v] -> NeoX's per head [q_h, k_h, v_h]; with
-    ``interleaved_dim`` > 0, q and k rotary rows reordered to half-split pairing."""
-    t = tensor.detach().reshape(3, n_head, -1, *tensor.shape[1:])
-    if interleaved_dim:
-        order = _half_split_order(t.shape[2], interleaved_dim)
-        t = torch.cat([t[:2, :, order], t[2:]], dim=0)
-    return t.transpose(0, 1).reshape(tensor.shape).contiguous()
-
-
-def _neox_state(model, interleaved_dim: int) -> dict:
-    wte = model.wte.weight.detach()
-    state = {"gpt_neox.embed_in.weight": wte, "lm_head.weight": wte,
-             **_norm("gpt_neox.final_layer_norm.", model.ln_f)}
-    n_head = model.cfg.n_head
-    for i, block in enumerate(model.blocks):
-        p = f"gpt_neox.layers.{i}."
-        attn, mlp = block.attn, block.mlp
-        state.update(_norm(p + "input_layernorm.", block.ln_1))
-        state.update(_norm(p + "post_attention_layernorm.", block.ln_2))
-        state[p + "attention.query_key_value.weight"] = _neox_qkv(attn.c_attn.weight, n_head, interleaved_dim)
-        state[p + "attention.dense.weight"] = attn.c_proj.weight.detach()
-        if attn.c_attn.bias is not None:
-            state[p + "attention.query_key_value.bias"] = _neox_qkv(attn.c_attn.bias, n_head, interleaved_dim)
-            state[p + "attention.dense.bias"] = attn.c_proj.bias.detach()
-        state[p + "mlp.dense_h_to_4h.weight"] = mlp.c_fc.weight.detach()
-        state[p + "mlp.dense_h_to_4h.bias"] = _bias(mlp.c_fc)
-        state[p + "mlp.dense_4h_to_h.weight"] = mlp.c_proj.weight.detach()
-        state[p + "mlp.dense_4h_to_h.bias"] = _bias(mlp.c_proj)
-    return state
-
-
-def _gpt2_state(model) -> dict:
-    wte = model.wte.weight.detach()
-    state = {"transformer.wte.weight": wte, "lm_head.weight": wte,
-             "transformer.wpe.weight": model.pe.wpe.weight.detach(), **_norm("transformer.ln_f.", model.ln_f)}
-    for i, block in enumerate(model.blocks):
-        p = f"transformer.h.{i}."
-        state.update(_norm(p + "ln_1.", block.ln_1))
-        state.update(_norm(p + "ln_2.", block.ln_2))
-        for name, linear in (("attn.c_attn", block.attn.c_attn), ("attn.c_proj", block.attn.c_proj),
-                             ("mlp.c_fc", block.mlp.c_fc), ("mlp.c_proj", block.mlp.c_proj)):
-            state[f"{p}{name}.weight"] = linear.weight.detach().t().contiguous()  # Conv1D: (in, out)
-            state[f"{p}{name}.bias"] = _bias(linear)
-    return state
-
-
 def _add_legacy_keys(config_path: Path, config) -> None:
     """GPT-NeoX before transformers 5 reads rotary_pct / rotary_emb_base / rope_scaling, not rope_parameters
-    (and defaults rotary_pct to 0.25): record both schemas, so that every version loads the same model."""
+    (and defaults rotary_pct to 0.25): record both schemas, so that every version loads the same model. Not for
+    p-RoPE (proportional): a transformers without that type would read rotary_pct as GPT-NeoX's contiguous block."""
     params = hf_compat.rope_parameters(config)
-    if config.model_type != "gpt_neox" or not params:
+    if config.model_type != "gpt_neox" or not params or params["rope_type"] == "proportional":
         return
     data = json.loads(config_path.read_text())
     data.update(hf_compat.legacy_gpt_neox_keys(params))

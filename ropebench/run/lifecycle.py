@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from ropebench.errors import UserError
 from ropebench.progress import console
 from ropebench.run import checkpoint
-from ropebench.run.config import validate_config
 from ropebench.run.rundir import CHECKPOINT, RunDir
+from ropebench.run.validate import validate_config
 
 
 def resolved(cfg: DictConfig) -> DictConfig:

@@ -23,13 +23,14 @@ from ropebench.data.pose import pose_batch
 from ropebench.data.positions import random_position_ids
 from ropebench.errors import UserError
 from ropebench.progress import console, per_second, progress_bar
-from ropebench.run import checkpoint, distributed
+from ropebench.run import checkpoint, distributed, drope
 from ropebench.run.artifacts import resolve_device
-from ropebench.run.config import encoding_length, validate_config
+from ropebench.run.config import encoding_length
 from ropebench.run.optim import lr_at, make_optimizer, warmup_warning
 from ropebench.run.rundir import CHECKPOINT, WEIGHTS, RunDir, atomic_write_file
 from ropebench.run.stop import StopFlag
 from ropebench.run.tracking import RunLogger
+from ropebench.run.validate import validate_config
 
 # Dense bf16 peaks (FLOP/s) of GPUs ropebench is run on, for the MFU column; others get none.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
@@ -208,6 +209,7 @@ class Trainer:
     # -- step -----------------------------------------------------------------------------------------------
     def train_step(self, step_fn) -> torch.Tensor:
         t = self.cfg.train
+        self._drop_rope_when_due()
         lr = lr_at(self.step, t)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
@@ -224,6 +226,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return loss
+
+    def _drop_rope_when_due(self) -> None:
+        """DroPE: from step round(train.drop_rope_at x steps) on, no layer rotates (a resumed run included)."""
+        at = drope.drop_step(self.cfg.train)
+        if at is not None and self.step >= at and not self.model.rope_dropped:
+            self.model.drop_rope()
+            self.log(f"DroPE: RoPE dropped from every layer at step {self.step}")
 
     def _batch(self) -> tuple[torch.Tensor, ...]:
         """The global batch: (inputs, targets), plus position ids under PoSE or randomized positions."""
@@ -321,6 +330,10 @@ class Trainer:
             final["continued"] = continued
         if self.source:
             final["init_from"] = self.source
+        self._drop_rope_when_due()
+        if self.model.rope_dropped:  # DroPE's evaluation-time logit scale, fitted on held-out text
+            final["logit_scale"] = drope.fit_logit_scale(self.model, self.corpus.val, self.cfg.train.seq_len,
+                                                         self.device, self.amp, self.log)
         self.run.write_final(final)
         return final
 

@@ -50,6 +50,11 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def default_config(name: str):
+    """The config node of encoding ``name`` with every setting at its default."""
+    return OmegaConf.structured(registry()[choose("encoding", name, registry())].config_cls())
+
+
 def registry() -> dict[str, Entry]:
     global _DISCOVERED
     if not _DISCOVERED:
@@ -60,13 +65,13 @@ def registry() -> dict[str, Entry]:
     return dict(_REGISTRY)
 
 
-def build(cfg, *, n_embd: int, n_head: int, train_seq_len: int) -> PositionEncoding:
-    """Instantiate the encoding named by ``cfg.name`` from its config node."""
+def build(cfg, *, n_embd: int, n_head: int, train_seq_len: int, n_layer: int = 1) -> PositionEncoding:
+    """Instantiate the encoding named by ``cfg.name`` from its config node, for ``n_layer`` layers."""
     entry = registry()[choose("encoding (pe)", cfg.name, registry())]
     if any(f.name not in cfg for f in dataclasses.fields(entry.config_cls)):
         # A run recorded before a setting existed (e.g. kerple's `init`): that setting takes its default.
         cfg = OmegaConf.merge(OmegaConf.structured(entry.config_cls), cfg)
-    return entry.cls(cfg, n_embd=n_embd, n_head=n_head, train_seq_len=train_seq_len)
+    return entry.cls(cfg, n_embd=n_embd, n_head=n_head, train_seq_len=train_seq_len, n_layer=n_layer)
 
 
 __all__ = ["PEConfig", "PositionEncoding", "register", "registry", "build"]

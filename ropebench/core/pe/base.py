@@ -5,17 +5,22 @@ Position enters a decoder at one of three points, and an encoding overrides only
 * ``embed``  -- added to the token embeddings (sinusoidal, learned);
 * ``qk``     -- applied to queries and keys inside every attention layer (RoPE and its kin);
 * ``bias``   -- added to the attention logits (T5, ALiBi, KERPLE, FIRE), as a dense ``(H, T, T)`` tensor for
-  SDPA or as a FlexAttention ``score_mod`` that never materialises it.
+  SDPA or as a FlexAttention ``score_mod`` that never materialises it;
+* ``logit_term`` -- added to the logits of one layer, computed from that layer's input or its queries and keys
+  (data-dependent positions: the Forgetting Transformer, CoPE), dense ``(B, H, T, T)`` or a ``score_mod``.
 
 The defaults are the identity, so NoPE is the base class itself. What an encoding can do is declared here, on
-the class, never guessed from its name: ``has_bias()`` (it overrides ``bias``), ``uses_value_hooks()`` (the model
+the class, never guessed from its name: ``has_bias()`` (it overrides ``bias``), ``has_logit_term()`` (it
+overrides ``logit_term``), ``uses_value_hooks()`` (the model
 calls ``value`` / ``output`` only then), ``supports_rope_scaling`` (``set_scaling`` takes a Hugging Face-style
 ``rope_scaling`` dict; ``trained_scaling`` is the one it was trained with), ``supports_position_ids`` (position
 ids may be (B, T) and skip, as PoSE and randomized positions train: ``embed`` and ``qk`` read them, and ``bias``
 receives them and returns a bias per example), and ``decay_params()`` (the rotary width and base for RoFormer's
 long-term-decay bound).
 
-An encoding initialises its own parameters in its constructor; the model never re-initialises them.
+An encoding initialises its own parameters in its constructor; the model never re-initialises them. One module
+serves every layer that uses the encoding (``n_layer`` of them); one with parameters per layer sizes them by
+``n_layer`` and is told which of its layers is calling (``layer``, 0 .. n_layer-1).
 """
 
 from __future__ import annotations
@@ -50,13 +55,14 @@ class PositionEncoding(nn.Module):
     #: positions need
     supports_position_ids: bool = False
 
-    def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int):
+    def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int, n_layer: int = 1):
         super().__init__()
         self.cfg = cfg
         self.n_embd = n_embd
         self.n_head = n_head
         self.head_dim = n_embd // n_head
         self.train_seq_len = train_seq_len
+        self.n_layer = n_layer  # layers this module serves
 
     def max_len(self) -> int | None:
         """Longest sequence this encoding can represent, or None when it has no limit."""
@@ -88,6 +94,10 @@ class PositionEncoding(nn.Module):
         """Whether the encoding adds a logit bias; by default, whether the subclass overrides ``bias``."""
         return type(self).bias is not PositionEncoding.bias
 
+    def has_logit_term(self) -> bool:
+        """Whether the encoding adds a per-layer logit term; whether the subclass overrides ``logit_term``."""
+        return type(self).logit_term is not PositionEncoding.logit_term
+
     def decay_params(self) -> tuple[int, float] | None:
         """(rotary_dim, base) of a rotary encoding, for RoFormer's long-term-decay bound; None for the others."""
         return None
@@ -109,6 +119,11 @@ class PositionEncoding(nn.Module):
         when ``pos`` is None. The bias encodings compute their relative distances from these."""
         ids = torch.arange(T, device=device) if pos is None else pos.to(device)
         return ids[..., :, None], ids[..., None, :]
+    def logit_term(self, x: Tensor, q: Tensor, k: Tensor, pos: Tensor, layer: int, flex: bool = False):
+        """A logit term of one layer from its input ``x`` (B, T, C, after the layer norm) or its queries and keys
+        (B, H, T, D, after ``qk``): (B, H, T, T) fp32 added after the 1/sqrt(D) scaling, causal mask not included.
+        With ``flex``, the same term as a FlexAttention score_mod, or None when only the dense form exists."""
+        return None
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}"

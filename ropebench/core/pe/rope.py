@@ -43,6 +43,8 @@ class RopeConfig(PEConfig):
     backend: str = "auto"
     # Ablation: also rotate the values by their position (not RoPE as published).
     rotate_values: bool = False
+    # Resonance RoPE (Wang et al. 2024): every wavelength rounded to an integer, after any scaling.
+    resonance: bool = False
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
 
 
@@ -85,6 +87,13 @@ class RoPE(PositionEncoding):
         # Plain attributes for the per-layer hot path: torch.compile cannot trace an OmegaConf lookup.
         self.pairing = str(cfg.pairing)
         self.rotate_values = bool(cfg.rotate_values)
+        self.resonance = bool(cfg.resonance)
+        self.kept_pairs: int | None = None  # p-RoPE: pairs at and past this index do not rotate
+
+    def inv_freq(self, seq_len: int):
+        """(inv_freq, attention_factor) of the rotary pairs at the current length: freqs.rope_inv_freq's."""
+        return rope_inv_freq(self.rotary_dim, self.cfg.base, self.scaling, seq_len=seq_len, resonance=self.resonance,
+                             kept_pairs=self.kept_pairs)
 
     def decay_params(self):
         return self.rotary_dim, float(self.cfg.base)
@@ -100,7 +109,7 @@ class RoPE(PositionEncoding):
     def tables(self, T: int, device: torch.device):
         key = (T, device)  # dynamic scaling depends on T, so the length is part of the key
         if key not in self._tables:
-            inv_freq, attention_factor = rope_inv_freq(self.rotary_dim, self.cfg.base, self.scaling, seq_len=T)
+            inv_freq, attention_factor = self.inv_freq(T)
             positions = torch.arange(T, device=device)
             self._tables = {key: rope_tables(inv_freq, positions, attention_factor)}
         return self._tables[key]
@@ -114,7 +123,7 @@ class RoPE(PositionEncoding):
         they broadcast over heads. Built once per forward pass (every layer gets the same ``pos`` tensor)."""
         if self._pos_tables is None or self._pos_tables[0] is not pos:
             length = int(pos.max()) + 1  # what dynamic scaling stretches to
-            inv_freq, attention_factor = rope_inv_freq(self.rotary_dim, self.cfg.base, self.scaling, seq_len=length)
+            inv_freq, attention_factor = self.inv_freq(length)
             cos, sin = rope_tables(inv_freq, pos.reshape(-1), attention_factor)
             self._pos_tables = (pos, cos.view(*pos.shape, -1)[:, None], sin.view(*pos.shape, -1)[:, None])
         return self._pos_tables[1:]

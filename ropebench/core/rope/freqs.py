@@ -275,19 +275,43 @@ def normalize_scaling(rope_scaling: dict | None) -> dict | None:
     return spec
 
 
-def rope_inv_freq(head_dim: int, base: float, rope_scaling: dict | None = None, seq_len: int | None = None):
+def rope_inv_freq(head_dim: int, base: float, rope_scaling: dict | None = None, seq_len: int | None = None, *,
+                  resonance: bool = False, kept_pairs: int | None = None):
     """Return ``(inv_freq, attention_factor)`` for a rotary dimension ``head_dim``.
 
     ``rope_scaling`` is None or a dict in Hugging Face's schema, e.g. ``{"rope_type": "yarn", "factor": 4.0,
     "original_max_position_embeddings": 512}``. ``seq_len`` is the current sequence length; ``dynamic`` and
     ``longrope`` use it. ``attention_factor`` multiplies both cos and sin, so attention logits grow by its square.
+
+    Two changes apply to the (scaled) frequencies, in this order: ``resonance`` rounds every wavelength to an
+    integer (Resonance RoPE), and ``kept_pairs`` keeps the first (fastest) pairs and gives the others frequency 0
+    (p-RoPE: with ``head_dim`` the full head width, Hugging Face's ``proportional`` layout).
     """
     spec = normalize_scaling(rope_scaling)
     if spec is None:
-        return _default(head_dim, base, None, seq_len)
-    default_inv_freq(head_dim, base)  # the dimension and base checks, whatever the type
-    inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[spec["rope_type"]](head_dim, base, spec, seq_len)
+        inv_freq, attention_factor = _default(head_dim, base, None, seq_len)
+    else:
+        default_inv_freq(head_dim, base)  # the dimension and base checks, whatever the type
+        inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[spec["rope_type"]](head_dim, base, spec, seq_len)
+    if resonance:
+        inv_freq = resonant(inv_freq)
+    if kept_pairs is not None:
+        inv_freq = inv_freq * (torch.arange(inv_freq.shape[0]) < kept_pairs)
     return inv_freq.to(torch.float32), float(attention_factor)
+
+
+def resonant(inv_freq: torch.Tensor) -> torch.Tensor:
+    """Resonance RoPE (Wang et al. 2024, arXiv 2403.00071): theta' = 2 pi / round(2 pi / theta), every wavelength
+    an integer number of positions, so a pair's angles repeat exactly past the training length. Applied to the
+    frequencies a scaling type produced, as the authors' Resonance YaRN / NTK do; frequency 0 stays 0."""
+    wavelength = (2 * math.pi / inv_freq.double()).round()
+    return torch.where(inv_freq > 0, 2 * math.pi / wavelength, 0.0).to(torch.float32)
+
+
+def kept_pair_count(p: float, head_dim: int) -> int:
+    """p-RoPE's number of rotating pairs: int(p d / 2) (Barbero et al., arXiv 2410.06205, App. D), computed as
+    transformers' ``proportional`` type computes it."""
+    return int(p * head_dim // 2)
 
 
 def effective_scale(spec: dict, seq_len: int | None = None) -> float:
