@@ -45,6 +45,13 @@ def _columns(rows_: list[dict]) -> tuple[str, str, int]:
     return ("nll_gain", "gain_se", own) if own == SOURCE_LEN else ("nll_gain_source", "gain_se_source", own)
 
 
+def _gains(by: dict[int, list[dict]], lengths: list[int], gain: str, se: str) -> tuple[dict, list[int]]:
+    """(length -> each seed's gain, the seeds whose gain clears 2 standard errors at one of the lengths at least)."""
+    gains = {n: [_at(by[s], n)[gain] for s in SEEDS] for n in lengths}
+    used = [s for s in SEEDS if any(gain_is_significant(_at(by[s], n)[gain], _at(by[s], n)[se]) for n in lengths)]
+    return gains, used
+
+
 def _mean(values) -> str:
     return f"{statistics.fmean(values):+.4f}"
 
@@ -54,8 +61,7 @@ def _up_to_claim(method: str):
         by = _by_run(method)
         gain, se, _ = _columns(by[0])
         inside = [n for n in sorted({r["eval_len"] for r in by[0]}) if SOURCE_LEN < n <= TUNED_LEN]
-        gains = {n: [_at(by[s], n)[gain] for s in SEEDS] for n in inside}
-        used = [s for s in SEEDS if any(gain_is_significant(_at(by[s], n)[gain], _at(by[s], n)[se]) for n in inside)]
+        gains, used = _gains(by, inside, gain, se)
         text = (f"**{METHODS[method]}**, up to its fine-tuned length: the gain over cropping to the source's 64 tokens "
                 f"is {' / '.join(_mean(gains[n]) for n in inside)} nats/token at {' / '.join(map(str, inside))} "
                 f"(mean over seeds), more than 2 standard errors above zero at some length up to 256 in "
@@ -70,9 +76,7 @@ def _past_claim(method: str):
     def check():
         by = _by_run(method)
         past = [n for n in sorted({r["eval_len"] for r in by[0]}) if n > TUNED_LEN]
-        gains = {n: [_at(by[s], n)["nll_gain"] for s in SEEDS] for n in past}
-        used = [s for s in SEEDS if any(gain_is_significant(_at(by[s], n)["nll_gain"], _at(by[s], n)["gain_se"])
-                                        for n in past)]
+        gains, used = _gains(by, past, "nll_gain", "gain_se")
         held = [hold_length(by[s]) for s in SEEDS]
         own = _columns(by[0])[2]
         crop = "256 tokens" if own == TUNED_LEN else f"{own} tokens (its training windows; it has no crop to 256)"
