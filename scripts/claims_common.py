@@ -27,8 +27,11 @@ class Claim:
 CLAIMS: list[Claim] = []
 
 
-def claim(folder: str, measurement: bool = False):
+def claim(folder: str, measurement: bool = False, name: str | None = None):
+    """Register a claim of results/FOLDER; ``name`` names one a factory made (templates and reports use it)."""
     def register(fn: Callable[[], tuple]) -> Callable[[], tuple]:
+        if name:
+            fn.__name__ = name
         CLAIMS.append(Claim(folder, fn, measurement))
         return fn
 

@@ -94,12 +94,11 @@ def _bracket_claim(pe: str):
         interior = below is not None and above is not None
         return text, interior and _sweep_rates()[pe] == best, (len(held), len(ran))
 
-    check.__name__ = f"lr_bracket_{pe}"
     return check
 
 
 for _pe in CORE:
-    claim("lr")(_bracket_claim(_pe))
+    claim("lr", name=f"lr_bracket_{_pe}")(_bracket_claim(_pe))
 
 
 # -- compare: each encoding at its own rate, on test ---------------------------------------------------------------
@@ -239,12 +238,11 @@ def _no_use_claim(pe: str):
                 f"{largest:+.4f} nats/token.")
         return text, True, (len(none), 3)
 
-    check.__name__ = f"context_no_use_{pe}"
     return check
 
 
 for _pe in ("alibi", "rope", "t5", "nope", "sinusoidal"):
-    claim("context")(_no_use_claim(_pe))
+    claim("context", name=f"context_no_use_{_pe}")(_no_use_claim(_pe))
 
 
 def _scaling_gain_claim(scaling: str, length: int):
@@ -261,13 +259,12 @@ def _scaling_gain_claim(scaling: str, length: int):
                 f"errors above zero in {len(used)} of 3 seeds.")
         return text, True, (len(used), 3)
 
-    check.__name__ = f"context_{scaling}_{length}"
     return check
 
 
 for _scaling in ("yarn", "ntk"):
     for _length in (2 * L, 4 * L):
-        claim("context")(_scaling_gain_claim(_scaling, _length))
+        claim("context", name=f"context_{_scaling}_{_length}")(_scaling_gain_claim(_scaling, _length))
 
 
 def _probe_rows() -> list[dict]:

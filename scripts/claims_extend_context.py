@@ -68,7 +68,6 @@ def _up_to_claim(method: str):
                 f"{len(used)} of 3 seeds.")
         return text, True, (len(used), 3)
 
-    check.__name__ = f"extend_context_up_to_{method}"
     return check
 
 
@@ -86,13 +85,12 @@ def _past_claim(method: str):
                 f"hold length per seed {', '.join(map(str, held))}.")
         return text, True, (len(used), 3)
 
-    check.__name__ = f"extend_context_past_{method}"
     return check
 
 
 for _method in METHODS:
-    claim(FOLDER)(_up_to_claim(_method))
-    claim(FOLDER)(_past_claim(_method))
+    claim(FOLDER, name=f"extend_context_up_to_{_method}")(_up_to_claim(_method))
+    claim(FOLDER, name=f"extend_context_past_{_method}")(_past_claim(_method))
 
 
 @claim(FOLDER)

@@ -289,12 +289,11 @@ def _report_is_the_runs(folder: str, value: str):
         return "`extend.md` is exactly what the extension report computes from `runs/`.", \
             table.strip() == committed.strip() and table.strip() in (RESULTS / folder / "README.md").read_text()
 
-    check.__name__ = f"{folder}_report"
     return check
 
 
-claim("extend")(_report_is_the_runs("extend", "ppl"))
-claim("extend_passkey")(_report_is_the_runs("extend_passkey", "passkey"))
+for _folder, _value in (("extend", "ppl"), ("extend_passkey", "passkey")):
+    claim(_folder, name=f"{_folder}_report")(_report_is_the_runs(_folder, _value))
 
 
 @claim("extend")

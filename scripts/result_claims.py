@@ -23,12 +23,11 @@ def _table_claim(folder: str):
         return f"`table.md` is exactly what `ropebench table results/{folder}/runs` prints.", \
             table_matches(folder) and quoted
 
-    check.__name__ = f"{folder}_table"
     return check
 
 
 for _folder in ("compare", "rope_scaling", "rotate_values", "lr"):
-    claim(_folder)(_table_claim(_folder))
+    claim(_folder, name=f"{_folder}_table")(_table_claim(_folder))
 
 
 def _fmt(x: float) -> str:
