@@ -11,8 +11,8 @@ from helpers import tiny_model
 from torch import nn
 
 from ropebench.errors import UserError
-from ropebench.eval.crop import clustered_se, crop_stride, crop_windows, gain_is_significant
-from ropebench.eval.perplexity import make_windows, score_windows
+from ropebench.eval.crop import checked_sample, clustered_se, crop_gain, crop_stride, crop_windows, gain_is_significant
+from ropebench.eval.perplexity import PerplexityProbe, make_windows, score_windows
 from ropebench.report.context import describe, hold_length, use_length
 
 
@@ -53,9 +53,61 @@ def test_at_the_training_length_the_crop_is_the_full_evaluation_itself():
 
 
 def test_default_stride_and_bad_strides():
-    assert crop_stride(64) == 8 and crop_stride(4) == 1 and crop_stride(64, 16) == 16
+    assert crop_stride(64) == 4 and crop_stride(16) == 1 and crop_stride(4) == 1 and crop_stride(64, 16) == 16
     with pytest.raises(UserError, match="crop stride 80 is longer than the training length 64"):
         crop_stride(64, 80)
+    with pytest.raises(UserError, match="crop sample must be a positive integer .* got 0"):
+        checked_sample(0)
+
+
+@pytest.mark.parametrize("protocol", ["nonoverlapping", "sliding"])
+@pytest.mark.parametrize("length,train_len,stride,every", [(64, 16, 1, 4), (1024, 64, 4, 4), (100, 16, 3, 3),
+                                                           (48, 16, 2, 2)])
+def test_a_sampled_crop_scores_a_weighted_share_of_the_targets_past_the_training_length(protocol, length,
+                                                                                         train_len, stride, every):
+    docs = [(0, 2049), (3000, 3000 + 5 * length + 7)]
+    full = make_windows(docs, length, protocol, max(1, length // 2))
+    everything = crop_windows(full, length, train_len, stride)
+    sampled = crop_windows(full, length, train_len, stride, every)
+    full_ctx, crop_ctx, all_ctx = scored(full, length), scored(sampled, train_len), scored(everything, train_len)
+    near = {t for t, context in full_ctx.items() if context <= train_len}
+    assert near <= crop_ctx.keys() <= full_ctx.keys()  # every target within L, then a subset of the rest
+    assert all(crop_ctx[t] == all_ctx[t] for t in crop_ctx)  # a sampled target has the context it has unsampled
+    weight = {w.start + j + 1: w.weight for w in sampled for j in range(train_len - w.n_score, train_len)}
+    assert all(weight[t] == 1 for t in near) and all(weight[t] == every for t in crop_ctx.keys() - near)
+    chunks = [w for w in everything if w.start + train_len not in near]  # each chunk's last target is past L
+    assert len(crop_ctx.keys() - near) == sum(w.n_score for w in chunks[every // 2 :: every])
+    # the weighted sample stands for every target past L, to within one chunk per every-th
+    far = len(full_ctx) - len(near)
+    assert abs(sum(weight[t] for t in crop_ctx.keys() - near) - far) <= every * stride * (1 + len(chunks) // 50)
+
+
+def test_crop_gain_pairs_each_cropped_target_with_its_full_score():
+    """A hand computation: per document, the weighted differences over the full evaluation's token count."""
+    from ropebench.eval.perplexity import Scores
+
+    def scores(targets, nll, doc, weight, doc_n=(3.0, 2.0)):
+        s = Scores(0.0, int(sum(doc_n)), [0.0, 0.0], list(doc_n), [], [], [])
+        s.targets, s.target_nll, s.target_doc, s.target_weight = map(np.asarray, (targets, nll, doc, weight))
+        return s
+
+    full = scores([10, 11, 12, 40, 41], [1.0, 2.0, 3.0, 4.0, 5.0], [0, 0, 0, 1, 1], [1] * 5)
+    cropped = scores([41, 11], [5.5, 2.5], [1, 0], [2.0, 1.0])
+    gain, se = crop_gain(full, cropped)
+    per_doc = [0.5 * 1.0, 0.5 * 2.0]
+    assert gain == pytest.approx(sum(per_doc) / 5)
+    assert se == pytest.approx(clustered_se(per_doc, [3.0, 2.0]))
+    with pytest.raises(RuntimeError, match="scored a target the full evaluation did not"):
+        crop_gain(full, scores([13], [1.0], [0], [1.0]))
+
+
+def test_a_row_cropped_with_other_settings_is_evaluated_again():
+    probe = PerplexityProbe(crop=True, crop_stride=0, crop_sample=4)
+    row = {"eval_len": "256", "nll_gain": "0.01", "crop_stride": "4", "crop_sample": "4"}
+    assert probe.complete(row, 64)
+    assert not probe.complete({**row, "crop_stride": "8"}, 64)  # the stride of an older default
+    assert not probe.complete({**row, "crop_sample": ""}, 64)  # a row that cropped every target
+    assert not probe.complete({**row, "nll_gain": ""}, 64) and probe.complete({**row, "nll_gain": ""}, 256)
 
 
 def test_clustered_standard_error_is_the_ratio_estimator():
@@ -89,14 +141,18 @@ class CopyModel(nn.Module):
         return None, torch.where(source == y, torch.tensor(-math.log(0.9)), uniform)
 
 
-def _gain(model, tokens, docs, length, train_len, stride=2):
+def _gain(model, tokens, docs, length, train_len, stride=2, every=1):
     full = make_windows(docs, length, "nonoverlapping", length)
     cpu = torch.device("cpu")
-    f = score_windows(model, tokens, full, length, 8, cpu, 4, len(docs))
-    c = score_windows(model, tokens, crop_windows(full, length, train_len, stride), train_len, 8, cpu, 4, len(docs))
-    assert c.count == f.count
-    diff = [a - b for a, b in zip(c.doc_nll, f.doc_nll)]
-    return c.nll - f.nll, clustered_se(diff, f.doc_n)
+    f = score_windows(model, tokens, full, length, 8, cpu, 4, len(docs), keep_targets=True)
+    cropped = crop_windows(full, length, train_len, stride, every)
+    c = score_windows(model, tokens, cropped, train_len, 8, cpu, 4, len(docs), keep_targets=True)
+    gain, se = crop_gain(f, c)
+    if every == 1:  # every target cropped: the gain is the difference of the two means, computed apart
+        assert c.count == f.count
+        assert gain == pytest.approx(c.nll - f.nll, abs=1e-12)
+        assert se == pytest.approx(clustered_se([a - b for a, b in zip(c.doc_nll, f.doc_nll)], f.doc_n), abs=1e-12)
+    return gain, se
 
 
 def test_a_model_that_copies_from_far_back_gains_from_the_longer_context():
@@ -108,6 +164,10 @@ def test_a_model_that_copies_from_far_back_gains_from_the_longer_context():
     assert gain > 2.0 and gain_is_significant(gain, se)
     gain, se = _gain(CopyModel(24), tokens, docs, 64, 32)  # trained at 32: the crop holds the copy already
     assert gain == pytest.approx(0.0, abs=0.05)
+    # sampled one chunk in 4: the same gain, estimated (every target past 24 gains log(257) - log(1/0.9))
+    exact, _ = _gain(CopyModel(24), tokens, docs, 64, 16)
+    gain, se = _gain(CopyModel(24), tokens, docs, 64, 16, stride=1, every=4)
+    assert gain == pytest.approx(exact, rel=0.1) and gain_is_significant(gain, se)
 
 
 def test_a_model_whose_attention_is_forced_local_gains_nothing():
@@ -118,8 +178,9 @@ def test_a_model_whose_attention_is_forced_local_gains_nothing():
         model.pe.slopes.mul_(200.0)
     tokens = np.random.default_rng(1).integers(0, 256, 1200).astype(np.uint16)
     docs = [(0, 400), (400, 800), (800, 1200)]
-    gain, se = _gain(model, tokens, docs, 128, 16)
-    assert abs(gain) < 1e-6 and not gain_is_significant(gain, se)
+    for every in (1, 4):
+        gain, se = _gain(model, tokens, docs, 128, 16, every=every)
+        assert abs(gain) < 1e-6 and not gain_is_significant(gain, se)
 
 
 def _rows(ppl, gains=None, train_len=64):

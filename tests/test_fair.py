@@ -97,6 +97,7 @@ def test_training_applies_the_multiplier_to_the_encodings_learning_rate(tiny_ove
     ("data.test_fraction=0.95", "data.val_fraction + data.test_fraction must be below 1"),
     ("eval.split=train", "eval.split"),
     ("eval.crop_stride=-1", "eval.crop_stride must be >= 0"),
+    ("eval.crop_sample=0", "eval.crop_sample must be >= 1"),
 ])
 def test_bad_fairness_settings_are_one_line(tiny_overrides, tmp_path, override, expected):
     result = runner.invoke(app, ["train", *tiny_overrides, "pe=t5", override, f"hydra.run.dir={tmp_path / 'r'}"])
@@ -131,3 +132,4 @@ def test_evaluation_reports_test_and_validation_apart(tiny_overrides, tmp_path):
     table = runner.invoke(app, ["table", str(run)])
     assert table.exit_code == 0 and by[("test", "16")]["ppl"][:4] in table.stdout
     refused(runner.invoke(app, ["eval-length", str(run), "--split", "train"]), "train", "test, val")
+    refused(runner.invoke(app, ["eval-length", str(run), "--crop-sample", "0"]), "crop sample", "got 0")

@@ -12,7 +12,9 @@ and the same number of scored tokens at every length. Per length it reports:
   (H, T, T) tensor per forward, shared by every layer; FlexAttention builds none);
 * on CUDA, the peak memory of one ``score_windows`` call;
 * past the training length, the cost of the cropped baseline (``ropebench.eval.crop``: the same tokens scored
-  with their context cut to about the training length) as a ratio to the plain evaluation at that length.
+  with their context cut to about the training length, with its default stride and sample) as a ratio to the
+  plain evaluation at that length: the cropped windows, the pairing of their targets with the full pass's, and
+  what keeping the full pass's targets adds to it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from omegaconf import OmegaConf
 from ropebench.bench.rope_bench import device_name, pick_device
 from ropebench.bench.train_bench import PRESETS, pe_config, pick_preset
 from ropebench.errors import UserError, choose
-from ropebench.eval.crop import crop_stride, crop_windows
+from ropebench.eval.crop import SAMPLE_EVERY, crop_gain, crop_stride, crop_windows
 from ropebench.eval.perplexity import make_windows, score_windows
 from ropebench.run.config import ModelConfig
 
@@ -54,6 +56,16 @@ def forward_only(model, tokens: np.ndarray, windows, length: int, batch_size: in
         rows = rows.to(device)
         with _autocast(device):
             model(rows[:, :-1], rows[:, 1:], reduction="none")
+
+
+def _crop(model, tokens: np.ndarray, full, length: int, train_len: int, batch_tokens: int, device,
+          buckets: int, windows) -> tuple[float, float]:
+    """The cropped baseline as ``ropebench eval`` runs it (default stride and sample), given the full
+    evaluation's kept targets: the cropped windows made and scored, the gain paired target by target."""
+    cropped = crop_windows(windows, length, train_len, crop_stride(train_len), SAMPLE_EVERY)
+    scored = score_windows(model, tokens, cropped, train_len, max(1, batch_tokens // train_len), device, buckets,
+                           keep_targets=True)
+    return crop_gain(full, scored)
 
 
 def _seconds(fn: Callable[[], object], device: torch.device) -> float:
@@ -121,10 +133,10 @@ def time_length(models: dict, length: int, n_tokens: int, vocab: int, batch_toke
             continue
         timed = {"score": score, "forward": functools.partial(forward_only, model, tokens, windows, length,
                                                               batch_size, device)}
-        if 0 < train_len < length:
-            cropped = crop_windows(windows, length, train_len, crop_stride(train_len))
-            timed["crop"] = functools.partial(score_windows, model, tokens, cropped, train_len,
-                                              max(1, batch_tokens // train_len), device, min(buckets, train_len))
+        if 0 < train_len < length:  # the crop also keeps the full pass's targets: that pass is timed too
+            timed["kept"] = functools.partial(score, keep_targets=True)
+            timed["crop"] = functools.partial(_crop, model, tokens, timed["kept"](), length, train_len, batch_tokens,
+                                              device, min(buckets, train_len), windows)
         runs[spec] = (timed, {name: [] for name in timed})
     names = list(runs)
     for r in range(reps):
@@ -137,7 +149,8 @@ def time_length(models: dict, length: int, n_tokens: int, vocab: int, batch_toke
         rows[spec].update(tokens_per_s=rows[spec]["n_tokens"] / med["score"], score_s=med["score"],
                           forward_only_s=med["forward"], bookkeeping_frac=1 - med["forward"] / med["score"])
         if "crop" in med:
-            rows[spec].update(crop_s=med["crop"], crop_ratio=med["crop"] / med["score"])
+            crop_s = med["crop"] + max(0.0, med["kept"] - med["score"])
+            rows[spec].update(crop_s=crop_s, crop_ratio=crop_s / med["score"])
     return [{"encoding": spec, "eval_len": length, "n_windows": len(windows), "batch_size": batch_size, **row}
             for spec, row in rows.items()]
 

@@ -194,7 +194,9 @@ def eval_length(
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Beside each length past the training length L, the "
                               "same tokens with their context cut to about L: ppl_crop and nll_gain."),
     crop_stride: int = typer.Option(None, help="Stride of the cropped windows: cropped contexts hold L - stride + 1 "
-                                    "to L tokens (default: L / 8)."),
+                                    "to L tokens (default: the run's eval.crop_stride; 0: L / 16)."),
+    crop_sample: int = typer.Option(None, help="The crop scores one chunk of stride targets in this many past L, "
+                                    "weighted by it (1: every target; default: the run's eval.crop_sample, 4)."),
     rope_scaling: dict | None = None,  # the --rope-scaling options (scaling_options), validated into one spec
     logit_scale: str | None = None,  # --logit-scale (scaling_options): a name, or the run's own
 ):
@@ -209,12 +211,12 @@ def eval_length(
 
     # No --lengths: eval_length takes each run's eval.multiples x its training length (one config read).
     wanted = parse_lengths(lengths, 1) if lengths else None
-    check_options(wanted, protocol, stride, max_tokens, split, crop_stride, region_len)
+    check_options(wanted, protocol, stride, max_tokens, split, crop_stride, region_len, crop_sample)
 
     def evaluate(run_dir: Path) -> list[dict]:
         rows = run_eval(run_dir, wanted, protocol=protocol, stride=stride, rope_scaling=rope_scaling,
-                        max_tokens=max_tokens, device=device, split=split, crop=crop, crop_every=crop_stride,
-                        region_len=region_len, logit_scale=logit_scale)
+                        max_tokens=max_tokens, device=device, split=split, crop=crop, crop_stride=crop_stride,
+                        region_len=region_len, logit_scale=logit_scale, crop_sample=crop_sample)
         log_results(run_dir, rows, "eval_length", warn=lambda line: typer.echo(line, err=True))  # the run's wandb
         typer.echo(str(Path(run_dir) / EVAL_CSV))
         return rows

@@ -232,7 +232,8 @@ def _evaluate(kind: str, source: str, given: dict, args: dict) -> None:
         rows = hf_eval_length(request, wanted, protocol=args.get("protocol", "nonoverlapping"),
                               stride=args.get("stride"), rope_scaling=args.get("rope_scaling"),
                               max_tokens=args.get("max_tokens"), split=args.get("split"), crop=args.get("crop"),
-                              crop_every=args.get("crop_stride"), region_len=args.get("region_len"))
+                              crop_stride=args.get("crop_stride"), region_len=args.get("region_len"),
+                              crop_sample=args.get("crop_sample"))
         written = Path(request.out) / EVAL_CSV
     elif kind == "probe":
         from ropebench.eval import probes

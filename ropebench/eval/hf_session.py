@@ -375,8 +375,8 @@ class HFPerplexityProbe(PerplexityProbe):
 def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                    stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED,
                    max_tokens: int | None = None, log=console.print, split: str | None = None,
-                   crop: bool | None = None, crop_every: int | None = None,
-                   region_len: int | None = None) -> list[dict]:
+                   crop: bool | None = None, crop_stride: int | None = None,
+                   region_len: int | None = None, crop_sample: int | None = None) -> list[dict]:
     """Perplexity of an HF model at each length (default: ``eval.multiples`` x max_position_embeddings),
     merged into OUT/eval_length.csv and OUT/eval_positions.csv; returns the rows."""
     session = open_session(request, rope_scaling, log)
@@ -385,5 +385,6 @@ def hf_eval_length(request: HFRequest, lengths: list[int] | None = None, protoco
     # --batch-size at a time), or TOKENS_PER_PASS tokens of windows in one pass.
     batch_tokens = request.batch_size * max(lengths) if request.batch_size else TOKENS_PER_PASS
     checked = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets=32,
-                            split=split, crop=crop, crop_every=crop_every, region_len=region_len)
+                            split=split, crop=crop, crop_stride=crop_stride, region_len=region_len,
+                            crop_sample=crop_sample)
     return run_probe(HFPerplexityProbe(checked, request.model_id), session, lengths, rope_scaling)

@@ -39,7 +39,7 @@ import torch
 from ropebench.data.corpus import HELD_OUT, test_fraction
 from ropebench.data.regions import region_spans
 from ropebench.errors import UserError, choose
-from ropebench.eval.crop import clustered_se, crop_stride, crop_windows
+from ropebench.eval.crop import SAMPLE_EVERY, checked_sample, clustered_se, crop_gain, crop_stride, crop_windows
 from ropebench.eval.lengths import run_lengths
 from ropebench.eval.runner import AS_TRAINED, Probe, Session, Table, missing_cells, run_probe
 from ropebench.progress import console
@@ -48,8 +48,8 @@ from ropebench.run.rundir import EVAL_CSV, POSITIONS_CSV, RunDir
 PROTOCOLS = ("nonoverlapping", "sliding")
 COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling", "rope_factor",
            "rope_scale", "logit_scale", "ppl", "nll", "nll_se", "ppl_crop", "nll_crop", "nll_gain", "gain_se",
-           "crop_stride", "ppl_crop_source", "nll_gain_source", "gain_se_source", "n_tokens", "n_windows",
-           "n_documents", "status", "tokenizer", "model")
+           "crop_stride", "crop_sample", "ppl_crop_source", "nll_gain_source", "gain_se_source", "n_tokens",
+           "n_windows", "n_documents", "status", "tokenizer", "model")
 POSITION_COLUMNS = ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride", "rope_scaling",
                     "logit_scale", "position_start", "position_end", "mean_nll", "n_tokens")
 KEY = ("eval_len", "split", "protocol", "stride", "rope_scaling", "logit_scale")
@@ -67,6 +67,7 @@ class Window:
     start: int  # index of the first input token in the token stream
     n_score: int  # how many of the window's last targets are scored
     doc: int  # which document (index into the spans given)
+    weight: float = 1.0  # what each scored target stands for (a sampled crop chunk stands for several)
 
 
 def make_windows(docs, length: int, protocol: str, stride: int) -> list[Window]:
@@ -92,7 +93,8 @@ def make_windows(docs, length: int, protocol: str, stride: int) -> list[Window]:
 @dataclass
 class Scores:
     """Summed NLL and token counts over scored targets: in all, per document (index of the spans), per bucket of
-    window positions."""
+    window positions; with ``keep_targets``, also each scored target (its index in the token stream, NLL, document
+    and weight), which the cropped baseline pairs with the full evaluation's."""
 
     total: float
     count: int
@@ -101,6 +103,10 @@ class Scores:
     edges: list[int]
     bucket_nll: list[float]
     bucket_n: list[float]
+    targets: np.ndarray | None = None
+    target_nll: np.ndarray | None = None
+    target_doc: np.ndarray | None = None
+    target_weight: np.ndarray | None = None
 
     @property
     def nll(self) -> float:
@@ -113,15 +119,16 @@ class Scores:
 
 @torch.no_grad()
 def score_windows(model, tokens, windows: list[Window], length: int, batch_size: int, device, buckets: int,
-                  n_docs: int = 0, on_batch=lambda n: None) -> Scores:
+                  n_docs: int = 0, on_batch=lambda n: None, keep_targets: bool = False) -> Scores:
     """Sum the NLL of every window's last ``n_score`` targets (``length`` inputs each), ``batch_size`` windows
-    per forward pass."""
+    per forward pass; ``keep_targets``: also return each scored target (see ``Scores``)."""
     edges = torch.linspace(0, length, buckets + 1).long()
     bucket_of = torch.bucketize(torch.arange(length), edges[1:], right=True).to(device)
     sums = torch.zeros(2, buckets, dtype=torch.float64, device=device)  # per bucket: nll, count
     n_docs = max(n_docs, 1 + max((w.doc for w in windows), default=0))
     per_doc = torch.zeros(2, n_docs, dtype=torch.float64, device=device)  # per document: nll, count
     position = torch.arange(length, device=device)
+    kept = []
     for i in range(0, len(windows), batch_size):
         chunk = windows[i : i + batch_size]
         rows = torch.stack([torch.from_numpy(tokens[w.start : w.start + length + 1].astype("int64")) for w in chunk])
@@ -136,9 +143,24 @@ def score_windows(model, tokens, windows: list[Window], length: int, batch_size:
         doc = torch.tensor([w.doc for w in chunk], device=device)
         per_doc[0].index_add_(0, doc, nll.sum(1))
         per_doc[1].index_add_(0, doc, mask.sum(1))
+        if keep_targets:
+            kept.append(_scored_targets(chunk, nll, mask.bool(), doc, position))
         on_batch(len(chunk))
     (bucket_nll, bucket_n), (doc_nll, doc_n) = sums.tolist(), per_doc.tolist()
-    return Scores(sum(doc_nll), int(round(sum(doc_n))), doc_nll, doc_n, edges.tolist(), bucket_nll, bucket_n)
+    scores = Scores(sum(doc_nll), int(round(sum(doc_n))), doc_nll, doc_n, edges.tolist(), bucket_nll, bucket_n)
+    if keep_targets:
+        scores.targets, scores.target_nll, scores.target_doc, scores.target_weight = (
+            np.concatenate([k[i] for k in kept]) if kept else np.zeros(0, np.int64) for i in range(4))
+    return scores
+
+
+def _scored_targets(chunk: list[Window], nll, mask, doc, position) -> tuple[np.ndarray, ...]:
+    """The scored targets of one batch: stream index, NLL, document and weight of each."""
+    start = torch.tensor([w.start for w in chunk], device=nll.device)
+    weight = torch.tensor([w.weight for w in chunk], dtype=torch.float64, device=nll.device)
+    stream = start[:, None] + 1 + position[None, :]  # target j of a window is the token after input j
+    columns = (stream, nll, doc[:, None].expand_as(stream), weight[:, None].expand_as(nll))
+    return tuple(c[mask].cpu().numpy() for c in columns)
 
 
 class PerplexityProbe(Probe):
@@ -150,10 +172,11 @@ class PerplexityProbe(Probe):
 
     def __init__(self, protocol: str = "nonoverlapping", stride: int | None = None, max_tokens: int = 0,
                  batch_tokens: int = 8192, buckets: int = 32, region_multiple: float = 16, region_len: int = 0,
-                 split: str = "test", crop: bool = False, crop_stride: int = 0):
+                 split: str = "test", crop: bool = False, crop_stride: int = 0, crop_sample: int = SAMPLE_EVERY):
         self.protocol, self.stride, self.max_tokens = protocol, stride, max_tokens
         self.batch_tokens, self.buckets, self.region_multiple = batch_tokens, buckets, region_multiple
         self.region_len, self.split, self.crop, self.crop_stride = region_len, split, crop, crop_stride
+        self.crop_sample = crop_sample
         self.corpus = None
         self.tokenizer = "bytes"  # what ppl is per: a byte, or a token of this tokenizer (data.tokenizer)
 
@@ -165,9 +188,14 @@ class PerplexityProbe(Probe):
                  "n_tokens": 0, "n_windows": 0, "n_documents": 0, "tokenizer": self.tokenizer}]
 
     def complete(self, row: dict, train_len: int) -> bool:
-        """A row asked for with the crop needs its crop columns (a row from an evaluation without it does not
-        count as done)."""
-        return not (self.crop and int(float(row["eval_len"])) > train_len and row.get("nll_gain", "") == "")
+        """A row asked for with the crop needs its crop columns, cut as asked (a row from an evaluation without
+        the crop, or with another crop stride or sample, does not count as done)."""
+        if not self.crop or int(float(row["eval_len"])) <= train_len:
+            return True
+        if row.get("nll_gain", "") == "":
+            return False
+        as_asked = (self._crop_stride(train_len), self.crop_sample)
+        return (_as_int(row.get("crop_stride")), _as_int(row.get("crop_sample"), 1)) == as_asked
 
     def prepare(self, session: Session) -> None:
         from ropebench.data import load_corpus
@@ -193,10 +221,11 @@ class PerplexityProbe(Probe):
         longest = int(self.corpus.held_out(self.split).doc_lengths().max())
         return f"no_document: no {self.split} document has {length + 1} tokens (longest has {longest})"
 
-    def _score(self, session: Session, windows: list[Window], length: int, n_docs: int, meter) -> Scores:
+    def _score(self, session: Session, windows: list[Window], length: int, n_docs: int, meter,
+               keep_targets: bool = False) -> Scores:
         return score_windows(session.model, self.corpus.held_out(self.split).tokens, windows, length,
                              max(1, self.batch_tokens // length), session.device, min(self.buckets, length),
-                             n_docs, on_batch=meter.advance)
+                             n_docs, on_batch=meter.advance, keep_targets=keep_targets)
 
     def crop_lengths(self, session: Session) -> dict[str, int]:
         """The contexts the crop cuts to: the training length (columns ``ppl_crop``, ``nll_gain``, ...) and, for a
@@ -214,19 +243,22 @@ class PerplexityProbe(Probe):
         row = rows[0]
         docs = self.documents(session, length)
         windows = make_windows(docs, length, self.protocol, row["stride"])
-        crops = {suffix: crop_windows(windows, length, cut, self._crop_stride(cut)) if length > cut else []
+        crops = {suffix: crop_windows(windows, length, cut, self._crop_stride(cut), self.crop_sample)
+                 if length > cut else []
                  for suffix, cut in self.crop_lengths(session).items()}
         meter.total(len(windows) + sum(map(len, crops.values())))
-        full = self._score(session, windows, length, len(docs), meter)
+        full = self._score(session, windows, length, len(docs), meter, keep_targets=any(crops.values()))
         row.update(nll=full.nll, ppl=math.exp(full.nll), nll_se=full.se, n_tokens=full.count,
                    n_windows=len(windows), n_documents=len({w.doc for w in windows}), status="ok")
         for suffix, cut in self.crop_lengths(session).items():
             if crops[suffix]:
                 with session.scaling_at(cut):
-                    cropped = self._score(session, crops[suffix], cut, len(docs), meter)
+                    cropped = self._score(session, crops[suffix], cut, len(docs), meter, keep_targets=True)
+                gain, se = crop_gain(full, cropped)
             else:  # up to the crop length the crop is the full evaluation: every context is within it
-                cropped = full
-            row.update(self._crop_columns(full, cropped, suffix), crop_stride=self._crop_stride(session.train_len))
+                gain, se = 0.0, 0.0
+            row.update(self._crop_columns(full.nll, gain, se, suffix), crop_stride=self._crop_stride(session.train_len),
+                       crop_sample=self.crop_sample)
         shared = {k: row[k] for k in ("pe", "train_seq_len", "eval_len", "split", "protocol", "stride",
                                       "rope_scaling", "logit_scale")}
         positions = [{**shared, "position_start": full.edges[i], "position_end": full.edges[i + 1],
@@ -238,18 +270,20 @@ class PerplexityProbe(Probe):
         return crop_stride(cut, min(self.crop_stride, cut))
 
     @staticmethod
-    def _crop_columns(full: Scores, cropped: Scores, suffix: str) -> dict:
-        """The cropped baseline's columns (``suffix`` "" or "_source")."""
-        if cropped.count != full.count:  # the crop scores exactly the full evaluation's targets, each once
-            raise RuntimeError(f"cropped scoring covered {cropped.count} targets, the full one {full.count}")
-        gain = [c - f for c, f in zip(cropped.doc_nll, full.doc_nll)]
-        return {f"ppl_crop{suffix}": math.exp(cropped.nll), f"nll_gain{suffix}": cropped.nll - full.nll,
-                f"gain_se{suffix}": clustered_se(gain, full.doc_n), **({"nll_crop": cropped.nll} if not suffix else {})}
+    def _crop_columns(nll: float, gain: float, se: float, suffix: str) -> dict:
+        """The cropped baseline's columns (``suffix`` "" or "_source") from the full NLL and the gain."""
+        return {f"ppl_crop{suffix}": math.exp(nll + gain), f"nll_gain{suffix}": gain, f"gain_se{suffix}": se,
+                **({"nll_crop": nll + gain} if not suffix else {})}
 
     def summary(self, rows: list[dict]) -> str:
         row = rows[0]
         gain = f", gain {row['nll_gain']:+.4f} ± {row['gain_se']:.4f} nats" if row.get("nll_gain", "") != "" else ""
         return f"ppl {row['ppl']:.3f} over {row['n_tokens']} tokens{gain}"
+
+
+def _as_int(value, default: int = 0) -> int:
+    """A CSV cell as an integer (``default`` when empty)."""
+    return int(float(value)) if value not in (None, "") else default
 
 
 def default_split(cfg) -> str:
@@ -262,10 +296,11 @@ def default_split(cfg) -> str:
 
 def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, max_tokens: int | None,
                   batch_tokens: int, buckets: int, split: str | None = None, crop: bool | None = None,
-                  crop_every: int | None = None, region_len: int | None = None) -> PerplexityProbe:
+                  crop_stride: int | None = None, region_len: int | None = None,
+                  crop_sample: int | None = None) -> PerplexityProbe:
     """Every option checked before the model is loaded: a typo costs nothing and writes nothing. Options left
-    None take the run's ``eval`` settings (``split``, ``crop``, ``crop_stride``; ``region_len``: tokens per
-    document region, default the run's eval.region_len, else eval.region_multiple x its length)."""
+    None take the run's ``eval`` settings (``split``, ``crop``, ``crop_stride``, ``crop_sample``; ``region_len``:
+    tokens per document region, default the run's eval.region_len, else eval.region_multiple x its length)."""
     choose("protocol", protocol, PROTOCOLS)
     if region_len is not None and region_len <= 0:
         raise UserError(f"--region-len must be a positive number of tokens, got {region_len}")
@@ -285,16 +320,18 @@ def checked_probe(cfg, lengths: list[int], protocol: str, stride: int | None, ma
         raise UserError(f"batch_tokens must be a positive integer, got {batch_tokens}")
     split = choose("evaluation split (--split)", split or default_split(cfg), HELD_OUT)
     crop = bool(cfg.eval.get("crop", True)) if crop is None else crop
-    crop_every = int(cfg.eval.get("crop_stride", 0)) if crop_every is None else crop_every
-    if crop_every < 0:
-        raise UserError(f"crop stride must be >= 0 (0: the training length / 8), got {crop_every}")
+    crop_stride = int(cfg.eval.get("crop_stride", 0)) if crop_stride is None else crop_stride
+    if crop_stride < 0:
+        raise UserError(f"crop stride must be >= 0 (0: the default, a 16th of the training length), got {crop_stride}")
+    crop_every = checked_sample(int(cfg.eval.get("crop_sample", SAMPLE_EVERY)) if crop_sample is None else crop_sample)
     return PerplexityProbe(protocol, stride, max_tokens, batch_tokens, buckets,
                            float(cfg.eval.get("region_multiple", 16)), region_len or int(cfg.eval.get("region_len", 0)),
-                           split, crop, crop_every)
+                           split, crop, crop_stride, crop_every)
 
 
 def check_options(lengths: list[int] | None, protocol: str, stride: int | None, max_tokens: int | None,
-                  split: str | None = None, crop_every: int | None = None, region_len: int | None = None) -> None:
+                  split: str | None = None, crop_stride: int | None = None, region_len: int | None = None,
+                  crop_sample: int | None = None) -> None:
     """The options all runs of one command share, checked once before the first run by the code that checks them
     for each run, so a typo is one error rather than one per run of a sweep. Without --lengths each run's own
     lengths bound --stride: that check stays with the run."""
@@ -302,15 +339,15 @@ def check_options(lengths: list[int] | None, protocol: str, stride: int | None, 
 
     stand_in = OmegaConf.create({"eval": {"max_tokens": 0}})  # used only where --max-tokens is not given
     checked_probe(stand_in, lengths or [stride or 1], protocol, stride, max_tokens, batch_tokens=1, buckets=1,
-                  split=split or "val", crop_every=crop_every, region_len=region_len)
+                  split=split or "val", crop_stride=crop_stride, region_len=region_len, crop_sample=crop_sample)
 
 
 def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nonoverlapping",
                 stride: int | None = None, rope_scaling: dict | str | None = AS_TRAINED, max_tokens: int | None = None,
                 batch_tokens: int = 8192, device: str | None = None, model=None, buckets: int = 32,
                 log=console.print, only_missing: bool = False, split: str | None = None, crop: bool | None = None,
-                crop_every: int | None = None, region_len: int | None = None,
-                logit_scale: str = AS_TRAINED) -> list[dict]:
+                crop_stride: int | None = None, region_len: int | None = None,
+                logit_scale: str = AS_TRAINED, crop_sample: int | None = None) -> list[dict]:
     """Evaluate a finished run at each length (default: ``eval.multiples`` x the training length) on its test
     (or ``split``) documents, with the cropped baseline beside every length past the training length unless
     ``crop`` is False; merge the rows into RUN/eval_length.csv and RUN/eval_positions.csv and return them.
@@ -320,7 +357,7 @@ def eval_length(run_dir, lengths: list[int] | None = None, protocol: str = "nono
     session = Session(run_dir, log)
     lengths = lengths or run_lengths(session.cfg)
     probe = checked_probe(session.cfg, lengths, protocol, stride, max_tokens, batch_tokens, buckets, split, crop,
-                          crop_every, region_len)
+                          crop_stride, region_len, crop_sample)
     probe.tokenizer = str(session.cfg.data.get("tokenizer", "bytes") or "bytes")  # configs before it: bytes
     return run_probe(probe, session, lengths, rope_scaling, only_missing, device, model, logit_scale)
 

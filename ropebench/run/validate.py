@@ -183,8 +183,10 @@ def validate_config(cfg) -> None:
     _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1/beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
     _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 turns clipping off), got {t.grad_clip}")
     _check(t.threads >= 0, f"train.threads must be >= 0 (0: torch's default), got {t.threads}")
-    _check(e.get("crop_stride", 0) >= 0, f"eval.crop_stride must be >= 0 (0: training length / 8), got "
+    _check(e.get("crop_stride", 0) >= 0, f"eval.crop_stride must be >= 0 (0: training length / 16), got "
                                          f"{e.get('crop_stride')}")
+    _check(e.get("crop_sample", 4) >= 1, f"eval.crop_sample must be >= 1 (1: crop every target), got "
+                                         f"{e.get('crop_sample')}")
     _check(e.max_tokens >= 0, f"eval.max_tokens must be >= 0 (0: every token), got {e.max_tokens}")
     _check(e.region_multiple >= 1, f"eval.region_multiple must be >= 1, got {e.region_multiple}")
     _check(e.get("region_len", 0) >= -1, f"eval.region_len must be >= -1 (0: region_multiple; -1: each document "
