@@ -295,3 +295,19 @@ def context_probes():
             + f". Greedy exact accuracy is 0 at every length, task and depth, for every encoding, in {len(no_exact)} "
             "of 3 seeds.")
     return text, len(chance) == 1 and {r["task"] for r in probe} == {"niah_single", "vt"}, (len(no_exact), 3)
+
+
+@claim("context", measurement=True)
+def context_crop_cost():
+    """The cropped baseline's cost against the plain evaluation (crop_cost.json: `ropebench bench eval`)."""
+    import json
+
+    bench = json.loads((RESULTS / "context" / "crop_cost.json").read_text())
+    measured = [r for r in bench["rows"] if r["status"] == "ok" and "crop_ratio" in r]
+    worst = max(measured, key=lambda r: r["crop_ratio"])
+    lengths = sorted({r["eval_len"] for r in measured})
+    text = (f"The cropped baseline costs {min(r['crop_ratio'] for r in measured):.2f}–{worst['crop_ratio']:.2f}× the "
+            f"plain evaluation at the same length ({', '.join(sorted({r['encoding'] for r in measured}))} at "
+            f"{', '.join(map(str, lengths))} tokens, L = {bench['train_len']}, {bench['n_tokens']:,} scored tokens "
+            f"per length, median of {bench['reps']} rounds; the largest: {worst['encoding']} at {worst['eval_len']}).")
+    return text, worst["crop_ratio"] <= 4 and len(measured) >= 6

@@ -143,6 +143,11 @@ def test_a_results_file_from_before_the_column_keeps_its_rows(runs, tmp_path):
     ("pe=alibi train.drop_rope_at=0.5", "pe=alibi with model.layers=[alibi] has none"),
     ("model.logit_scale=llama4", "model.logit_scale=llama4 scales the queries of NoPE layers"),
     ("model.logit_scale=hot", "model.logit_scale"),
+    # NoPE layers pass position ids to the layers that take them, but a pattern with none that does is refused
+    ("pe=fox model.n_layer=2 model.layers=[nope,fox] train.random_positions=64",
+     "model.layers=[nope,fox] does not"),
+    ("pe=learned model.n_layer=2 model.layers=[learned,nope] pe.max_len=32 train.random_positions=64",
+     "model.layers=[learned,nope] stops at max_len=32"),
 ])
 def test_bad_method_settings_are_one_line_and_write_nothing(tiny_overrides, tmp_path, override, expected):
     refused(invoke("train", *tiny_overrides, *override.split(), f"hydra.run.dir={tmp_path / 'r'}"), expected)
@@ -190,3 +195,25 @@ def test_logit_scale_is_an_option_of_the_evaluations_that_apply_it():
     for command, takes_it in (("eval-length", True), ("passkey", True), ("probe", False)):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and ("--logit-scale" in result.output) == takes_it, command
+
+
+def test_a_hybrid_pattern_with_nope_layers_trains_on_random_positions(tiny_overrides, tmp_path):
+    """iRoPE-style [rope, nope] takes randomized positions: the RoPE layers read them, the NoPE layers read none."""
+    from ropebench.core.model import GPT
+    from ropebench.core.pe import default_config
+    from ropebench.run.config import ModelConfig
+
+    run = train(tiny_overrides, tmp_path / "r", "model.n_layer=2", "model.layers=[rope,nope]",
+                "train.random_positions=64")
+    assert RunDir(run).read_metrics()
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(ModelConfig(n_layer=2, n_head=2, n_embd=16, layers=["rope", "nope"]))
+    model = GPT(cfg, OmegaConf.structured(default_config("rope")), vocab_size=32, train_seq_len=8).eval()
+    idx = torch.randint(0, 32, (2, 8))
+    spread = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 40], [1, 2, 3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        plain, shifted, spread_out = (model(idx, pos=p)[0] for p in (None, torch.arange(8)[None].expand(2, 8) + 5,
+                                                                     spread))
+    torch.testing.assert_close(shifted, plain, rtol=1e-5, atol=1e-5)  # RoPE reads distances only
+    assert not torch.allclose(spread_out[0], plain[0], atol=1e-4)  # other distances: the RoPE layer sees them

@@ -156,6 +156,13 @@ class GPT(nn.Module):
         """The distinct encodings the layers use, in layer order."""
         return list(dict.fromkeys(layer.pe for layer in self.layers))
 
+    def takes_position_ids(self) -> bool:
+        """Whether per-example position ids mean something to the model: some layer's encoding takes them, and
+        every other one reads no position at all (a NoPE layer of a hybrid pattern)."""
+        encodings = self.encodings()
+        return (any(pe.supports_position_ids for pe in encodings)
+                and all(pe.supports_position_ids or pe.reads_no_position for pe in encodings))
+
     def max_len(self) -> int | None:
         """Longest sequence every encoding of the model can represent (None: no limit)."""
         limits = [n for n in (pe.max_len() for pe in self.encodings()) if n is not None]
@@ -304,7 +311,7 @@ class GPT(nn.Module):
         encodings = self.encodings()
         if pos is None:
             pos = torch.arange(T, device=idx.device)
-        elif not all(pe.supports_position_ids for pe in encodings):
+        elif not self.takes_position_ids():
             raise UserError(f"pe={self.pe.cfg.name} takes no position ids (PoSE and randomized positions need an "
                             "encoding that does)")
         x = self.wte(idx)

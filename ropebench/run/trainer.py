@@ -98,20 +98,23 @@ def check_splits(corpus: Corpus, seq_len: int) -> None:
                             f"lower train.seq_len or {more}")
 
 
-def check_position_ids(pe, cfg, key: str) -> None:
+def check_position_ids(model, cfg, key: str) -> None:
     """``train.<key>`` (PoSE's target length, randomized positions' N) trains on position ids up to its value
-    - 1: the encoding must take position ids and reach that far."""
+    - 1: the model's encodings must take position ids (a NoPE layer beside them passes) and reach that far."""
     n = cfg.train.get(key)
     if not n:
         return
-    if not pe.supports_position_ids:
+    layers = list(cfg.model.get("layers") or [])
+    named = f"model.layers=[{','.join(layers)}]" if layers else f"pe={cfg.pe.name}"
+    if not model.takes_position_ids():
         from ropebench.core.pe import registry
 
         able = ", ".join(sorted(name for name, entry in registry().items() if entry.cls.supports_position_ids))
-        raise UserError(f"train.{key} needs an encoding that takes position ids ({able}); pe={cfg.pe.name} does not")
-    if pe.max_len() is not None and pe.max_len() < n:
-        raise UserError(f"train.{key}={n} trains on positions up to {n - 1}; pe={cfg.pe.name} stops at "
-                        f"max_len={pe.max_len()}; raise pe.max_len or leave it 0")
+        raise UserError(f"train.{key} needs an encoding that takes position ids ({able}; nope beside one of them in "
+                        f"model.layers); {named} does not")
+    if model.max_len() is not None and model.max_len() < n:
+        raise UserError(f"train.{key}={n} trains on positions up to {n - 1}; {named} stops at "
+                        f"max_len={model.max_len()}; raise pe.max_len or leave it 0")
 
 
 class Trainer:
@@ -144,12 +147,12 @@ class Trainer:
         # The model first: a bad model or encoding setting fails before any data is tokenized.
         vocab = vocab_size_for(cfg.data)  # 257 for bytes, else the tokenizer's
         self.model = GPT(cfg.model, cfg.pe, vocab_size=vocab, train_seq_len=encoding_length(t)).to(self.device)
+        for key in ("pose_target_len", "random_positions"):
+            check_position_ids(self.model, cfg, key)
         with distributed.rank0_first(self.dist):  # rank 0 builds the token cache, the others then read it
             self.corpus = load_corpus(cfg.data, log=self.log)
         self.corpus_fingerprint = corpus_fingerprint(self.corpus)  # recorded in each checkpoint, checked on resume
         check_splits(self.corpus, t.seq_len)
-        for key in ("pose_target_len", "random_positions"):
-            check_position_ids(self.model.pe, cfg, key)
         if t.get("pose_target_len") and not isinstance(self.corpus.train, TokenSplit):
             raise UserError(f"train.pose_target_len needs a text corpus; data={cfg.data.name} is generated")
         self.optimizer = make_optimizer(self.model, t, self.device)

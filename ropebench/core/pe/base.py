@@ -54,6 +54,9 @@ class PositionEncoding(nn.Module):
     #: True when ``qk``/``embed``/``bias`` honour per-example position ids (B, T) -- what PoSE and randomized
     #: positions need
     supports_position_ids: bool = False
+    #: True when the encoding reads no position at all (NoPE): alone it cannot take position ids (they would
+    #: change nothing), but in a layer pattern beside one that takes them it lets them pass
+    reads_no_position: bool = False
 
     def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int, n_layer: int = 1):
         super().__init__()

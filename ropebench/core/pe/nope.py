@@ -14,3 +14,4 @@ class NoPEConfig(PEConfig):
 @register("nope", NoPEConfig)
 class NoPE(PositionEncoding):
     kind = "none"
+    reads_no_position = True
