@@ -56,16 +56,21 @@ def _mean(values) -> str:
     return f"{statistics.fmean(values):+.4f}"
 
 
+def _sentence(method: str, part: str, crop: str, lengths: list[int], gains: dict, used: list, where: str) -> str:
+    """One method's gains at ``lengths`` over cropping to ``crop``, and the seeds in which one is significant."""
+    return (f"**{METHODS[method]}**, {part}: the gain over cropping to {crop} is "
+            f"{' / '.join(_mean(gains[n]) for n in lengths)} nats/token at {' / '.join(map(str, lengths))} (mean over "
+            f"seeds), more than 2 standard errors above zero at some length {where} in {len(used)} of 3 seeds")
+
+
 def _up_to_claim(method: str):
     def check():
         by = _by_run(method)
         gain, se, _ = _columns(by[0])
         inside = [n for n in sorted({r["eval_len"] for r in by[0]}) if SOURCE_LEN < n <= TUNED_LEN]
         gains, used = _gains(by, inside, gain, se)
-        text = (f"**{METHODS[method]}**, up to its fine-tuned length: the gain over cropping to the source's 64 tokens "
-                f"is {' / '.join(_mean(gains[n]) for n in inside)} nats/token at {' / '.join(map(str, inside))} "
-                f"(mean over seeds), more than 2 standard errors above zero at some length up to 256 in "
-                f"{len(used)} of 3 seeds.")
+        text = _sentence(method, "up to its fine-tuned length", "the source's 64 tokens", inside, gains, used,
+                         "up to 256") + "."
         return text, True, (len(used), 3)
 
     return check
@@ -79,10 +84,8 @@ def _past_claim(method: str):
         held = [hold_length(by[s]) for s in SEEDS]
         own = _columns(by[0])[2]
         crop = "256 tokens" if own == TUNED_LEN else f"{own} tokens (its training windows; it has no crop to 256)"
-        text = (f"**{METHODS[method]}**, past it: the gain over cropping to {crop} is "
-                f"{' / '.join(_mean(gains[n]) for n in past)} nats/token at {' / '.join(map(str, past))} (mean over "
-                f"seeds), more than 2 standard errors above zero at some length past 256 in {len(used)} of 3 seeds; "
-                f"hold length per seed {', '.join(map(str, held))}.")
+        text = (_sentence(method, "past it", crop, past, gains, used, "past 256")
+                + f"; hold length per seed {', '.join(map(str, held))}.")
         return text, True, (len(used), 3)
 
     return check
