@@ -158,10 +158,10 @@ class GPT(nn.Module):
 
     def takes_position_ids(self) -> bool:
         """Whether per-example position ids mean something to the model: some layer's encoding takes them, and
-        every other one reads no position at all (a NoPE layer of a hybrid pattern)."""
+        every other one reads no position at all (kind "none": a NoPE layer of a hybrid pattern)."""
         encodings = self.encodings()
         return (any(pe.supports_position_ids for pe in encodings)
-                and all(pe.supports_position_ids or pe.reads_no_position for pe in encodings))
+                and all(pe.supports_position_ids or pe.kind == "none" for pe in encodings))
 
     def max_len(self) -> int | None:
         """Longest sequence every encoding of the model can represent (None: no limit)."""

@@ -45,7 +45,8 @@ class PEConfig:
 
 
 class PositionEncoding(nn.Module):
-    #: where the encoding enters: "embedding", "qk", "bias" or "none" (documentation and reports)
+    #: where the encoding enters: "embedding", "qk", "bias", "logit" or "none" (no position at all: NoPE; in a
+    #: layer pattern such a layer lets per-example position ids pass to the layers that take them)
     kind: str = "none"
     #: True when the encoding has ``set_scaling(rope_scaling: dict | None)`` (evaluation-time RoPE extension)
     supports_rope_scaling: bool = False
@@ -54,9 +55,6 @@ class PositionEncoding(nn.Module):
     #: True when ``qk``/``embed``/``bias`` honour per-example position ids (B, T) -- what PoSE and randomized
     #: positions need
     supports_position_ids: bool = False
-    #: True when the encoding reads no position at all (NoPE): alone it cannot take position ids (they would
-    #: change nothing), but in a layer pattern beside one that takes them it lets them pass
-    reads_no_position: bool = False
 
     def __init__(self, cfg, *, n_embd: int, n_head: int, train_seq_len: int, n_layer: int = 1):
         super().__init__()

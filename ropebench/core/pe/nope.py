@@ -14,4 +14,3 @@ class NoPEConfig(PEConfig):
 @register("nope", NoPEConfig)
 class NoPE(PositionEncoding):
     kind = "none"
-    reads_no_position = True
