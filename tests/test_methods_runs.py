@@ -202,6 +202,13 @@ def test_logit_scale_is_an_option_of_the_evaluations_that_apply_it():
         assert result.exit_code == 0 and ("--logit-scale" in result.output) == takes_it, command
 
 
+def test_drope_trains_on_random_positions_past_its_drop_step(tiny_overrides, tmp_path):
+    """After the drop no layer reads the ids the batches still carry: training goes on to its last step."""
+    run = train(tiny_overrides, tmp_path / "r", "pe=rope", "train.random_positions=64", "train.drop_rope_at=0.5")
+    final = json.loads((run / "final.json").read_text())
+    assert final["steps"] == 6 and final["status"] == "finished" and max(losses(run)) == 6
+
+
 def test_a_hybrid_pattern_with_nope_layers_trains_on_random_positions(tiny_overrides, tmp_path):
     """iRoPE-style [rope, nope] takes randomized positions: the RoPE layers read them, the NoPE layers read none."""
     from ropebench.core.model import GPT

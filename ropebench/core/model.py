@@ -311,7 +311,9 @@ class GPT(nn.Module):
         encodings = self.encodings()
         if pos is None:
             pos = torch.arange(T, device=idx.device)
-        elif not self.takes_position_ids():
+        elif not (self.takes_position_ids() or self.rope_dropped):
+            # After DroPE's drop the ids a run trains on (PoSE, randomized positions) reach layers that read no
+            # position, as DroPE intends; before it, ids no layer reads would be ignored silently.
             raise UserError(f"pe={self.pe.cfg.name} takes no position ids (PoSE and randomized positions need an "
                             "encoding that does)")
         x = self.wte(idx)
