@@ -45,3 +45,10 @@ ropebench export-hf "$OUT/extend/base/pe=rope,seed=0" "$OUT/hf/export"
 ropebench eval-length "$OUT/hf/export" --out "$OUT/hf/hf_eval"
 ropebench eval-length "$OUT/hf/export" --out "$OUT/hf/hf_eval" --rope-scaling yarn
 ropebench eval-length "$OUT/extend/base/pe=rope,seed=0" --rope-scaling yarn
+# The 2024-2026 methods (results/methods) at the main job's rate, then the evaluation-time options on their runs:
+# log-n on NoPE and RoPE, YaRN (with and without log-n) on RoPE, YaRN on Resonance RoPE.
+ropebench sweep methods seed=0,1,2 hydra.sweep.dir="$OUT/methods"
+M="$OUT/methods/method"
+ropebench eval-length "$M=nope,seed="[012] "$M=rope,seed="[012] --logit-scale logn
+ropebench eval-length "$M=rope,seed="[012] "$M=resonance,seed="[012] --rope-scaling yarn
+ropebench eval-length "$M=rope,seed="[012] --rope-scaling yarn --logit-scale logn
