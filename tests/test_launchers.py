@@ -154,7 +154,9 @@ def test_one_ctrl_c_stops_a_parallel_sweep_and_the_printed_command_finishes_it(w
     import time
 
     sweep_dir = tmp_path / "parallel"
-    args = [*warm_corpus, "pe=rope,alibi", "train.steps=400", "train.ckpt_interval=1000", "train.threads=1",
+    # 4,000 steps of the tiny test model take several seconds: longer than one worker's start can lag the other's,
+    # so neither job finishes before both have logged (at 400, one sometimes did, on a loaded machine).
+    args = [*warm_corpus, "pe=rope,alibi", "train.steps=4000", "train.ckpt_interval=10000", "train.threads=1",
             f"hydra.sweep.dir={sweep_dir}"]
     env = {**os.environ, "ROPEBENCH_LOCAL_JOBS": "2", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ropebench", "sweep", "compare", *args], env=env,
