@@ -76,6 +76,11 @@ def ranking(values: dict[str, float]) -> list[str]:
     return [k for k, v in sorted((kv for kv in values.items() if not math.isnan(kv[1])), key=lambda kv: kv[1])]
 
 
+def seed_list(values: list) -> str:
+    """Per-seed values, comma-separated; "—" where a run has none."""
+    return ", ".join("—" if v is None else str(v) for v in values)
+
+
 def spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 

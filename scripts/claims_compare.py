@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 
-from claims_common import RESULTS, claim, ranking, rows, runs
+from claims_common import RESULTS, claim, ranking, rows, runs, seed_list
 
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 L = 64
@@ -212,15 +212,11 @@ def _lengths(metric: str, folder: str = "compare", scaling: str = "none") -> dic
     return {pe: [METRICS[metric](by[(pe, s)]) for s in SEEDS] for pe in CORE if (pe, 0) in by}
 
 
-def _seed_list(values: list[int | None]) -> str:
-    return ", ".join("—" if v is None else str(v) for v in values)
-
-
 @claim("context")
 def context_hold_use():
     hold, use = _lengths("hold"), _lengths("use")
     text = ("Hold length / use length per seed (0, 1, 2): " + "; ".join(
-        f"{pe} {_seed_list(hold[pe])} / {_seed_list(use[pe])}" for pe in CORE if pe != "learned") + ".")
+        f"{pe} {seed_list(hold[pe])} / {seed_list(use[pe])}" for pe in CORE if pe != "learned") + ".")
     return text, all(len(v) == 3 for v in (*hold.values(), *use.values()))
 
 

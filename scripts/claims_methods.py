@@ -6,10 +6,11 @@ scale (its rows read ``beta(c=...)``), which its evaluation applies by default."
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 
-from claims_common import RESULTS, claim, rows, runs, table_matches
+from claims_common import RESULTS, claim, rows, runs, seed_list, table_matches
 
 from ropebench.report.context import hold_length, use_length
 
@@ -42,10 +43,16 @@ def methods_step_ratios():
 
 
 # -- reading the runs ------------------------------------------------------------------------------------------
-def _run_rows(method: str, seed: int, scaling: str = "none", logit: str = "none") -> list[dict]:
-    """The test rows (nonoverlapping) of one method's run at one seed, one RoPE scaling and one logit scale."""
+@functools.cache
+def _all_rows(method: str, seed: int) -> tuple[dict, ...]:
+    """The test rows (nonoverlapping) of one method's run at one seed, read once for every claim."""
     (run,) = runs(FOLDER, f"method={method},seed={seed}")
-    return [r for r in rows(FOLDER, run.name) if r["rope_scaling"] == scaling
+    return tuple(rows(FOLDER, run.name))
+
+
+def _run_rows(method: str, seed: int, scaling: str = "none", logit: str = "none") -> list[dict]:
+    """One method's run at one seed: its rows at one RoPE scaling and one logit scale."""
+    return [r for r in _all_rows(method, seed) if r["rope_scaling"] == scaling
             and str(r["logit_scale"]).startswith(logit) and r["status"] == "ok"]
 
 
@@ -189,16 +196,12 @@ def _lengths(method: str, logit: str) -> tuple[list, list]:
     return [hold_length(r) for r in by], [use_length(r) for r in by]
 
 
-def _seed_list(values: list) -> str:
-    return ", ".join("—" if v is None else str(v) for v in values)
-
-
 @claim(FOLDER)
 def methods_hold_use():
     parts = []
     for method in METHODS:
         hold, use = _lengths(method, "beta" if method == "drope" else "none")
-        parts.append(f"{method} {_seed_list(hold)} / {_seed_list(use)}")
+        parts.append(f"{method} {seed_list(hold)} / {seed_list(use)}")
     text = "Hold length / use length per seed (0, 1, 2): " + "; ".join(parts) + "."
     return text, True
 
