@@ -52,3 +52,11 @@ M="$OUT/methods/method"
 ropebench eval-length "$M=nope,seed="[012] "$M=rope,seed="[012] --logit-scale logn
 ropebench eval-length "$M=rope,seed="[012] "$M=resonance,seed="[012] --rope-scaling yarn
 ropebench eval-length "$M=rope,seed="[012] --rope-scaling yarn --logit-scale logn
+# Length generalization on tasks (results/tasks): one sweep per seed, each timed; then the tables of all runs and
+# of the six core encodings, and the figure.
+for seed in 0 1 2; do
+  ropebench sweep tasks seed=$seed hydra.sweep.dir="$OUT/tasks/seed$seed"
+done
+ropebench table --task "$OUT"/tasks/seed*/data.task=* > "$OUT/tasks/tasks.md"
+ropebench table --task "$OUT"/tasks/seed*/data.task=*,positions={rope,sinusoidal,learned,t5,alibi,nope} > "$OUT/tasks/core.md"
+ropebench plot --task "$OUT"/tasks/seed*/data.task=* --out "$OUT/tasks/tasks.png"

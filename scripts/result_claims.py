@@ -10,6 +10,7 @@ import claims_extend_context  # noqa: E402,F401  (registers the extend_context c
 import claims_fair  # noqa: E402,F401  (registers the learning-rate multiple claims)
 import claims_methods  # noqa: E402,F401  (registers the methods claims)
 import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
+import claims_tasks  # noqa: E402,F401  (registers the task-suite claims)
 import claims_throughput  # noqa: E402,F401  (registers the throughput claims)
 from claims_common import RESULTS, claim, means, ranking, rows, table_matches
 

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from ropebench.cli.app import app
 from ropebench.data import load_corpus, tasks
 from ropebench.eval.task import _bucket_rng, task_accuracy
+from ropebench.report.results import Point
+from ropebench.report.tasks import LEARNED, TaskSeries, learned_by_all, mean_ranks
 from ropebench.run.artifacts import load_model
 from ropebench.run.rundir import RunDir
 
@@ -235,3 +237,18 @@ def test_test_instances_never_depend_on_the_run():
     a = tasks.sample("sort", [5, 6], 20, _bucket_rng("sort", 5, 6), test=True)
     b = tasks.sample("sort", [5, 6], 20, random.Random(0), test=True)
     assert a == tasks.sample("sort", [5, 6], 20, _bucket_rng("sort", 5, 6), test=True) and a != b
+
+
+def _series(task: str, label: str, inside: float, beyond: float, train_len: int = 2):
+    points = {(1, train_len): Point(train_len, 1, inside, 0.0, inside, inside, "ok"),
+              (train_len + 1, 2 * train_len): Point(2 * train_len, 1, beyond, 0.0, beyond, beyond, "ok")}
+    return TaskSeries(task, label, label, "none", train_len, points)
+
+
+def test_the_mean_rank_leaves_out_a_task_some_label_did_not_learn_inside_its_range():
+    learned = [_series("copy", "rope", 1.0, 0.2), _series("copy", "nope", LEARNED, 0.6)]
+    # On the unlearned task RoPE is ahead beyond the range; counted, it would tie the two labels' mean ranks.
+    unlearned = [_series("mqar", "rope", 1.0, 0.9), _series("mqar", "nope", 0.5, 0.1)]
+    assert learned_by_all(learned) and not learned_by_all(unlearned)
+    assert mean_ranks({"copy": learned, "mqar": unlearned}) == [("nope", 1.0, 1), ("rope", 2.0, 1)]
+    assert mean_ranks({"mqar": unlearned}) == []

@@ -5,7 +5,8 @@ of the labels across tasks.
 Runs are grouped by task; within a task a run's label is its encoding plus the config keys that tell it from the
 other runs of that task (``train.random_positions=256`` for randomized positions). A bucket the encoding cannot
 represent (learned positions past their table) counts as 0 for the summaries and the rank: the model cannot
-answer there.
+answer there. Only the tasks every label learns inside the training range (mean exact match >= LEARNED) are
+ranked: beyond-range accuracy of a task the model never learned says nothing about length generalization.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ropebench.report.table import FORMATS, render_table
 from ropebench.run.rundir import TASK_CSV, runs_below
 
 REQUIRED = ("eval_len", "exact_match")
+LEARNED = 0.95  # the in-range exact match at which a task counts as learned (issue 19's bar)
 VALUES = ("exact_match", "token_accuracy")
 
 
@@ -145,11 +147,17 @@ def _as_series(s: TaskSeries) -> Series:
     return Series(s.label, s.pe, [], [], {}, s.scaling)
 
 
+def learned_by_all(series: list[TaskSeries]) -> bool:
+    """Whether every label learned the task: its mean inside the training range of the table's value (exact match
+    in ``ropebench table --task``) is >= LEARNED."""
+    return all((s.summary(inside=True) or 0.0) >= LEARNED for s in series)
+
+
 def mean_ranks(by_task: dict[str, list[TaskSeries]]) -> list[tuple[str, float, int]]:
-    """(label, mean rank, tasks ranked on) by exact match beyond the training range, best first; a tie shares
-    the mean of the ranks it spans (rank 1 is the best)."""
+    """(label, mean rank, tasks ranked on) by exact match beyond the training range over the tasks every label
+    learned (``learned_by_all``), best first; a tie shares the mean of the ranks it spans (rank 1 is the best)."""
     ranks: dict[str, list[float]] = {}
-    for series in by_task.values():
+    for series in (s for s in by_task.values() if learned_by_all(s)):
         scored = [(s.label, s.summary(inside=False)) for s in series if s.summary(inside=False) is not None]
         for label, score in scored:
             better = sum(1 for _, other in scored if other > score)
@@ -193,9 +201,11 @@ def task_table(paths: Iterable[str | Path], fmt: str = "md", value: str = "exact
         title = f"{task}: {value.replace('_', ' ')} by instance length (trained on 1-{train_len})"
         blocks.append(_title(fmt, title) + render_table(fmt, cols, rows, title, best=max))
     ranks = [(label, [f"{rank:.2f}", str(n)]) for label, rank, n in mean_ranks(by_task)]
-    if ranks:
-        title = "mean rank across tasks (exact match beyond the training range; 1 is best)"
-        blocks.append(_title(fmt, title) + render_table(fmt, ["mean rank", "tasks"], ranks, title, best=None))
+    unlearned = [task for task, series in by_task.items() if not learned_by_all(series)]
+    skipped = f"; not ranked, not learned by every label inside its range: {', '.join(unlearned)}" if unlearned else ""
+    title = f"mean rank across tasks (exact match beyond the training range; 1 is best{skipped})"
+    body = render_table(fmt, ["mean rank", "tasks"], ranks, title, best=None) if ranks else "no task to rank\n"
+    blocks.append(_title(fmt, title) + body)
     return "\n".join(blocks)
 
 
