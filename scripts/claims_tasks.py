@@ -33,11 +33,17 @@ RUOSS_PAIRS = (("random_rope", "rope"), ("random_learned", "learned"))
 
 
 @functools.cache
-def _scores(task: str, label: str, seed: int) -> tuple[float, float, float, int]:
-    """(inside, beyond, first length past L, L) of one run, from its eval_task.csv."""
+def _rows(task: str, label: str, seed: int) -> tuple[dict, ...]:
+    """One run's eval_task.csv rows, read once for every claim."""
     (run,) = runs(FOLDER, f"data.task={task},positions={label},seed={seed}")
     with open(run / "eval_task.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not r["status"].startswith("no_instances")]
+        return tuple(csv.DictReader(f))
+
+
+@functools.cache
+def _scores(task: str, label: str, seed: int) -> tuple[float, float, float, int]:
+    """(inside, beyond, first length past L, L) of one run."""
+    rows = [r for r in _rows(task, label, seed) if not r["status"].startswith("no_instances")]
     length = int(rows[0]["task_len"])
     score = {int(r["eval_len"]): float(r["exact_match"]) if r["status"] == "ok" else 0.0
              for r in rows if r["status"] == "ok" or r["status"].startswith("not_applicable")}
@@ -48,6 +54,10 @@ def _scores(task: str, label: str, seed: int) -> tuple[float, float, float, int]
 
 def _fmt(x: float) -> str:
     return f"{x:.2f}"
+
+
+def _seeds() -> str:
+    return ", ".join(map(str, SEEDS))
 
 
 def _count(k: int, n: int = len(SEEDS)) -> str:
@@ -69,7 +79,7 @@ def tasks_sweep_time():
     times = json.loads((RESULTS / FOLDER / "sweep_time.json").read_text())["seconds_by_seed"]
     walls = [times[str(s)] for s in SEEDS]
     text = (f"One seed of `ropebench sweep tasks` (48 runs, trained and evaluated) took "
-            f"{', '.join(f'{w // 60:.0f} min {w % 60:.0f} s' for w in walls)} of wall time (seeds 0, 1, 2) on the "
+            f"{', '.join(f'{w // 60:.0f} min {w % 60:.0f} s' for w in walls)} of wall time (seeds {_seeds()}) on the "
             f"2 CPU cores.")
     return text, max(walls) <= 30 * 60
 
@@ -112,13 +122,14 @@ def tasks_mean_rank():
     parts = [f"{lab} {seed_list([_fmt(r[lab]) for r in per_seed])}" for lab in CORE]
     text = (f"Mean place of the six core encodings (1: the most exact match beyond the training range; a tie shares "
             f"its places), over the tasks all six learn in every seed "
-            f"({', '.join(tasks)}), seeds 0, 1, 2: " + "; ".join(parts) + ".")
+            f"({', '.join(tasks)}), seeds {_seeds()}: " + "; ".join(parts) + ".")
     return text, bool(tasks)
 
 
 @claim(FOLDER)
 def tasks_kazemnejad_order():
     tasks = learned_tasks()
+
     def holds(r: dict[str, float]) -> bool:  # NoPE at or ahead of T5, then strictly ahead (a lower mean rank)
         nope, t5, alibi, rope = (r[lab] for lab in KAZEMNEJAD)
         return nope <= t5 < alibi < rope
@@ -202,9 +213,7 @@ class _Replay:
 
 
 def _exact_at(task: str, label: str, seed: int, length: int) -> float:
-    (run,) = runs(FOLDER, f"data.task={task},positions={label},seed={seed}")
-    with open(run / "eval_task.csv", newline="") as f:
-        (row,) = [r for r in csv.DictReader(f) if int(r["eval_len"]) == length and r["status"] == "ok"]
+    (row,) = [r for r in _rows(task, label, seed) if int(r["eval_len"]) == length and r["status"] == "ok"]
     return float(row["exact_match"])
 
 
