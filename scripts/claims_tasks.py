@@ -1,5 +1,6 @@
 """The claims of results/tasks/README.md: `ropebench sweep tasks` at three seeds (runs/data.task=T,positions=P,seed=S),
-exact match read from each run's eval_task.csv and counted per seed.
+exact match read from each run's eval_task.csv through ``ropebench.report.tasks`` (the reader, summaries and
+ranking of ``ropebench table --task``) and counted per seed.
 
 A run's *inside* score is its mean exact match over the lengths 1 .. L, its *beyond* score the mean over L+1 .. 4L,
 a length the encoding cannot represent counting 0 (learned positions past their table), a length without test
@@ -11,21 +12,22 @@ task by task."""
 
 from __future__ import annotations
 
-import csv
 import functools
 import itertools
 import json
 import math
+import random
 import statistics
 
 from claims_common import RESULTS, claim, runs, seed_list
+
+from ropebench.report.tasks import LEARNED, TaskSeries, load_task_rows, mean_ranks, task_series
 
 FOLDER = "tasks"
 SEEDS = (0, 1, 2)
 TASKS = ("copy", "reverse", "sort", "addition", "parity", "mqar")
 CORE = ("rope", "sinusoidal", "learned", "t5", "alibi", "nope")
 LABELS = (*CORE, "random_rope", "random_learned")
-LEARNED = 0.95
 # Kazemnejad et al. 2023's ordering by mean rank (their Figure 3): NoPE >= T5 > ALiBi > RoPE ~ sinusoidal.
 KAZEMNEJAD = ("nope", "t5", "alibi", "rope")
 # Ruoss et al. 2023: randomized positions against the plain ones, on reverse and copy.
@@ -34,23 +36,26 @@ RUOSS_PAIRS = (("random_rope", "rope"), ("random_learned", "learned"))
 
 
 @functools.cache
-def _rows(task: str, label: str, seed: int) -> tuple[dict, ...]:
-    """One run's eval_task.csv rows, read once for every claim."""
+def _series(task: str, label: str, seed: int) -> TaskSeries:
+    """One run read through ``ropebench table --task``'s own reader: a point per length (no bins), so that its
+    summaries are the table's inside / beyond means and a single length can be read off it."""
     (run,) = runs(FOLDER, f"data.task={task},positions={label},seed={seed}")
-    with open(run / "eval_task.csv", newline="") as f:
-        return tuple(csv.DictReader(f))
+    (series,) = task_series(load_task_rows([run]))[task]
+    return series
 
 
-@functools.cache
-def _scores(task: str, label: str, seed: int) -> tuple[float, float, float, int]:
-    """(inside, beyond, first length past L, L) of one run."""
-    rows = [r for r in _rows(task, label, seed) if not r["status"].startswith("no_instances")]
-    length = int(rows[0]["task_len"])
-    score = {int(r["eval_len"]): float(r["exact_match"]) if r["status"] == "ok" else 0.0
-             for r in rows if r["status"] == "ok" or r["status"].startswith("not_applicable")}
-    inside = statistics.fmean(v for n, v in score.items() if n <= length)
-    beyond = statistics.fmean(v for n, v in score.items() if length < n <= 4 * length)
-    return inside, beyond, score.get(length + 1, 0.0), length
+def _at(task: str, label: str, seed: int, length: int) -> float:
+    """Exact match at one length; 0 where the encoding cannot represent it."""
+    point = _series(task, label, seed).points[(length, length)]
+    return point.mean if point.status == "ok" else 0.0
+
+
+def _inside(task: str, label: str, seed: int) -> float:
+    return _series(task, label, seed).summary(inside=True)
+
+
+def _beyond(task: str, label: str, seed: int) -> float:
+    return _series(task, label, seed).summary(inside=False)
 
 
 def _fmt(x: float) -> str:
@@ -67,7 +72,7 @@ def _count(k: int, n: int = len(SEEDS)) -> str:
 
 def _learners(task: str) -> list[str]:
     """The labels whose inside score reaches the bar in every seed."""
-    return [lab for lab in LABELS if all(_scores(task, lab, s)[0] >= LEARNED for s in SEEDS)]
+    return [lab for lab in LABELS if all(_inside(task, lab, s) >= LEARNED for s in SEEDS)]
 
 
 def learned_tasks() -> list[str]:
@@ -99,21 +104,16 @@ def tasks_learned_inside():
 
 @claim(FOLDER)
 def tasks_inside_scores():
-    parts = [f"{task} " + " / ".join(f"{lab} {_fmt(statistics.fmean(_scores(task, lab, s)[0] for s in SEEDS))}"
+    parts = [f"{task} " + " / ".join(f"{lab} {_fmt(statistics.fmean(_inside(task, lab, s) for s in SEEDS))}"
                                      for lab in LABELS) for task in TASKS]
     return f"Mean exact match inside the training range, mean of {len(SEEDS)} seeds: " + "; ".join(parts) + ".", True
 
 
 def _ranks(seed: int, tasks: list[str]) -> dict[str, float]:
-    """Mean rank of each label by its beyond score over ``tasks`` (ties share the mean rank; 1 is best)."""
-    ranks: dict[str, list[float]] = {lab: [] for lab in CORE}
-    for task in tasks:
-        beyond = {lab: _scores(task, lab, seed)[1] for lab in CORE}
-        for lab, v in beyond.items():
-            better = sum(other > v for other in beyond.values())
-            tied = sum(other == v for other in beyond.values())
-            ranks[lab].append(better + (tied + 1) / 2)
-    return {lab: statistics.fmean(r) for lab, r in ranks.items()}
+    """Mean rank of each core encoding by its beyond score over ``tasks`` in one seed (``table --task``'s ranking:
+    ties share the mean rank; 1 is best)."""
+    by_task = {task: [_series(task, lab, seed) for lab in CORE] for task in tasks}
+    return {label: rank for label, rank, _ in mean_ranks(by_task)}
 
 
 @claim(FOLDER)
@@ -149,8 +149,9 @@ def tasks_nope_vs_rope():
 
 
 def _ruoss(task: str, random_label: str, plain: str):
-    beyond = [(_scores(task, random_label, s)[1], _scores(task, plain, s)[1]) for s in SEEDS]
-    first = [(_scores(task, random_label, s)[2], _scores(task, plain, s)[2]) for s in SEEDS]
+    beyond = [(_beyond(task, random_label, s), _beyond(task, plain, s)) for s in SEEDS]
+    past = _series(task, plain, SEEDS[0]).train_len + 1
+    first = [(_at(task, random_label, s, past), _at(task, plain, s, past)) for s in SEEDS]
     held = sum(r > p for r, p in beyond)
     text = (f"On {task}, {random_label} beats {plain} beyond the training range {_count(held)} (mean exact match "
             f"over L+1 .. 4L per seed: {seed_list([_fmt(r) for r, _ in beyond])} against "
@@ -185,12 +186,9 @@ def tasks_test_side_sizes():
     from ropebench.data import tasks as task_data
 
     def test_count(task: str, n: int) -> tuple[int, int]:
-        make = task_data.TASKS[task].make
-        base = 2 if task == "parity" else 10
-        found = set()
-        for items in itertools.product(range(base), repeat=n):  # every instance, through the generator's layout
-            rng = _Replay(list(items))
-            found.add(make(n, rng).tokens)
+        # Every instance of a space this small turns up in 4,000 draws (as tasks._side_is_empty relies on).
+        rng = random.Random(f"{task}:{n}")
+        found = {task_data.TASKS[task].make(n, rng).tokens for _ in range(4000)}
         return sum(task_data.is_test(task, t) for t in found), len(found)
 
     parts = [f"{task} of length {n}: {k} of {total}" for task, n in (("copy", 1), ("reverse", 1), ("sort", 1),
@@ -200,22 +198,6 @@ def tasks_test_side_sizes():
             "a length with few instances holds few test instances, and its bucket's 100 trials repeat them): "
             + "; ".join(parts) + ".")
     return text, True
-
-
-class _Replay:
-    """A stand-in for random.Random that makes a generator build one given instance: ``randrange`` returns the
-    given items in turn (copy, reverse, sort and parity draw their n items with it and nothing else)."""
-
-    def __init__(self, items: list[int]):
-        self.items = iter(items)
-
-    def randrange(self, _stop: int) -> int:
-        return next(self.items)
-
-
-def _exact_at(task: str, label: str, seed: int, length: int) -> float:
-    (row,) = [r for r in _rows(task, label, seed) if int(r["eval_len"]) == length and r["status"] == "ok"]
-    return float(row["exact_match"])
 
 
 def _random_order_exact(n: int) -> float:
@@ -233,8 +215,8 @@ def tasks_mqar_is_guessing():
     pairs, trials = (2, 3, 4), 100  # eval-task's default trials per length
     guess = {n: _random_order_exact(n) for n in pairs}
     ceiling = {n: g + 3 * math.sqrt(g * (1 - g) / trials) for n, g in guess.items()}  # 3 binomial SEs above
-    held = sum(all(_exact_at("mqar", lab, s, n) <= ceiling[n] for lab in CORE for n in pairs) for s in SEEDS)
-    mean = {n: statistics.fmean(_exact_at("mqar", lab, s, n) for lab in CORE for s in SEEDS) for n in pairs}
+    held = sum(all(_at("mqar", lab, s, n) <= ceiling[n] for lab in CORE for n in pairs) for s in SEEDS)
+    mean = {n: statistics.fmean(_at("mqar", lab, s, n) for lab in CORE for s in SEEDS) for n in pairs}
     text = (f"MQAR, the six core encodings: exact match at 2, 3 and 4 pairs {' / '.join(_fmt(mean[n]) for n in pairs)} "
             f"(mean of the runs), where answering the queries with the context's values in a random order scores "
             f"{' / '.join(_fmt(guess[n]) for n in pairs)}; no run is more than 3 binomial standard errors "
@@ -245,7 +227,7 @@ def tasks_mqar_is_guessing():
 @claim(FOLDER)
 def tasks_random_inside_cost():
     """Randomized positions against the plain ones inside the training range, on the tasks Ruoss et al. name."""
-    held = sum(all(_scores(t, r, s)[0] < _scores(t, p, s)[0] for t in RUOSS_TASKS for r, p in RUOSS_PAIRS)
+    held = sum(all(_inside(t, r, s) < _inside(t, p, s) for t in RUOSS_TASKS for r, p in RUOSS_PAIRS)
                for s in SEEDS)
     text = (f"Inside the training range, randomized RoPE scores below RoPE and randomized learned positions below "
             f"learned ones on both reverse and copy {_count(held)}.")
