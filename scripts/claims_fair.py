@@ -76,3 +76,18 @@ def lr_mult_t5_plateau():
     spread = max(by[m] for m in by if m >= 100) / min(by[m] for m in by if m >= 100) - 1
     text = f"From 100 to 1000 T5's validation perplexity at the training length varies by {spread:.1%}."
     return text, spread < 0.02
+
+
+@claim("lr_mult")
+def lr_mult_next_below():
+    """How far the multiple just below each choice is from the best: what the 1% rule turned down."""
+    by = _by_mult()
+    parts = []
+    for pe in PARAMETRIC:
+        below = [m for m in by[pe] if m < chosen_mult(by[pe])]
+        if below:
+            m = max(below)
+            parts.append(f"{pe} {m:g} is {by[pe][m] / min(by[pe].values()) - 1:.1%} behind")
+    text = "The multiple just below each choice, against the best: " + ", ".join(parts) + " (one seed)."
+    return text, all(by[pe][max(m for m in by[pe] if m < chosen_mult(by[pe]))] > (1 + WITHIN) * min(by[pe].values())
+                     for pe in PARAMETRIC if any(m < chosen_mult(by[pe]) for m in by[pe])), (1, 1)

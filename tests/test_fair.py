@@ -77,7 +77,7 @@ def _train(tiny_overrides, tmp_path: Path, *extra: str):
 def test_training_applies_the_multiplier_to_the_encodings_learning_rate(tiny_overrides, tmp_path):
     """Adam's first step moves every parameter with a gradient by about its learning rate: the T5 table (from
     zero, no decay to speak of) by lr_at(0) = 2e-3 / 2 warmup steps, times the multiplier."""
-    plain = _train(tiny_overrides, tmp_path / "a", "pe.lr_mult=1")  # conf/pe/t5.yaml's own multiple is 100
+    plain = _train(tiny_overrides, tmp_path / "a", "pe.lr_mult=1")  # conf/pe/t5.yaml's own multiple is 300
     fast = _train(tiny_overrides, tmp_path / "b", "pe.lr_mult=10")
     moved = plain != 0
     assert moved.any() and torch.equal(moved, fast != 0)
