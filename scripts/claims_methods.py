@@ -22,8 +22,6 @@ SEEDS = (0, 1, 2)
 # The methods in the order of the README's tables; each is conf/method/NAME.yaml.
 METHODS = ("rope", "nope", "alibi", "p_rope_25", "p_rope_50", "p_rope_75", "partial_25", "partial_50", "partial_75",
            "resonance", "irope", "irope_temp", "rnope_swa", "ssmax", "drope", "fox", "cope")
-# The runs here train exactly as results/compare's runs of these encodings (same rate, seed and data).
-SHARED_WITH_COMPARE = ("rope", "nope", "alibi")
 
 
 def _bench_rows() -> dict[str, dict]:
@@ -168,23 +166,6 @@ for _i, (_paper, _names) in enumerate(VERDICTS):
 
 
 # -- the runs themselves -----------------------------------------------------------------------------------------
-@claim(FOLDER)
-def methods_same_as_compare():
-    def worst(method: str, seed: int) -> float:
-        (theirs,) = runs("compare", f"pe={method},seed={seed}")
-        base = {r["eval_len"]: r["ppl"] for r in rows("compare", theirs.name)
-                if r["rope_scaling"] == "none" and r["status"] == "ok"}
-        ours = {r["eval_len"]: r["ppl"] for r in _run_rows(method, seed)}
-        return max(abs(ours[n] / base[n] - 1) for n in base) if set(base) == set(ours) else float("inf")
-
-    gaps = [worst(m, s) for m in SHARED_WITH_COMPARE for s in SEEDS]
-    agree = sum(all(worst(m, s) < 1e-6 for m in SHARED_WITH_COMPARE) for s in SEEDS)
-    how = "equal compare's to the last bit" if max(gaps) == 0 else f"agree with compare's to within {max(gaps):.0e}"
-    text = (f"The {', '.join(SHARED_WITH_COMPARE)} runs here are `results/compare`'s runs trained again: their "
-            f"perplexities {how} at every length {_count(agree)}.")
-    return text, True, (agree, len(SEEDS))
-
-
 @claim(FOLDER)
 def methods_table():
     text = "`table.md` is what `ropebench table results/methods/runs` prints for the committed runs."
