@@ -8,6 +8,7 @@ import statistics
 import claims_compare  # noqa: E402,F401  (registers the lr, compare and context claims)
 import claims_extend_context  # noqa: E402,F401  (registers the extend_context claims)
 import claims_fair  # noqa: E402,F401  (registers the learning-rate multiple claims)
+import claims_long  # noqa: E402,F401  (registers the compare_long claims: which orderings survive)
 import claims_methods  # noqa: E402,F401  (registers the methods claims)
 import claims_passkey_extend  # noqa: E402,F401  (registers the passkey and extend claims)
 import claims_tasks  # noqa: E402,F401  (registers the task-suite claims)
