@@ -82,12 +82,9 @@ def lr_mult_t5_plateau():
 def lr_mult_next_below():
     """How far the multiple just below each choice is from the best: what the 1% rule turned down."""
     by = _by_mult()
-    parts = []
-    for pe in PARAMETRIC:
-        below = [m for m in by[pe] if m < chosen_mult(by[pe])]
-        if below:
-            m = max(below)
-            parts.append(f"{pe} {m:g} is {by[pe][m] / min(by[pe].values()) - 1:.1%} behind")
-    text = "The multiple just below each choice, against the best: " + ", ".join(parts) + " (one seed)."
-    return text, all(by[pe][max(m for m in by[pe] if m < chosen_mult(by[pe]))] > (1 + WITHIN) * min(by[pe].values())
-                     for pe in PARAMETRIC if any(m < chosen_mult(by[pe]) for m in by[pe])), (1, 1)
+    below = {pe: max(m for m in by[pe] if m < chosen_mult(by[pe]))
+             for pe in PARAMETRIC if min(by[pe]) < chosen_mult(by[pe])}
+    behind = {pe: by[pe][m] / min(by[pe].values()) - 1 for pe, m in below.items()}
+    text = ("The multiple just below each choice, against the best: "
+            + ", ".join(f"{pe} {below[pe]:g} is {behind[pe]:.1%} behind" for pe in below) + " (one seed).")
+    return text, all(gap > WITHIN for gap in behind.values()), (1, 1)
