@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every committed result under results/, regenerated from scratch: the exact commands, in the order they ran.
 #   bash scripts/regenerate_results.sh OUT_DIR
-# On 2 CPU cores this takes about 4.5 hours (jobs run two at a time, one thread each; the methods sweep alone 2.2 h). Then
+# On 2 CPU cores this takes about 9 hours (jobs run two at a time, one thread each; the longest: the methods sweep
+# 2.2 h, compare_long 1.5 h, the full learning-rate grid 1.4 h, the task sweeps 1.1 h). Then
 # scripts/record_result.py copies each sweep's small files into results/ (see each results README's provenance),
 # and `python scripts/check_results.py` recomputes every README claim from the copies.
 set -u
