@@ -132,3 +132,12 @@ def long_gain_at_train_len():
     text = (f"From {_steps('compare'):,} to {_steps(FOLDER):,} steps every encoding's test perplexity at the training "
             f"length falls {_count(len(fell))} (means: {parts}).")
     return text, True, (len(fell), 3)
+
+
+@claim(FOLDER)
+def long_order_per_seed():
+    t = _tables()["long"]
+    text = (f"Per seed at 16× and {_steps(FOLDER):,} steps: "
+            + "; ".join(f"seed {s}: " + ", ".join(f"{pe} {_fmt(t[(pe, s)][AT])}" for pe in _order(t, AT, s))
+                        for s in SEEDS) + ".")
+    return text, True
