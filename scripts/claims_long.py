@@ -10,6 +10,8 @@ import statistics
 from claims_common import PROJECT, claim, rows, runs
 from claims_compare import CORE, SEEDS, L, _fmt, _mean, _order, _seeds
 
+from ropebench.run.rundir import RunDir
+
 FOLDER = "compare_long"
 AT = 16 * L  # the length the orderings are read at
 
@@ -29,8 +31,6 @@ def _count(k: int) -> str:
 @functools.cache
 def _steps(folder: str) -> int:
     """The training steps every run of a folder took (its runs' configs): the one value, or an error."""
-    from ropebench.run.rundir import RunDir
-
     (steps,) = {RunDir(p).read_config().train.steps for p in runs(folder)}
     return steps
 
@@ -44,8 +44,6 @@ def _tables() -> dict[str, dict]:
 @functools.cache
 def _lr_at_16x() -> dict[tuple[str, float], list[float]]:
     """(encoding, rate) -> the search's validation perplexities at 16x, one per seed (each config read once)."""
-    from ropebench.run.rundir import RunDir
-
     by: dict[tuple[str, float], list[float]] = {}
     for r in rows("lr", split="val"):
         if r["eval_len"] == AT and r["rope_scaling"] == "none" and r["status"] == "ok":
@@ -64,12 +62,13 @@ def _lr_rates_holding(a: str, b: str) -> tuple[list[float], list[float]]:
 PAIRS = list(itertools.combinations(("alibi", "t5", "nope", "rope", "sinusoidal"), 2))
 
 
+@functools.cache  # each pair's claim and both quotes of the summary read it
 def _pair(a: str, b: str) -> tuple[dict[str, int], list[float], list[float], bool]:
     """Seeds in which a is ahead of b at 16x in each table; the search's rates both ran and those where a is ahead;
-    whether the ordering is robust (every seed of every table, every rate)."""
+    whether the ordering is robust (every seed of every table, every rate, and at least one rate to compare)."""
     held = {name: sum(bool(_ahead(t, a, b, s)) for s in SEEDS) for name, t in _tables().items()}
     rates, holding = _lr_rates_holding(a, b)
-    return held, rates, holding, min(held.values()) == len(SEEDS) and holding == rates
+    return held, rates, holding, min(held.values()) == len(SEEDS) and bool(rates) and holding == rates
 
 
 def _pair_claim(a: str, b: str):
@@ -78,7 +77,7 @@ def _pair_claim(a: str, b: str):
         text = (f"{a} ahead of {b} at 16×: at {_steps('compare'):,} steps {_count(held['plain'])}; at "
                 f"{_steps(FOLDER):,} steps {_count(held['long'])}; with the sliding protocol "
                 f"{_count(held['sliding'])}; on validation at {len(holding)} of the {len(rates)} rates both ran "
-                f"(3-seed means) — {'robust' if robust else 'not robust'}.")
+                f"({len(SEEDS)}-seed means) — {'robust' if robust else 'not robust'}.")
         return text, True, (min(held.values()), len(SEEDS))
 
     return check
@@ -121,7 +120,7 @@ def long_order_16x():
     text = (f"At 16× the order of the means at {_steps(FOLDER):,} steps, best first, is "
             + ", ".join(f"{pe} {_fmt(_mean(t, pe, AT))}" for pe in order)
             + f"; a seed has this order {_count(len(held))}.")
-    return text, True, (len(held), 3)
+    return text, True, (len(held), len(SEEDS))
 
 
 @claim(FOLDER)
@@ -131,7 +130,7 @@ def long_gain_at_train_len():
     parts = ", ".join(f"{pe} {_fmt(_mean(plain, pe, L))} → {_fmt(_mean(long_, pe, L))}" for pe in CORE)
     text = (f"From {_steps('compare'):,} to {_steps(FOLDER):,} steps every encoding's test perplexity at the training "
             f"length falls {_count(len(fell))} (means: {parts}).")
-    return text, True, (len(fell), 3)
+    return text, True, (len(fell), len(SEEDS))
 
 
 @claim(FOLDER)
