@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every committed result under results/, regenerated from scratch: the exact commands, in the order they ran.
 #   bash scripts/regenerate_results.sh OUT_DIR
-# On 2 CPU cores this takes about 9 hours (jobs run two at a time, one thread each; the longest: the methods sweep
-# 2.2 h, compare_long 1.5 h, the full learning-rate grid 1.4 h, the task sweeps 1.1 h). Then
+# On 2 CPU cores this takes about 9 hours, summed from the folders' measured times (jobs run two at a time, one thread
+# each; the longest: the methods sweep 2.2 h, compare_long 1.5 h, the task sweeps 1.1 h, and the full learning-rate
+# grid about 1.4 h, extrapolated: results/lr's 54 of its 72 runs took 65 min). Then
 # scripts/record_result.py copies each sweep's small files into results/ (see each results README's provenance),
 # and `python scripts/check_results.py` recomputes every README claim from the copies.
 set -u
